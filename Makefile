@@ -1,0 +1,36 @@
+# Two commands on a fresh machine:
+#   make run   -> set up .venv and run the default federated job on embedded data
+#   make test  -> set up .venv (with the dev extra), lint, and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
+export FLWR_DISABLE_UPDATE_CHECK := 1
+
+.PHONY: setup run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/feddistill run $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check feddistill tests benchmarks
+	$(VENV)/bin/ruff format --check feddistill tests benchmarks
+
+test: lint
+	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/feddistill bench compression
+	$(VENV)/bin/feddistill bench fed
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .ruff_cache .mypy_cache

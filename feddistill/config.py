@@ -1,0 +1,257 @@
+"""Run configuration: one frozen dataclass, parsed once at the edge.
+
+Keys are kebab-case everywhere a user types them (``[tool.flwr.app.config]`` in
+pyproject.toml, a TOML file given to ``feddistill run --config``, ``--set key=value``,
+``flwr run . --run-config``); fields are the same names in snake_case. Every value is
+range-checked here, so library code takes typed arguments only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+DATASETS = ("mnist5k", "digits", "mnist", "fashion-mnist", "cifar10")
+PARTITIONERS = ("kmeans", "iid", "dirichlet")
+STRATEGIES = ("feddistill", "fedavg", "fedavg-compressed", "feddf", "fedmd", "centralized")
+CONSENSUS_MODES = ("mean", "confidence", "entropy", "domain", "cluster-mean")
+BIT_WIDTHS = (1, 2, 4, 8, 16, 32)  # 16 = fp16, 32 = uncompressed fp32
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs. Defaults are the `make run` job."""
+
+    # --- data ---
+    seed: int = 0  # one seed fixes splits, partitions, init and client sampling
+    dataset: str = "mnist5k"  # one of DATASETS; mnist5k and digits are embedded
+    data_root: str = "data"  # torchvision datasets live (or are downloaded) here
+    download: bool = False  # allow torchvision to download missing files
+    proxy_fraction: float = 0.2  # share of the dataset used as the unlabeled proxy set
+    test_fraction: float = 0.2  # share held out for server-side evaluation
+    partitioner: str = "kmeans"  # one of PARTITIONERS
+    num_partitions: int = 4  # clients (one partition each)
+    dirichlet_alpha: float = 0.5  # concentration for partitioner = dirichlet
+    min_partition_size: int = 10  # every partition has at least this many samples
+    # --- federation ---
+    strategy: str = "feddistill"  # one of STRATEGIES
+    num_server_rounds: int = 10
+    fraction_train: float = 1.0  # share of clients sampled per round, in (0, 1]
+    min_train_nodes: int = 2  # fewer successful clients than this fails the round
+    client_num_cpus: int = 1  # Ray resources per client (Flower wants an integer)
+    client_num_gpus: float = 0.0  # fraction of one GPU per client, in [0, 1]
+    device: str = "auto"  # auto = cuda when present
+    # --- models and local training ---
+    teacher_models: str = "cnn"  # comma list, one per client or one for all
+    student_model: str = "cnn-small"
+    teacher_epochs: int = 1  # local teacher epochs per round
+    local_epochs: int = 1  # local student epochs per round
+    batch_size: int = 32
+    learning_rate: float = 0.05  # student SGD learning rate
+    teacher_learning_rate: float = 0.05
+    momentum: float = 0.9
+    # --- distillation ---
+    temperature: float = 4.0  # softmax temperature T > 0
+    alpha: float = 1.0  # KD weight: loss = CE + alpha * T^2 * KL
+    consensus: str = "domain"  # one of CONSENSUS_MODES
+    server_distill_epochs: int = 0  # FedDF: server-side distillation epochs per round
+    # --- compression ---
+    update_density: float = 0.1  # top-k fraction of update entries sent, in (0, 1]
+    update_bit_width: int = 8  # one of BIT_WIDTHS
+    error_feedback: bool = True  # keep what top-k did not send for the next round
+    logits_bit_width: int = 8  # uploaded teacher logits, one of BIT_WIDTHS
+    export_sparsity: float = 0.5  # unstructured sparsity of the exported student, [0, 1)
+    # --- output ---
+    out_dir: str = "results/latest"
+
+    def __post_init__(self) -> None:
+        _check_choice("dataset", self.dataset, DATASETS)
+        _check_choice("partitioner", self.partitioner, PARTITIONERS)
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        _check_choice("consensus", self.consensus, CONSENSUS_MODES)
+        _check_choice("device", self.device, DEVICES)
+        _check_choice("update-bit-width", self.update_bit_width, BIT_WIDTHS)
+        _check_choice("logits-bit-width", self.logits_bit_width, BIT_WIDTHS)
+        for key in (
+            "num_partitions",
+            "num_server_rounds",
+            "min_train_nodes",
+            "client_num_cpus",
+            "batch_size",
+            "min_partition_size",
+        ):
+            _check_range(key, getattr(self, key), low=1)
+        for key in ("teacher_epochs", "local_epochs", "server_distill_epochs", "seed"):
+            _check_range(key, getattr(self, key), low=0)
+        for key in ("proxy_fraction", "test_fraction"):
+            _check_open_unit(key, getattr(self, key))
+        if self.proxy_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                "proxy-fraction + test-fraction must be < 1 (the rest is train), got "
+                f"{self.proxy_fraction} + {self.test_fraction}"
+            )
+        _check_range("fraction_train", self.fraction_train, low=0.0, low_open=True, high=1.0)
+        _check_range("update_density", self.update_density, low=0.0, low_open=True, high=1.0)
+        _check_range("client_num_gpus", self.client_num_gpus, low=0.0, high=1.0)
+        _check_range("export_sparsity", self.export_sparsity, low=0.0, high=1.0, high_open=True)
+        for key in ("learning_rate", "teacher_learning_rate", "temperature", "dirichlet_alpha"):
+            _check_range(key, getattr(self, key), low=0.0, low_open=True)
+        _check_range("alpha", self.alpha, low=0.0)
+        _check_range("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        if not self.teacher_model_list():
+            raise ValueError("teacher-models must name at least one model, got ''")
+        if len(self.teacher_model_list()) not in (1, self.num_partitions):
+            raise ValueError(
+                f"teacher-models must list 1 or num-partitions={self.num_partitions} "
+                f"models, got {len(self.teacher_model_list())}: {self.teacher_models!r}"
+            )
+        if self.min_train_nodes > self.num_partitions:
+            raise ValueError(
+                f"min-train-nodes={self.min_train_nodes} exceeds "
+                f"num-partitions={self.num_partitions}"
+            )
+
+    def teacher_model_list(self) -> list[str]:
+        """Teacher architecture names, one per client or one shared."""
+        return [s.strip() for s in self.teacher_models.split(",") if s.strip()]
+
+    def teacher_model_for(self, partition_id: int) -> str:
+        """The teacher architecture of client `partition_id`."""
+        names = self.teacher_model_list()
+        return names[0] if len(names) == 1 else names[partition_id]
+
+    def to_kebab(self) -> dict[str, Any]:
+        """The config as kebab-case keys (for Flower's run config and summary.json)."""
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with `changes` (snake_case field names) applied and re-checked."""
+        return dataclasses.replace(self, **changes)
+
+
+def _check_choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
+    if value not in allowed:
+        raise ValueError(
+            f"{key}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}"
+        )
+
+
+def _check_range(
+    key: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    name = key.replace("_", "-")
+    bad = (low is not None and (value < low or (low_open and value == low))) or (
+        high is not None and (value > high or (high_open and value == high))
+    )
+    if bad:
+        lo = "-inf" if low is None else f"{low}"
+        hi = "inf" if high is None else f"{high}"
+        interval = f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"{name}={value!r} is out of range; allowed: {interval}")
+
+
+def _check_open_unit(key: str, value: float) -> None:
+    _check_range(key, value, low=0.0, high=1.0, low_open=True, high_open=True)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Convert a TOML/CLI value to the field's type; error names the key."""
+    field_name = key.replace("-", "_")
+    default = getattr(RunConfig, field_name)
+    kind = type(default)
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+                return value.lower() in ("true", "1")
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"config key {key!r} expects a {kind.__name__}, got {value!r}"
+        ) from None
+
+
+def from_mapping(values: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
+    """Build a checked config from kebab-case (or snake_case) keys.
+
+    Args:
+        values: key -> value, e.g. Flower's ``context.run_config``.
+        base: config whose values are kept where `values` is silent (defaults if None).
+
+    Returns:
+        A validated :class:`RunConfig`.
+
+    Raises:
+        ValueError: on an unknown key (the message lists the valid keys), a value of
+            the wrong type, or a value out of its range.
+    """
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        field_name = key.replace("-", "_")
+        if field_name not in _FIELDS:
+            valid = ", ".join(sorted(n.replace("_", "-") for n in _FIELDS))
+            raise ValueError(f"unknown config key {key!r}; valid keys: {valid}")
+        changes[field_name] = _coerce(key, value)
+    return dataclasses.replace(base or RunConfig(), **changes)
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """Parse ``key=value`` strings (values as TOML literals, else plain strings).
+
+    Raises:
+        ValueError: if an item has no ``=``.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a TOML file (top-level keys or ``[tool.flwr.app.config]``), then overrides.
+
+    Args:
+        path: a TOML file, or None for the defaults.
+        overrides: ``key=value`` strings applied last.
+
+    Raises:
+        FileNotFoundError: if `path` does not exist.
+        ValueError: see :func:`from_mapping`.
+    """
+    cfg = RunConfig()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file {str(p)!r} does not exist")
+        data = tomllib.loads(p.read_text())
+        table = data.get("tool", {}).get("flwr", {}).get("app", {}).get("config", data)
+        cfg = from_mapping(table, cfg)
+    return from_mapping(parse_overrides(overrides), cfg)
