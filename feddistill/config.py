@@ -65,8 +65,11 @@ class RunConfig:
     error_feedback: bool = True  # keep what top-k did not send for the next round
     logits_bit_width: int = 8  # uploaded teacher logits, one of BIT_WIDTHS
     export_sparsity: float = 0.5  # unstructured sparsity of the exported student, [0, 1)
+    round_timeout_s: float = 600.0  # a sampled client that has not replied by then failed
     # --- output ---
     out_dir: str = "results/latest"
+    # --- fault injection (tests, chaos drills) ---
+    fail_partitions: str = ""  # comma list of partition ids whose training raises
 
     def __post_init__(self) -> None:
         _check_choice("dataset", self.dataset, DATASETS)
@@ -101,6 +104,13 @@ class RunConfig:
         for key in ("learning_rate", "teacher_learning_rate", "temperature", "dirichlet_alpha"):
             _check_range(key, getattr(self, key), low=0.0, low_open=True)
         _check_range("alpha", self.alpha, low=0.0)
+        _check_range("round_timeout_s", self.round_timeout_s, low=0.0, low_open=True)
+        try:
+            self.failing_partitions()
+        except ValueError:
+            raise ValueError(
+                f"fail-partitions must be a comma list of integers, got {self.fail_partitions!r}"
+            ) from None
         _check_range("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         if not self.teacher_model_list():
             raise ValueError("teacher-models must name at least one model, got ''")
@@ -118,6 +128,10 @@ class RunConfig:
     def teacher_model_list(self) -> list[str]:
         """Teacher architecture names, one per client or one shared."""
         return [s.strip() for s in self.teacher_models.split(",") if s.strip()]
+
+    def failing_partitions(self) -> set[int]:
+        """Partition ids whose client raises on purpose (fault injection)."""
+        return {int(s) for s in self.fail_partitions.split(",") if s.strip()}
 
     def teacher_model_for(self, partition_id: int) -> str:
         """The teacher architecture of client `partition_id`."""

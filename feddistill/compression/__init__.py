@@ -1,1 +1,38 @@
-"""feddistill.compression."""
+"""feddistill.compression: update codec, pruning, int8 export. No Flower, no Ray.
+
+Update path (client -> server): add residual -> top-k sparsify -> quantize -> encode;
+the server decodes -> dequantizes -> gets dense float32 tensors and aggregates those.
+"""
+
+from feddistill.compression.codec import CodecError
+from feddistill.compression.pruning import (
+    load_pruned,
+    prune_channels,
+    prune_unstructured,
+    save_pruned,
+)
+from feddistill.compression.ptq import export_student, load_student, quantize_int8
+from feddistill.compression.report import compression_report, format_report
+from feddistill.compression.update import (
+    UpdateCompression,
+    compress_update,
+    decode_update,
+    encode_tensors,
+)
+
+__all__ = [
+    "CodecError",
+    "UpdateCompression",
+    "compress_update",
+    "compression_report",
+    "decode_update",
+    "encode_tensors",
+    "export_student",
+    "format_report",
+    "load_pruned",
+    "load_student",
+    "prune_channels",
+    "prune_unstructured",
+    "quantize_int8",
+    "save_pruned",
+]

@@ -1,0 +1,152 @@
+"""The ``feddistill`` command: run, partition, bench."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from feddistill.config import RunConfig, load_config
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+def _format_row(row: dict[str, Any], rounds: int) -> str:
+    ratio = row.get("ratio_vs_fedavg_fp32")
+    ratio_txt = f" | {ratio:5.1f}x smaller than fp32 FedAvg" if isinstance(ratio, float) else ""
+    return (
+        f"round {row['round']:>3}/{rounds} | acc {100 * row['accuracy']:5.1f}% "
+        f"(worst domain {100 * row['worst_domain_accuracy']:5.1f}%) | loss {row['loss']:.3f} | "
+        f"uplink {row['uplink_bytes'] / 1e6:7.3f} MB{ratio_txt} | failed {row.get('failed', 0)} | "
+        f"{row['round_seconds']:5.1f} s"
+    )
+
+
+def run_job(cfg: RunConfig, ray_address: str | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Run one job (federated through Flower, or the centralized baseline) with progress.
+
+    Returns:
+        The run's summary.json as a dict.
+    """
+    from feddistill.engine import run_simulation_job
+    from feddistill.server.centralized import run_centralized
+
+    progress = Progress(
+        TextColumn(f"[bold]{cfg.strategy}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("rounds"), TimeElapsedColumn(), console=console, disable=quiet,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("rounds", total=cfg.num_server_rounds)
+
+        def on_row(row: dict[str, Any]) -> None:
+            progress.update(task, completed=row["round"])
+            if not quiet:
+                progress.console.print(_format_row(row, cfg.num_server_rounds))
+
+        if cfg.strategy == "centralized":
+            return run_centralized(cfg, on_row=on_row)
+        return run_simulation_job(cfg, on_row=on_row, ray_address=ray_address)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from feddistill.engine import clear_results
+
+    overrides = list(args.set or [])
+    out = args.resume or args.out
+    if out:
+        overrides.append(f"out-dir={str(Path(out).resolve())!r}")
+    cfg = load_config(args.config, overrides)
+    cfg = dataclasses.replace(cfg, out_dir=str(Path(cfg.out_dir).resolve()), data_root=str(Path(cfg.data_root).resolve()))
+    if args.resume:
+        if not (Path(cfg.out_dir) / "checkpoints" / "latest").is_file():
+            err_console.print(f"[red]error:[/] --resume {args.resume}: no checkpoint found there")
+            return 2
+    else:
+        clear_results(Path(cfg.out_dir))
+    console.print(
+        f"feddistill: strategy={cfg.strategy} dataset={cfg.dataset} clients={cfg.num_partitions} "
+        f"({cfg.partitioner}) rounds={cfg.num_server_rounds} -> {cfg.out_dir}"
+    )
+    summary = run_job(cfg, ray_address=args.ray_address, quiet=args.quiet)
+    if summary.get("status") != "completed":
+        err_console.print(f"[red]run failed:[/] {summary.get('error', 'unknown error')}")
+        err_console.print(f"logs: {Path(cfg.out_dir) / 'flower.log'}")
+        return 1
+    console.print(
+        f"done: final accuracy {100 * summary['final_accuracy']:.2f}% (best {100 * summary['best_accuracy']:.2f}%), "
+        f"uplink {summary['uplink_bytes'] / 1e6:.3f} MB, {summary['wall_seconds']:.1f} s. "
+        f"Results: {cfg.out_dir}"
+    )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from feddistill.engine import app_dir
+
+    path = app_dir() / "benchmarks" / ("compression.py" if args.which == "compression" else "fed_mnist5k.py")
+    spec = importlib.util.spec_from_file_location(f"feddistill_bench_{args.which}", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"benchmark script {path} not found")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return int(module.main(args.rest) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="feddistill", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the federated job (Flower simulation on Ray)")
+    run.add_argument("--config", help="TOML file with kebab-case keys (top level or [tool.flwr.app.config])")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config key (repeatable)")
+    run.add_argument("--out", help="results directory (config key out-dir)")
+    run.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    run.add_argument("--ray-address", help="attach to an existing Ray cluster (else RAY_ADDRESS or a local one)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or per-round lines")
+    run.set_defaults(func=cmd_run)
+
+    try:
+        from feddistill.data.cli_partition import add_partition_parser
+
+        add_partition_parser(sub)
+    except ImportError:  # pragma: no cover - the data package is always installed
+        pass
+
+    bench = sub.add_parser("bench", help="benchmarks: compression | fed")
+    bench.add_argument("which", choices=("compression", "fed"))
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``feddistill`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        return 2
+    except RuntimeError as exc:
+        err_console.print(f"[red]run failed:[/] {exc}")
+        return 1
+    except KeyboardInterrupt:
+        err_console.print("interrupted; processes stopped. Continue with --resume DIR.")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

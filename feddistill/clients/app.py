@@ -1,0 +1,75 @@
+"""Flower ClientApp: unpack the message, run the client's round, pack the reply.
+
+The partition id comes from the node config (``partition-id``), which Flower's
+simulation sets for each virtual SuperNode and a real SuperNode gets through
+``--node-config "partition-id=0 num-partitions=2"``.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from feddistill import protocol as P
+from feddistill.clients.round import run_client_round
+from feddistill.clients.train import resolve_device
+from feddistill.compression import decode_update
+from feddistill.config import RunConfig, from_mapping
+from feddistill.data import prepare_federated_data
+
+logger = logging.getLogger(__name__)
+app = ClientApp()
+
+
+@lru_cache(maxsize=8)
+def _config(items: tuple) -> RunConfig:
+    return from_mapping(dict(items))
+
+
+def client_state_dir(cfg: RunConfig, context: Context) -> Path:
+    """Per-client state directory: node-config ``state-dir`` if set, else <out-dir>/client-state."""
+    custom = context.node_config.get("state-dir")
+    return Path(str(custom)) if custom else Path(cfg.out_dir) / "client-state"
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Handle one FedDistill train message (see DESIGN.md, "One round")."""
+    cfg = _config(tuple(sorted(context.run_config.items())))
+    torch.set_num_threads(max(1, cfg.client_num_cpus))
+    partition_id = int(context.node_config[P.PARTITION_ID])
+    config = msg.content[P.CONFIG]
+    server_round = int(config[P.SERVER_ROUND])
+    global_state = msg.content[P.ARRAYS].to_torch_state_dict()
+    consensus = None
+    if P.CONSENSUS in config:
+        soft = decode_update(bytes(config[P.CONSENSUS]))[P.SOFT_LABELS_TENSOR].clamp_min(0)
+        consensus = soft / soft.sum(dim=1, keepdim=True).clamp_min(1e-12)  # (B, K), rows sum to 1
+    reply = run_client_round(
+        cfg,
+        prepare_federated_data(cfg),
+        partition_id,
+        global_state,
+        consensus,
+        server_round,
+        client_state_dir(cfg, context),
+        resolve_device(cfg.device),
+    )
+    metrics = MetricRecord(
+        {P.NUM_EXAMPLES: reply.num_examples, P.PARTITION_ID: partition_id, **reply.metrics}
+    )
+    payload = ConfigRecord({P.UPDATE: reply.update, P.LOGITS: reply.logits})
+    return Message(content=RecordDict({P.METRICS: metrics, P.PAYLOAD: payload}), reply_to=msg)
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Report this node's partition id (the server maps node ids to partitions once)."""
+    partition_id = int(context.node_config[P.PARTITION_ID])
+    metrics = MetricRecord({P.PARTITION_ID: partition_id})
+    return Message(content=RecordDict({P.METRICS: metrics}), reply_to=msg)

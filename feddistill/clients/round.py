@@ -1,0 +1,178 @@
+"""One client's work in one round of FedDistill, as plain PyTorch (no Flower, no Ray).
+
+Per-client state (the teacher, the error-feedback residual) is kept on disk, keyed by
+partition id and round, because Ray actors are not tied to a partition. Keeping each
+round's file (the last two) lets a resumed run start from exactly the state the
+checkpointed round left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from feddistill.clients.train import (
+    KDTarget,
+    evaluate,
+    predict_logits,
+    state_delta,
+    train_supervised,
+)
+from feddistill.compression import UpdateCompression, compress_update, encode_tensors
+from feddistill.config import RunConfig
+from feddistill.data import FederatedData
+from feddistill.distill import SharedFeatureSpace, domain_affinity
+from feddistill.models import build_model
+from feddistill.protocol import AFFINITY_TENSOR, LOGITS_TENSOR, plan_for
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ClientReply:
+    """What a client sends back: payloads plus metrics (all JSON-able numbers)."""
+
+    update: bytes
+    logits: bytes
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _round_seed(seed: int, partition_id: int, server_round: int, salt: int) -> int:
+    return (seed * 1_000_003 + partition_id * 10_007 + server_round * 101 + salt) % (2**31)
+
+
+def state_path(state_dir: str | Path, partition_id: int, server_round: int) -> Path:
+    """File holding client `partition_id`'s state after `server_round`."""
+    return Path(state_dir) / f"partition-{partition_id}" / f"round-{server_round}.pt"
+
+
+def load_state(state_dir: str | Path, partition_id: int, server_round: int) -> dict:
+    """State after `server_round` (empty dict if none was saved, e.g. round 0)."""
+    path = state_path(state_dir, partition_id, server_round)
+    if server_round < 1 or not path.is_file():
+        return {}
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_state(state_dir: str | Path, partition_id: int, server_round: int, state: dict) -> None:
+    """Atomically write the state after `server_round`; drop files older than the last two."""
+    path = state_path(state_dir, partition_id, server_round)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    for old in path.parent.glob("round-*.pt"):
+        if int(old.stem.split("-")[1]) < server_round - 1:
+            old.unlink(missing_ok=True)
+
+
+@lru_cache(maxsize=4)
+def _feature_space(proxy_x: Tensor, seed: int) -> SharedFeatureSpace:
+    # Cached per process by the proxy tensor's identity (data is cached the same way).
+    return SharedFeatureSpace(proxy_x, seed=seed)
+
+
+def run_client_round(
+    cfg: RunConfig,
+    data: FederatedData,
+    partition_id: int,
+    global_state: dict[str, Tensor],
+    consensus: Tensor | None,
+    server_round: int,
+    state_dir: str | Path,
+    device: torch.device,
+) -> ClientReply:
+    """Teacher round, proxy logits, student round and compressed upload of one client.
+
+    Args:
+        cfg: the run's config.
+        data: the federation's data; this client reads only its own partition, the
+            (unlabeled) proxy inputs and nothing else.
+        partition_id: this client's partition, in [0, num_partitions).
+        global_state: global student state_dict (float32 tensors).
+        consensus: soft labels (B, K) on the proxy set from the last round, or None.
+        server_round: the round, from 1.
+        state_dir: where per-client state lives.
+        device: where to train.
+
+    Returns:
+        The :class:`ClientReply` with the encoded update and logits.
+
+    Raises:
+        ValueError: if the partition id is out of range or the partition is empty.
+    """
+    if not 0 <= partition_id < len(data.partitions):
+        raise ValueError(
+            f"partition-id={partition_id} is out of range [0, {len(data.partitions)})"
+        )
+    if partition_id in cfg.failing_partitions():
+        raise RuntimeError(f"partition {partition_id}: failure injected by fail-partitions")
+    plan = plan_for(cfg)
+    splits = data.splits
+    idx = torch.as_tensor(data.partitions[partition_id], dtype=torch.long)
+    x, y = splits.train_x[idx], splits.train_y[idx]
+    state = load_state(state_dir, partition_id, server_round - 1)
+    new_state: dict = {}
+    metrics: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    logits_payload = b""
+    if plan.uses_teachers:
+        teacher = build_model(cfg.teacher_model_for(partition_id), splits.in_shape, splits.num_classes)
+        if "teacher" in state:
+            teacher.load_state_dict(state["teacher"])
+        stats = train_supervised(
+            teacher, x, y, cfg.teacher_epochs, cfg.teacher_learning_rate, cfg.momentum,
+            cfg.batch_size, _round_seed(cfg.seed, partition_id, server_round, 1), device,
+        )
+        new_state["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
+        teacher_logits = predict_logits(teacher, splits.proxy_x, device)  # (B, K)
+        space = _feature_space(splits.proxy_x, cfg.seed)
+        affinity = domain_affinity(space.transform(x), space.transform(splits.proxy_x))  # (B,)
+        logits_payload = encode_tensors(
+            # log-affinity: 8 linear bits keep relative weights of far samples this way
+            {LOGITS_TENSOR: teacher_logits, AFFINITY_TENSOR: affinity.float().clamp_min(1e-30).log()},
+            bit_width=cfg.logits_bit_width,
+            per_channel=False,
+        )
+        _, teacher_acc = evaluate(teacher, x, y, device)
+        metrics.update(teacher_loss=stats["loss"], teacher_train_accuracy=teacher_acc)
+
+    student = build_model(cfg.student_model, splits.in_shape, splits.num_classes)
+    student.load_state_dict(global_state)
+    kd = None
+    if plan.uses_kd and consensus is not None:
+        kd = KDTarget(splits.proxy_x, consensus, cfg.alpha, cfg.temperature)
+    stats = train_supervised(
+        student, x, y, cfg.local_epochs, cfg.learning_rate, cfg.momentum, cfg.batch_size,
+        _round_seed(cfg.seed, partition_id, server_round, 2), device, kd=kd,
+    )
+    _, student_acc = evaluate(student, x, y, device)
+    delta = state_delta(student.state_dict(), global_state)
+    spec = UpdateCompression(
+        density=plan.density, bit_width=plan.bit_width, error_feedback=plan.error_feedback
+    )
+    residual = state.get("residual") if plan.error_feedback else None
+    generator = torch.Generator().manual_seed(_round_seed(cfg.seed, partition_id, server_round, 3))
+    update_payload, new_residual = compress_update(delta, spec, residual, generator=generator)
+    if plan.error_feedback:
+        new_state["residual"] = new_residual
+    save_state(state_dir, partition_id, server_round, new_state)
+
+    metrics.update(
+        student_loss=stats["loss"],
+        student_ce=stats["ce"],
+        student_kd=stats["kd"],
+        student_train_accuracy=student_acc,
+        update_bytes=float(len(update_payload)),
+        logits_bytes=float(len(logits_payload)),
+        client_seconds=time.perf_counter() - t0,
+    )
+    return ClientReply(update_payload, logits_payload, int(x.shape[0]), metrics)

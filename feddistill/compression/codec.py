@@ -1,0 +1,374 @@
+"""Wire format for (sparsified, quantized) tensors: exact bytes, versioned, checksummed.
+
+Layout, all integers little-endian::
+
+    header   magic b"FDCU" | version u8 (=1) | flags u8 (=0) | total_len u64 | count u32
+    record   name_len u16 | name utf-8 | dtype u8 | ndim u8 | shape u32 * ndim | kind u8
+      kind RAW (integer / bool tensors, lossless):   nbytes u64 | raw bytes
+      kind FLOAT (decoded as float32):
+               value_bits u8 | layout u8 | per_channel u8 | ch_axis i8 | k u64 | rice_r u8
+               | rows u32 | [scales f32 * rows | zero_points u8 * rows]  (value_bits <= 8)
+               | index_nbytes u64 | index | values_nbytes u64 | values
+    trailer  crc32 u32 of everything before it
+
+``layout`` says how the positions of the k kept entries are coded, whichever is smallest
+for that tensor: DENSE (every entry coded, unsent ones as exact zeros), BITMAP (numel
+bits) or RICE (gaps between sorted positions, Golomb-Rice coded). Values are packed to
+``value_bits`` bits (1, 2, 4, 8 affine codes; 16 fp16; 32 fp32). A decoder checks the
+length, then the checksum, then every size against the header, so truncated or
+corrupted bytes raise :class:`CodecError` and never decode to garbage.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from feddistill.compression.packing import (
+    PackingError,
+    pack_bitmap,
+    pack_codes,
+    pack_rice,
+    packed_nbytes,
+    rice_parameter,
+    unpack_bitmap,
+    unpack_codes,
+    unpack_rice,
+)
+from feddistill.compression.quantize import (
+    QParams,
+    affine_qparams,
+    channel_unview,
+    channel_view,
+    dequantize_rows,
+    quantize_rows,
+    row_minmax,
+)
+from feddistill.compression.sparsify import num_kept, topk_indices
+
+MAGIC = b"FDCU"
+VERSION = 1
+_HEADER = struct.Struct("<4sBBQI")
+_FLOAT_META = struct.Struct("<BBBbQBI")
+_CRC = struct.Struct("<I")
+RAW, FLOAT = 0, 1
+DENSE, BITMAP, RICE = 0, 1, 2
+
+_DTYPES: tuple[torch.dtype, ...] = (
+    torch.float32, torch.float16, torch.bfloat16, torch.float64,
+    torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool,
+)  # fmt: skip
+_DTYPE_CODE = {dt: i for i, dt in enumerate(_DTYPES)}
+
+
+class CodecError(ValueError):
+    """A payload is truncated, corrupted, or not a payload of this codec."""
+
+
+@dataclass(frozen=True)
+class FloatEncoding:
+    """How one float tensor is encoded (already validated by the caller).
+
+    Attributes:
+        density: top-k fraction in (0, 1]; 1.0 sends every entry.
+        k: exact number of entries kept, overrides ``density``.
+        bit_width: 1, 2, 4, 8 (affine codes), 16 (fp16) or 32 (fp32).
+        per_channel: one scale per index of ``ch_axis``; dense tensors of 2+ dims only.
+        ch_axis: channel axis.
+        stochastic: unbiased stochastic rounding.
+    """
+
+    density: float = 1.0
+    k: int | None = None
+    bit_width: int = 32
+    per_channel: bool = True
+    ch_axis: int = 0
+    stochastic: bool = False
+
+
+def _tensor_head(name: str, shape: tuple[int, ...], dtype: torch.dtype, kind: int) -> bytes:
+    name_bytes = name.encode("utf-8")
+    if len(name_bytes) >= 2**16 or len(shape) >= 2**8 or any(s >= 2**32 for s in shape):
+        raise ValueError(f"tensor {name!r}: name, ndim or shape {shape} too large")
+    if dtype not in _DTYPE_CODE:
+        raise ValueError(f"tensor {name!r}: dtype {dtype} not in {set(_DTYPES)}")
+    head = struct.pack(f"<BB{len(shape)}IB", _DTYPE_CODE[dtype], len(shape), *shape, kind)
+    return struct.pack("<H", len(name_bytes)) + name_bytes + head
+
+
+def encode_raw(name: str, t: Tensor) -> bytes:
+    """One RAW record: the tensor's bytes, dtype kept (integer and bool tensors)."""
+    data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    return _tensor_head(name, tuple(t.shape), t.dtype, RAW) + struct.pack("<Q", len(data)) + data
+
+
+def _quantize_values(
+    rows: Tensor, enc: FloatEncoding, generator: torch.Generator | None, recon: bool
+) -> tuple[Tensor, QParams | None, Tensor | None]:
+    """(C, M) float32 rows -> (codes or cast values, qparams, reconstruction (C, M))."""
+    if enc.bit_width == 32:
+        return rows, None, rows
+    if enc.bit_width == 16:
+        half = rows.half()
+        return half, None, half.float() if recon else None
+    qparams = affine_qparams(*row_minmax(rows), enc.bit_width)
+    codes = quantize_rows(rows, qparams, enc.stochastic, generator)
+    return codes, qparams, dequantize_rows(codes, qparams) if recon else None
+
+
+def _values_bytes(values: Tensor, bit_width: int) -> bytes:
+    if bit_width > 8:
+        return values.contiguous().numpy().tobytes()
+    return pack_codes(values.numpy().ravel(), bit_width)
+
+
+def encode_float(
+    name: str,
+    acc: Tensor,
+    enc: FloatEncoding,
+    generator: torch.Generator | None = None,
+    reconstruct: bool = True,
+) -> tuple[bytes, Tensor | None]:
+    """One FLOAT record for a finite float tensor, and what the receiver will decode.
+
+    Args:
+        name: the tensor's key.
+        acc: float tensor (update + residual), any shape; must be finite.
+        enc: sparsification and quantization settings.
+        generator: random source for stochastic rounding.
+        reconstruct: also return what the receiver will decode (for error feedback).
+
+    Returns:
+        (record bytes, reconstruction): the reconstruction is float32 with ``acc``'s
+        shape and equals ``decode`` of the record exactly; None if not ``reconstruct``.
+
+    Raises:
+        ValueError: if ``ch_axis`` is out of range for this tensor.
+    """
+    dtype = acc.dtype
+    acc = acc.detach().cpu().float().contiguous()
+    n = acc.numel()
+    kept = num_kept(n, enc.density, enc.k)
+    if kept == n:
+        per_channel = enc.per_channel and acc.ndim >= 2
+        rows = channel_view(acc, per_channel, enc.ch_axis, name)  # (C, numel / C)
+        values, qparams, recon_rows = _quantize_values(rows, enc, generator, reconstruct)
+        recon = None
+        if recon_rows is not None:
+            recon = channel_unview(recon_rows, tuple(acc.shape), per_channel, enc.ch_axis)
+        index, layout, rice_r = b"", DENSE, 0
+        values_bytes = _values_bytes(values, enc.bit_width)
+    else:
+        idx = topk_indices(acc, kept)
+        sparse_rows = acc.reshape(-1)[idx].reshape(1, -1)  # (1, k)
+        values, qparams, recon_rows = _quantize_values(sparse_rows, enc, generator, True)
+        recon = torch.zeros(n, dtype=torch.float32)
+        recon[idx] = recon_rows.reshape(-1)
+        recon = recon.reshape(acc.shape) if reconstruct else None
+        per_channel = False
+        layout, index, values_bytes, rice_r = _smallest_layout(idx, values, qparams, n, enc)
+    meta = _FLOAT_META.pack(
+        enc.bit_width, layout, int(per_channel), enc.ch_axis % max(acc.ndim, 1) if per_channel
+        else 0, kept, rice_r,
+        1 if qparams is None else qparams.scale.numel(),
+    )  # fmt: skip
+    scales = b""
+    if qparams is not None:
+        scales = qparams.scale.numpy().astype("<f4").tobytes()
+        scales += qparams.zero_point.numpy().astype(np.uint8).tobytes()
+    record = b"".join(
+        [
+            _tensor_head(name, tuple(acc.shape), dtype, FLOAT),
+            meta,
+            scales,
+            struct.pack("<Q", len(index)),
+            index,
+            struct.pack("<Q", len(values_bytes)),
+            values_bytes,
+        ]
+    )
+    return record, recon
+
+
+def _smallest_layout(
+    idx: Tensor, values: Tensor, qparams: QParams | None, n: int, enc: FloatEncoding
+) -> tuple[int, bytes, bytes, int]:
+    """Pick DENSE, BITMAP or RICE for k kept entries, whichever is fewest bytes."""
+    k = idx.numel()
+    idx_np = idx.numpy()
+    bits = enc.bit_width
+    rice_r, rice_bytes = rice_parameter(idx_np)
+    costs = {
+        DENSE: packed_nbytes(n, bits),
+        BITMAP: packed_nbytes(n, 1) + packed_nbytes(k, bits),
+        RICE: rice_bytes + packed_nbytes(k, bits),
+    }
+    layout = min(costs, key=lambda key: (costs[key], key))
+    if layout == DENSE:
+        if qparams is None:
+            full = torch.zeros(n, dtype=values.dtype)
+        else:
+            full = torch.full((n,), int(qparams.zero_point[0]), dtype=torch.uint8)
+        full[idx] = values.reshape(-1)
+        return DENSE, b"", _values_bytes(full, bits), 0
+    index = pack_bitmap(idx_np, n) if layout == BITMAP else pack_rice(idx_np, rice_r)
+    return layout, index, _values_bytes(values.reshape(-1), bits), rice_r
+
+
+def pack_payload(records: Iterable[bytes]) -> bytes:
+    """Header + records + crc32 trailer."""
+    records = list(records)
+    body_len = sum(len(r) for r in records)
+    total = _HEADER.size + body_len + _CRC.size
+    head = _HEADER.pack(MAGIC, VERSION, 0, total, len(records))
+    out = b"".join([head, *records])
+    return out + _CRC.pack(zlib.crc32(out))
+
+
+class _Reader:
+    """Bounds-checked cursor over a payload; every overrun is a CodecError."""
+
+    def __init__(self, buf: memoryview, end: int) -> None:
+        self.buf, self.pos, self.end = buf, 0, end
+
+    def take(self, n: int, what: str) -> memoryview:
+        if n < 0 or self.pos + n > self.end:
+            raise CodecError(f"payload ends inside {what} (needs {n} bytes at offset {self.pos})")
+        out = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str | struct.Struct, what: str) -> tuple:
+        s = fmt if isinstance(fmt, struct.Struct) else struct.Struct(fmt)
+        return s.unpack(self.take(s.size, what))
+
+
+def decode_payload(payload: bytes) -> dict[str, Tensor]:
+    """Decode a payload of :func:`pack_payload` into dense tensors, in stored order.
+
+    Returns:
+        name -> tensor: float records as float32, raw records with their dtype.
+
+    Raises:
+        CodecError: on a wrong magic/version, a length that disagrees with the header
+            (truncation), a checksum mismatch (corruption), or any inconsistent field.
+    """
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise CodecError(f"payload must be bytes, got {type(payload).__name__}")
+    buf = memoryview(payload).cast("B")
+    if len(buf) < _HEADER.size + _CRC.size:
+        raise CodecError(f"payload of {len(buf)} bytes is shorter than a header")
+    magic, version, _flags, total, count = _HEADER.unpack(buf[: _HEADER.size])
+    if magic != MAGIC:
+        raise CodecError(f"not a feddistill payload: magic {bytes(magic)!r} != {MAGIC!r}")
+    if version != VERSION:
+        raise CodecError(f"payload version {version} unsupported; this decoder reads {VERSION}")
+    if total != len(buf):
+        raise CodecError(f"payload truncated or padded: header says {total} bytes, got {len(buf)}")
+    (crc,) = _CRC.unpack(buf[-_CRC.size :])
+    if zlib.crc32(buf[: -_CRC.size]) != crc:
+        raise CodecError("payload corrupted: crc32 mismatch")
+    reader = _Reader(buf, len(buf) - _CRC.size)
+    reader.pos = _HEADER.size
+    out: dict[str, Tensor] = {}
+    for _ in range(count):
+        name, tensor = _decode_record(reader)
+        if name in out:
+            raise CodecError(f"payload repeats tensor {name!r}")
+        out[name] = tensor
+    if reader.pos != reader.end:
+        raise CodecError(f"{reader.end - reader.pos} unexpected bytes after the last record")
+    return out
+
+
+def _decode_record(reader: _Reader) -> tuple[str, Tensor]:
+    (name_len,) = reader.unpack("<H", "name length")
+    try:
+        name = bytes(reader.take(name_len, "name")).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CodecError("tensor name is not utf-8") from err
+    dtype_code, ndim = reader.unpack("<BB", f"{name!r} dtype")
+    if dtype_code >= len(_DTYPES):
+        raise CodecError(f"tensor {name!r}: unknown dtype code {dtype_code}")
+    shape = tuple(reader.unpack(f"<{ndim}I", f"{name!r} shape"))
+    numel = int(np.prod(shape, dtype=np.int64))
+    (kind,) = reader.unpack("<B", f"{name!r} kind")
+    try:
+        if kind == RAW:
+            return name, _decode_raw(reader, name, _DTYPES[dtype_code], shape, numel)
+        if kind == FLOAT:
+            return name, _decode_float(reader, name, shape, numel)
+    except PackingError as err:
+        raise CodecError(f"tensor {name!r}: {err}") from err
+    raise CodecError(f"tensor {name!r}: unknown record kind {kind}")
+
+
+def _decode_raw(
+    reader: _Reader, name: str, dtype: torch.dtype, shape: tuple[int, ...], numel: int
+) -> Tensor:
+    (nbytes,) = reader.unpack("<Q", f"{name!r} size")
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    if nbytes != numel * itemsize:
+        raise CodecError(f"tensor {name!r}: {nbytes} bytes for {numel} x {dtype}")
+    data = bytearray(reader.take(nbytes, f"{name!r} data"))
+    if numel == 0:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def _decode_float(reader: _Reader, name: str, shape: tuple[int, ...], numel: int) -> Tensor:
+    bits, layout, per_channel, ch_axis, k, rice_r, rows = reader.unpack(_FLOAT_META, name)
+    if bits not in (1, 2, 4, 8, 16, 32) or layout not in (DENSE, BITMAP, RICE) or k > numel:
+        raise CodecError(f"tensor {name!r}: bad bit_width {bits}, layout {layout} or k {k}")
+    if per_channel and (k != numel or len(shape) < 2 or ch_axis >= len(shape)):
+        raise CodecError(f"tensor {name!r}: per-channel scales on a sparse or 1-D tensor")
+    expected_rows = shape[ch_axis] if per_channel else 1
+    if bits <= 8 and rows != expected_rows:
+        raise CodecError(f"tensor {name!r}: {rows} scale rows, expected {expected_rows}")
+    qparams = None
+    if bits <= 8:
+        scale = np.frombuffer(reader.take(4 * rows, f"{name!r} scales"), dtype="<f4")
+        zp = np.frombuffer(reader.take(rows, f"{name!r} zero points"), dtype=np.uint8)
+        if not np.all(np.isfinite(scale) & (scale > 0)) or np.any(zp >= 2**bits):
+            raise CodecError(f"tensor {name!r}: non-finite scale or zero point out of range")
+        qparams = QParams(torch.from_numpy(scale.astype(np.float32)), torch.from_numpy(
+            zp.astype(np.int64)), bits)  # fmt: skip
+    (index_nbytes,) = reader.unpack("<Q", f"{name!r} index size")
+    index = reader.take(index_nbytes, f"{name!r} index")
+    (values_nbytes,) = reader.unpack("<Q", f"{name!r} values size")
+    values_buf = reader.take(values_nbytes, f"{name!r} values")
+    n_values = numel if layout == DENSE else k
+    values = _decode_values(values_buf, bits, n_values, name)
+    if qparams is not None:
+        if per_channel:
+            flat = dequantize_rows(values.reshape(rows, -1), qparams)  # (C, numel / C)
+            return channel_unview(flat, shape, True, ch_axis)
+        values = dequantize_rows(values.reshape(1, -1), qparams).reshape(-1)
+    if layout == DENSE:
+        if index_nbytes:
+            raise CodecError(f"tensor {name!r}: dense layout with an index")
+        return values.reshape(shape)
+    if layout == BITMAP:
+        idx = unpack_bitmap(index, numel, k)
+    else:
+        idx = unpack_rice(index, rice_r, k, numel)
+    dense = torch.zeros(numel, dtype=torch.float32)
+    dense[torch.from_numpy(idx)] = values
+    return dense.reshape(shape)
+
+
+def _decode_values(buf: memoryview, bits: int, n: int, name: str) -> Tensor:
+    if bits <= 8:
+        return torch.from_numpy(unpack_codes(buf, bits, n))
+    dtype = np.float16 if bits == 16 else np.float32
+    if len(buf) != n * (bits // 8):
+        raise CodecError(f"tensor {name!r}: {len(buf)} value bytes for {n} fp{bits} values")
+    return torch.from_numpy(np.frombuffer(buf, dtype=dtype).astype(np.float32))
+
+

@@ -1,0 +1,202 @@
+"""Model pruning: unstructured magnitude (torch.nn.utils.prune) and structural channels.
+
+*What to cut* is the magnitude (L1 of a weight, L2 of a channel group); *how* is
+masking made permanent (unstructured) or physical removal (Torch-Pruning); *when* is
+up to the caller (e.g. once before export, or every round).
+
+A channel-pruned model has different shapes from the dense one. It is saved as a
+plain ``state_dict`` (loadable with ``weights_only=True``, no pickled code) and loaded
+back by :func:`load_pruned`, which resizes a freshly built dense model of the same
+architecture to the saved shapes before a strict ``load_state_dict``.
+
+References:
+    Han et al., Learning both weights and connections, arXiv:1506.02626.
+    Fang et al., DepGraph: Towards Any Structural Pruning, arXiv:2301.12900.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch_pruning as tp
+from torch import Tensor, nn
+from torch.nn.utils import prune
+
+PRUNABLE: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+SCOPES: tuple[str, ...] = ("global", "layer")
+
+
+def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every conv / linear layer whose ``weight`` gets pruned."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
+
+
+def _make_permanent(model: nn.Module) -> None:
+    for _, module in model.named_modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, prune.BasePruningMethod):
+                prune.remove(module, hook._tensor_name)
+
+
+def prune_unstructured(
+    model: nn.Module,
+    sparsity: float,
+    scope: str = "global",
+    min_density_per_layer: float = 0.01,
+) -> nn.Module:
+    """Zero the smallest-magnitude weights of every conv / linear layer, in place.
+
+    ``scope="global"`` ranks ``|w|`` over all layers together (one threshold), so
+    layers with small weights lose more; ``"layer"`` prunes each layer to ``sparsity``.
+    Either way a layer keeps at least ``ceil(min_density_per_layer * numel)`` weights,
+    so a global threshold cannot wipe out a whole layer; the achieved sparsity can then
+    be below ``sparsity``. Biases and normalization parameters are not pruned. Masks
+    are made permanent (``prune.remove``), so ``model.state_dict()`` has exactly the
+    dense model's keys and zeros in place of pruned weights.
+
+    Args:
+        model: the network; modified in place (existing prune masks made permanent too).
+        sparsity: fraction of weights set to zero, in [0, 1).
+        scope: ``"global"`` or ``"layer"``.
+        min_density_per_layer: fraction of each layer's weights kept at least, (0, 1].
+
+    Returns:
+        ``model`` itself.
+
+    Raises:
+        ValueError: if ``sparsity``, ``scope`` or ``min_density_per_layer`` is out of
+            range (named with the allowed values).
+
+    References:
+        Han et al., arXiv:1506.02626.
+    """
+    if isinstance(sparsity, bool) or not 0.0 <= float(sparsity) < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {set(SCOPES)}, got {scope!r}")
+    if not 0.0 < float(min_density_per_layer) <= 1.0:
+        raise ValueError(f"min_density_per_layer must be in (0, 1], got {min_density_per_layer!r}")
+    _make_permanent(model)
+    layers = prunable_layers(model)
+    if not layers or sparsity == 0.0:
+        return model
+    sizes = [m.weight.numel() for _, m in layers]
+    if scope == "layer":
+        amounts = [round(sparsity * n) for n in sizes]
+    else:
+        scores = torch.cat([m.weight.detach().abs().reshape(-1) for _, m in layers])
+        layer_of = torch.repeat_interleave(torch.arange(len(layers)), torch.tensor(sizes))
+        lowest = torch.argsort(scores, stable=True)[: round(sparsity * scores.numel())]
+        amounts = torch.bincount(layer_of[lowest], minlength=len(layers)).tolist()
+    for (_, module), n, amount in zip(layers, sizes, amounts, strict=True):
+        floor = math.ceil(min_density_per_layer * n)
+        amount = min(int(amount), n - floor)
+        if amount > 0:
+            prune.l1_unstructured(module, "weight", amount=amount)
+            prune.remove(module, "weight")
+    return model
+
+
+def _classifier(model: nn.Module) -> nn.Module:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("prune_channels needs a final nn.Linear classifier to keep")
+    return linears[-1]
+
+
+def prune_channels(model: nn.Module, example_inputs: Tensor, pruning_ratio: float) -> nn.Module:
+    """Remove a fraction of channels / hidden units by L2 magnitude, physically, in place.
+
+    Dependent layers (the next conv's input channels, the flattened linear's inputs,
+    batch norms) shrink with them, found by Torch-Pruning's dependency graph; the last
+    ``nn.Linear`` (the classifier) keeps its outputs. Parameters and MACs really drop.
+    Save with :func:`save_pruned`, load with :func:`load_pruned`.
+
+    Args:
+        model: the network, in eval mode or not; modified in place.
+        example_inputs: one batch, shape (B, C, H, W), to trace the graph.
+        pruning_ratio: fraction of channels removed from each prunable layer, [0, 1).
+
+    Returns:
+        ``model`` itself, with fewer channels.
+
+    Raises:
+        ValueError: if ``pruning_ratio`` is outside [0, 1) or there is no classifier.
+
+    References:
+        DepGraph, Fang et al., arXiv:2301.12900.
+    """
+    if isinstance(pruning_ratio, bool) or not 0.0 <= float(pruning_ratio) < 1.0:
+        raise ValueError(f"pruning_ratio must be in [0, 1), got {pruning_ratio!r}")
+    classifier = _classifier(model)
+    if pruning_ratio == 0.0:
+        return model
+    pruner = tp.pruner.MetaPruner(
+        model,
+        example_inputs,
+        importance=tp.importance.MagnitudeImportance(p=2),
+        pruning_ratio=float(pruning_ratio),
+        ignored_layers=[classifier],
+    )
+    pruner.step()
+    return model
+
+
+_SIZE_ATTRS: dict[type[nn.Module], tuple[tuple[str, str, int], ...]] = {
+    # module type -> (attribute, parameter, dimension of that parameter)
+    nn.Linear: (("out_features", "weight", 0), ("in_features", "weight", 1)),
+    nn.Conv1d: (("out_channels", "weight", 0),),
+    nn.Conv2d: (("out_channels", "weight", 0),),
+    nn.Conv3d: (("out_channels", "weight", 0),),
+    nn.BatchNorm1d: (("num_features", "weight", 0),),
+    nn.BatchNorm2d: (("num_features", "weight", 0),),
+    nn.BatchNorm3d: (("num_features", "weight", 0),),
+}
+
+
+def save_pruned(model: nn.Module, path: str | Path) -> None:
+    """Save a (channel-)pruned model's ``state_dict`` with ``torch.save``.
+
+    Shapes are recorded by the tensors themselves; :func:`load_pruned` restores them.
+    """
+    torch.save(model.state_dict(), Path(path))
+
+
+def load_pruned(dense_model: nn.Module, path: str | Path) -> nn.Module:
+    """Load :func:`save_pruned` output into a fresh dense model of the same architecture.
+
+    Every conv / linear / batch-norm whose saved weight is smaller is resized first
+    (its parameters and buffers replaced by empty tensors of the saved shapes and its
+    size attributes updated), then ``load_state_dict(strict=True)`` fills them.
+
+    Args:
+        dense_model: freshly built model of the architecture that was pruned; modified.
+        path: file written by :func:`save_pruned`.
+
+    Returns:
+        ``dense_model``, now with the pruned shapes and weights.
+
+    Raises:
+        RuntimeError: if the state_dict does not fit the architecture (strict load).
+    """
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    for name, module in dense_model.named_modules():
+        prefix = f"{name}." if name else ""
+        for local, tensor in list(module.named_parameters(recurse=False)) + list(
+            module.named_buffers(recurse=False)
+        ):
+            saved = state.get(prefix + local)
+            if saved is not None and saved.shape != tensor.shape:
+                new = torch.empty_like(saved, dtype=tensor.dtype)
+                if isinstance(tensor, nn.Parameter):
+                    setattr(module, local, nn.Parameter(new, requires_grad=tensor.requires_grad))
+                else:
+                    setattr(module, local, new)
+        for attr, param, dim in _SIZE_ATTRS.get(type(module), ()):
+            setattr(module, attr, getattr(module, param).shape[dim])
+        if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            module.in_channels = module.weight.shape[1] * module.groups
+    dense_model.load_state_dict(state, strict=True)
+    return dense_model

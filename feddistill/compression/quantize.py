@@ -1,0 +1,228 @@
+"""Uniform affine quantization to `bit_width` in {1, 2, 4, 8} bits, per tensor or per channel.
+
+A float tensor ``x`` becomes unsigned codes ``q`` in ``[quant_min, quant_max] = [0, 2**b - 1]``
+and, per channel, an fp32 ``scale`` and an integer ``zero_point`` in ``[0, quant_max]``::
+
+    q     = clamp(round(x / scale) + zero_point, 0, quant_max)
+    x_hat = (q - zero_point) * scale
+
+As in ``torch.ao.quantization.observer``, the range is ``[min(x, 0), max(x, 0)]``, so 0.0
+is exactly representable (pruned weights and padded rows stay exactly zero). Unlike the
+observers, the scale is widened just enough that no value of ``x`` falls outside the
+grid once the zero point is rounded to an integer; hence every value is rounded, never
+clipped, and stochastic rounding is unbiased. The one exception is ``bit_width=1`` on a
+channel with both signs: two levels cannot hold a negative value, zero and a positive
+value, so the smaller side is clipped (error feedback carries the clipped part).
+
+Edge case (``min == max == 0``, e.g. a conv weight pruned to zero): ``scale = 1.0``,
+``zero_point = 0``, every code is 0 and ``x_hat`` is exactly 0.0.
+
+References:
+    QSGD (stochastic rounding), Alistarh et al., arXiv:1610.02132.
+    Jacob et al., integer-arithmetic-only inference, arXiv:1712.05877.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+INT_BIT_WIDTHS: tuple[int, ...] = (1, 2, 4, 8)
+BIT_WIDTHS: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+
+
+def check_bit_width(bit_width: int, allowed: tuple[int, ...] = BIT_WIDTHS) -> None:
+    """Raise ``ValueError`` unless ``bit_width`` is in ``allowed``.
+
+    Raises:
+        ValueError: naming the value and the allowed set.
+    """
+    if isinstance(bit_width, bool) or not isinstance(bit_width, int) or bit_width not in allowed:
+        allowed_set = "{" + ", ".join(str(b) for b in allowed) + "}"
+        raise ValueError(f"bit_width must be one of {allowed_set}, got {bit_width!r}")
+
+
+def channel_view(x: Tensor, per_channel: bool, ch_axis: int, key: str = "tensor") -> Tensor:
+    """View ``x`` as rows: (C, numel / C), channels along ``ch_axis`` first.
+
+    Tensors with fewer than 2 dimensions (biases, scalars) always use one row: a scale
+    per element would cost more than the values.
+
+    Args:
+        x: any shape.
+        per_channel: one row per index of ``ch_axis`` if True, else a single row.
+        ch_axis: channel axis, in ``[-x.ndim, x.ndim)``.
+        key: the tensor's name, for error messages.
+
+    Returns:
+        A contiguous (C, M) tensor (a copy when ``ch_axis`` is not 0).
+
+    Raises:
+        ValueError: if ``ch_axis`` is out of range for a tensor of 2 or more dimensions.
+    """
+    if not per_channel or x.ndim < 2:
+        return x.reshape(1, -1)
+    if not -x.ndim <= ch_axis < x.ndim:
+        raise ValueError(
+            f"ch_axis={ch_axis} out of range for {key!r} of shape {tuple(x.shape)}; "
+            f"allowed: {list(range(-x.ndim, x.ndim))}"
+        )
+    return x.movedim(ch_axis, 0).reshape(x.shape[ch_axis], -1).contiguous()
+
+
+def channel_unview(rows: Tensor, shape: tuple[int, ...], per_channel: bool, ch_axis: int) -> Tensor:
+    """Inverse of :func:`channel_view`: (C, M) rows back to ``shape``."""
+    if not per_channel or len(shape) < 2:
+        return rows.reshape(shape)
+    axis = ch_axis % len(shape)
+    moved = (shape[axis],) + tuple(s for i, s in enumerate(shape) if i != axis)
+    return rows.reshape(moved).movedim(0, axis).contiguous()
+
+
+@dataclass(frozen=True)
+class QParams:
+    """Per-row quantization parameters.
+
+    Attributes:
+        scale: fp32, shape (C,), every entry finite and > 0.
+        zero_point: int64, shape (C,), in ``[0, 2**bit_width - 1]``.
+        bit_width: one of {1, 2, 4, 8}.
+    """
+
+    scale: Tensor
+    zero_point: Tensor
+    bit_width: int
+
+
+def affine_qparams(lo: Tensor, hi: Tensor, bit_width: int) -> QParams:
+    """Scale and zero point covering ``[min(lo, 0), max(hi, 0)]`` row by row.
+
+    Args:
+        lo: per-row minimum, shape (C,), float32.
+        hi: per-row maximum, shape (C,), float32, ``hi >= lo``.
+        bit_width: one of {1, 2, 4, 8}.
+
+    Returns:
+        :class:`QParams` with scales of shape (C,). A row with ``lo == hi == 0`` gets
+        ``scale = 1.0, zero_point = 0``.
+
+    Raises:
+        ValueError: if ``bit_width`` is not in {1, 2, 4, 8}.
+    """
+    check_bit_width(bit_width, INT_BIT_WIDTHS)
+    qmax = float(2**bit_width - 1)
+    lo = torch.clamp(lo.float(), max=0.0)
+    hi = torch.clamp(hi.float(), min=0.0)
+    span = hi - lo
+    scale0 = torch.where(span > 0, span / qmax, torch.ones_like(span))
+    zp = torch.round(-lo / scale0)
+    # Keep a code on each side of zero where a side is non-empty (needs qmax >= 2).
+    zp = torch.where((lo < 0) & (zp < 1), torch.ones_like(zp), zp)
+    zp = torch.where((hi > 0) & (zp > qmax - 1), torch.full_like(zp, qmax - 1), zp)
+    if qmax == 1:  # two levels: keep the larger side of a mixed-sign row
+        zp = torch.where((lo < 0) & (-lo > hi), torch.ones_like(zp), zp)
+    zp = zp.clamp(0.0, qmax)
+    # Widen the scale so that both ends fit on the integer grid (no clipping).
+    need_hi = torch.where(zp < qmax, hi / (qmax - zp).clamp(min=1.0), torch.zeros_like(hi))
+    need_lo = torch.where(zp > 0, -lo / zp.clamp(min=1.0), torch.zeros_like(lo))
+    scale = torch.maximum(need_hi, need_lo)  # > 0 whenever span > 0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return QParams(scale=scale, zero_point=zp.to(torch.int64), bit_width=bit_width)
+
+
+def quantize_rows(
+    rows: Tensor,
+    qparams: QParams,
+    stochastic: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Quantize rows with per-row parameters.
+
+    Args:
+        rows: float32, shape (C, M).
+        qparams: scales and zero points of shape (C,).
+        stochastic: round up with probability equal to the fractional part (unbiased:
+            ``E[x_hat] = x`` for every value inside the grid) instead of to nearest.
+        generator: random source for stochastic rounding; fixes the draw when seeded.
+
+    Returns:
+        uint8 codes, shape (C, M), in ``[0, 2**bit_width - 1]``.
+
+    References:
+        QSGD, arXiv:1610.02132.
+    """
+    qmax = 2**qparams.bit_width - 1
+    # In-place after the first op: each pass over a 40 MB tensor costs ~3 ms, a fresh
+    # allocation ~15 ms.
+    v = rows.mul(1.0 / qparams.scale[:, None])
+    v.add_(qparams.zero_point[:, None].to(rows.dtype))
+    if stochastic:
+        v.add_(torch.rand(v.shape, generator=generator, dtype=v.dtype, device=v.device))
+        v.floor_()
+    else:
+        v.round_()
+    return v.clamp_(0, qmax).to(torch.uint8)
+
+
+def dequantize_rows(codes: Tensor, qparams: QParams) -> Tensor:
+    """Codes (C, M) back to float32 (C, M): ``(q - zero_point) * scale``."""
+    zp = qparams.zero_point[:, None].to(torch.float32)
+    return codes.to(torch.float32).sub_(zp).mul_(qparams.scale[:, None])
+
+
+def all_finite(x: Tensor) -> bool:
+    """True if ``x`` holds no NaN and no Inf (one min/max pass: NaN propagates)."""
+    if x.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(x.detach().reshape(-1))
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
+
+
+def row_minmax(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row (min, max) of a (C, M) tensor; rows of length 0 give (0, 0)."""
+    if rows.shape[1] == 0:
+        zeros = torch.zeros(rows.shape[0], dtype=torch.float32)
+        return zeros, zeros
+    lo, hi = torch.aminmax(rows, dim=1)
+    return lo.float(), hi.float()
+
+
+def quantize(
+    x: Tensor,
+    bit_width: int,
+    per_channel: bool = True,
+    ch_axis: int = 0,
+    stochastic: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, QParams]:
+    """Quantize a float tensor to ``bit_width``-bit unsigned codes.
+
+    Args:
+        x: float tensor of any shape, finite.
+        bit_width: one of {1, 2, 4, 8}.
+        per_channel: one scale per index of ``ch_axis`` (tensors of 2+ dimensions).
+        ch_axis: channel axis, in ``[-x.ndim, x.ndim)``.
+        stochastic: unbiased stochastic rounding instead of round-to-nearest.
+        generator: random source for stochastic rounding.
+
+    Returns:
+        (codes, qparams): uint8 codes of shape (C, numel / C) in the layout of
+        :func:`channel_view`, and scales / zero points of shape (C,).
+
+    Raises:
+        ValueError: if ``bit_width`` is not in {1, 2, 4, 8} or ``ch_axis`` is out of range.
+    """
+    check_bit_width(bit_width, INT_BIT_WIDTHS)
+    rows = channel_view(x.detach().float(), per_channel, ch_axis)
+    lo, hi = row_minmax(rows)
+    qparams = affine_qparams(lo, hi, bit_width)
+    return quantize_rows(rows, qparams, stochastic, generator), qparams
+
+
+def dequantize(
+    codes: Tensor, qparams: QParams, shape: tuple[int, ...], per_channel: bool, ch_axis: int
+) -> Tensor:
+    """Inverse of :func:`quantize`: codes (C, M) to a float32 tensor of ``shape``."""
+    return channel_unview(dequantize_rows(codes, qparams), shape, per_channel, ch_axis)

@@ -1,0 +1,181 @@
+"""Compress a model update for the wire: residual -> top-k -> quantize -> encode.
+
+The receiver runs the inverse, ``decode -> dequantize -> dense``, and gets float32
+tensors (integer and bool tensors keep their dtype, bit for bit). Aggregation happens
+after decoding, in float32, never on the integer codes.
+
+References:
+    DGC, Lin et al., arXiv:1712.01887 (top-k + local accumulation).
+    EF-SGD, Karimireddy et al., arXiv:1901.09847 (error feedback).
+    QSGD, Alistarh et al., arXiv:1610.02132 (stochastic rounding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from feddistill.compression.codec import (
+    FloatEncoding,
+    decode_payload,
+    encode_float,
+    encode_raw,
+    pack_payload,
+)
+from feddistill.compression.quantize import BIT_WIDTHS, all_finite, check_bit_width
+from feddistill.compression.sparsify import check_density, check_k
+
+
+@dataclass(frozen=True)
+class UpdateCompression:
+    """How a client compresses its update (one per run; validated on construction).
+
+    Attributes:
+        density: fraction of entries of each float tensor kept by magnitude top-k, in
+            (0, 1]; ``ceil(density * numel)``, at least 1. 1.0 sends every entry.
+        k: exact number of entries kept per tensor (int >= 1, capped at numel);
+            overrides ``density``.
+        bit_width: 1, 2, 4, 8 (uniform affine integer codes), 16 (fp16) or 32 (fp32,
+            no quantization).
+        per_channel: one scale per index of ``ch_axis`` for dense tensors of 2+
+            dimensions. Sparse tensors (``density < 1``) and 1-D tensors use one scale
+            per tensor: a few kept values per channel do not pay for a scale each.
+        ch_axis: channel axis for per-channel scales; checked against each tensor.
+        stochastic: unbiased stochastic rounding (QSGD) instead of round-to-nearest.
+        error_feedback: return a residual (what was not sent, including quantization
+            error) for the caller to pass back next round.
+
+    Raises:
+        ValueError: on a value outside the allowed set, naming both.
+    """
+
+    density: float = 1.0
+    k: int | None = None
+    bit_width: int = 32
+    per_channel: bool = True
+    ch_axis: int = 0
+    stochastic: bool = False
+    error_feedback: bool = True
+
+    def __post_init__(self) -> None:
+        check_density(self.density)
+        check_k(self.k)
+        check_bit_width(self.bit_width, BIT_WIDTHS)
+        if isinstance(self.ch_axis, bool) or not isinstance(self.ch_axis, int):
+            raise ValueError(f"ch_axis must be an int, got {self.ch_axis!r}")
+
+    @property
+    def encoding(self) -> FloatEncoding:
+        """The per-tensor encoding settings."""
+        return FloatEncoding(
+            self.density, self.k, self.bit_width, self.per_channel, self.ch_axis, self.stochastic
+        )
+
+
+def _check_finite(key: str, t: Tensor, what: str) -> None:
+    if not all_finite(t):
+        raise ValueError(f"{what} tensor {key!r} holds NaN or Inf; refusing to encode it")
+
+
+def compress_update(
+    update: Mapping[str, Tensor],
+    spec: UpdateCompression,
+    residual: Mapping[str, Tensor] | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[bytes, dict[str, Tensor]]:
+    """Encode an update (or a state_dict) to bytes, with error feedback.
+
+    Order, per floating tensor: ``acc = update + residual`` -> top-k of ``|acc|`` ->
+    quantize the kept values -> encode. Integer and bool tensors are stored losslessly
+    with their dtype and get no residual.
+
+    Args:
+        update: name -> tensor, e.g. ``local - global`` weights; float tensors finite.
+        spec: compression settings.
+        residual: the residual this function returned last round (float32, same
+            shapes); missing keys count as zero. Ignored when ``spec.error_feedback`` is
+            False.
+        generator: random source for stochastic rounding (seed it to reproduce).
+
+    Returns:
+        (payload, new_residual): ``len(payload)`` is the exact ``payload_bytes``.
+        ``new_residual[key] = acc - decoded`` (float32) for every float tensor, so
+        quantization error is fed back too; ``{}`` when error feedback is off.
+
+    Raises:
+        ValueError: if a tensor or residual holds NaN/Inf (the message names the key),
+            a residual's shape differs, or ``ch_axis`` is out of range for a tensor.
+
+    References:
+        DGC, arXiv:1712.01887; EF-SGD, arXiv:1901.09847; QSGD, arXiv:1610.02132.
+    """
+    use_ef = spec.error_feedback
+    residual = residual if (use_ef and residual is not None) else {}
+    records: list[bytes] = []
+    new_residual: dict[str, Tensor] = {}
+    for key, tensor in update.items():
+        if not (tensor.is_floating_point() and tensor.numel() > 0):
+            records.append(encode_raw(key, tensor))
+            continue
+        _check_finite(key, tensor, "update")
+        acc = tensor.detach().cpu().float()
+        if key in residual:
+            res = residual[key]
+            if tuple(res.shape) != tuple(tensor.shape):
+                raise ValueError(
+                    f"residual {key!r} has shape {tuple(res.shape)}, "
+                    f"update has {tuple(tensor.shape)}"
+                )
+            _check_finite(key, res, "residual")
+            acc = acc + res.detach().cpu().float()
+        record, decoded = encode_float(key, acc, spec.encoding, generator, use_ef)
+        records.append(record)
+        if decoded is not None:
+            new_residual[key] = acc - decoded
+    return pack_payload(records), new_residual
+
+
+def decode_update(payload: bytes) -> dict[str, Tensor]:
+    """Decode a payload of :func:`compress_update` or :func:`encode_tensors`.
+
+    Args:
+        payload: the exact bytes produced by the encoder.
+
+    Returns:
+        name -> dense tensor in the encoder's order: float tensors as float32 with
+        their original shape, integer and bool tensors with their dtype.
+
+    Raises:
+        CodecError: (a ``ValueError``) if the payload is truncated, corrupted or not a
+            payload of this codec.
+    """
+    return decode_payload(payload)
+
+
+def encode_tensors(
+    tensors: Mapping[str, Tensor], bit_width: int, per_channel: bool = True, ch_axis: int = 0
+) -> bytes:
+    """Dense quantize + encode (no sparsification, no residual), e.g. for teacher logits.
+
+    Args:
+        tensors: name -> tensor, e.g. ``{"logits": (B, K), "affinity": (B,)}``; float
+            tensors finite.
+        bit_width: one of {1, 2, 4, 8, 16, 32}.
+        per_channel: one scale per index of ``ch_axis`` for tensors of 2+ dims (for
+            logits (B, K) with ``ch_axis=0``: one scale per proxy sample).
+        ch_axis: channel axis.
+
+    Returns:
+        Payload bytes; decode with :func:`decode_update`.
+
+    Raises:
+        ValueError: on a bad ``bit_width`` or ``ch_axis``, or a NaN/Inf tensor (named).
+    """
+    spec = UpdateCompression(
+        bit_width=bit_width, per_channel=per_channel, ch_axis=ch_axis, error_feedback=False
+    )
+    payload, _ = compress_update(tensors, spec)
+    return payload

@@ -1,0 +1,236 @@
+"""`feddistill run`: the FedDistill job on Flower's runtime, in one command.
+
+The job runs exactly as ``flwr run`` runs it: this module starts a private SuperLink in
+simulation mode on free loopback ports (its own ``FLWR_HOME`` in a temporary folder),
+submits the app with ``flwr run <app> <connection> --stream``, follows the run's
+``metrics.jsonl`` to draw progress, and always stops the SuperLink and every process
+it started (by PID), on success, failure or Ctrl-C. Success is read from the run's
+``summary.json`` because ``flwr run --stream`` exits 0 even when the run failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from feddistill.config import RunConfig
+
+logger = logging.getLogger(__name__)
+CONNECTION = "feddistill-local"
+RESULT_FILES = ("metrics.csv", "metrics.jsonl", "summary.json", "report.md")
+RESULT_DIRS = ("checkpoints", "client-state", "student")
+
+
+def app_dir() -> Path:
+    """The Flower app (the folder with pyproject.toml's [tool.flwr.app]).
+
+    Raises:
+        FileNotFoundError: if the package is not installed from a source checkout.
+    """
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").is_file():
+        raise FileNotFoundError(
+            f"no pyproject.toml next to the feddistill package in {root}; "
+            "install feddistill from a source checkout (pip install -e .)"
+        )
+    return root
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def clear_results(out: Path) -> None:
+    """Remove a previous run's results from `out` (only the files a run writes)."""
+    for name in RESULT_FILES:
+        (out / name).unlink(missing_ok=True)
+    for name in RESULT_DIRS:
+        shutil.rmtree(out / name, ignore_errors=True)
+    for png in out.glob("*.png"):
+        png.unlink()
+
+
+class ProcessGroup:
+    """Processes this job started: a root and every descendant ever seen.
+
+    Descendants are recorded while the job runs (Ray's daemons may outlive their
+    parent), and :meth:`stop` terminates them all by PID, SIGKILL after a grace period.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[int, float] = {}  # pid -> create_time (guards against PID reuse)
+
+    def track(self, pid: int) -> None:
+        """Record `pid` and its current descendants."""
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                self.seen.setdefault(proc.pid, proc.create_time())
+        except psutil.Error:
+            pass
+
+    def alive(self) -> list[psutil.Process]:
+        """Tracked processes that are still running."""
+        procs = []
+        for pid, created in self.seen.items():
+            try:
+                proc = psutil.Process(pid)
+                if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
+                    procs.append(proc)
+            except psutil.Error:
+                continue
+        return procs
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM every tracked process still alive, then SIGKILL what remains."""
+        for pid in list(self.seen):
+            self.track(pid)
+        procs = self.alive()
+        for proc in procs:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except psutil.Error:
+                pass
+        _, remaining = psutil.wait_procs(procs, timeout=grace_s)
+        for proc in remaining:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(remaining, timeout=grace_s)
+
+
+def federation_config(cfg: RunConfig) -> str:
+    """``--federation-config`` for the simulation: one SuperNode per partition."""
+    return (
+        f"num-supernodes={cfg.num_partitions} "
+        f"client-resources-num-cpus={cfg.client_num_cpus} "
+        f"client-resources-num-gpus={cfg.client_num_gpus}"
+    )
+
+
+def run_simulation_job(
+    cfg: RunConfig,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+    ray_address: str | None = None,
+    startup_timeout_s: float = 60.0,
+) -> dict[str, Any]:
+    """Run the job through a private SuperLink and ``flwr run``; return summary.json.
+
+    Args:
+        cfg: the run config; ``out_dir`` should be absolute.
+        on_row: called with each new metrics row as the run writes it.
+        ray_address: attach the simulation to this Ray cluster (sets RAY_ADDRESS).
+        startup_timeout_s: how long the SuperLink may take to answer.
+
+    Returns:
+        The parsed summary.json (``status`` is "completed" or "failed").
+
+    Raises:
+        RuntimeError: if the SuperLink does not start, or the run ends without a
+            summary (the message points at ``flower.log``).
+    """
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="feddistill-flwr-"))
+    port = free_port()
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+        f'address = "127.0.0.1:{port}"\ninsecure = true\n'
+    )
+    run_toml = home / "run-config.toml"
+    run_toml.write_text("".join(f"{k} = {_toml_literal(v)}\n" for k, v in cfg.to_kebab().items()))
+    env = dict(os.environ)
+    env.update(
+        FLWR_HOME=str(home),
+        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        PYTHONUNBUFFERED="1",
+    )
+    bin_dir = Path(sys.executable).parent
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"  # flower-superexec, flwr-simulation
+    if ray_address:
+        env["RAY_ADDRESS"] = ray_address
+    group = ProcessGroup()
+    log_path = out / "flower.log"
+    summary_path = out / "summary.json"
+    summary_path.unlink(missing_ok=True)
+    with log_path.open("ab") as log:
+        try:
+            superlink = subprocess.Popen(
+                [str(bin_dir / "flower-superlink"), "--insecure", "--simulation",
+                 "--isolation", "subprocess", "--host", "127.0.0.1", "--port", str(port),
+                 "--health-server-address", f"127.0.0.1:{free_port()}", "--database", ":memory:"],
+                env=env, cwd=out, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            group.track(superlink.pid)
+            _wait_for_port(port, superlink, startup_timeout_s, log_path)
+            flwr = subprocess.Popen(
+                [str(bin_dir / "flwr"), "run", str(app_dir()), CONNECTION,
+                 "--federation-config", federation_config(cfg), "--run-config", str(run_toml), "--stream"],
+                env=env, cwd=out, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            group.track(flwr.pid)
+            seen_rows = 0
+            while True:
+                done = flwr.poll() is not None
+                group.track(superlink.pid)
+                seen_rows = _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row)
+                if done or summary_path.is_file():
+                    break
+                if superlink.poll() is not None:
+                    raise RuntimeError(f"the SuperLink exited early (code {superlink.returncode}); see {log_path}")
+                time.sleep(0.5)
+            _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row)
+        finally:
+            group.stop()
+            shutil.rmtree(home, ignore_errors=True)
+    if not summary_path.is_file():
+        raise RuntimeError(f"the run ended without writing {summary_path}; see {log_path}")
+    return json.loads(summary_path.read_text())
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"flower-superlink exited with code {proc.returncode}; see {log_path}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"flower-superlink did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s; see {log_path}")
+
+
+def _emit_new_rows(path: Path, seen: int, on_row: Callable[[dict[str, Any]], None] | None) -> int:
+    if not path.is_file():
+        return seen
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    for line in lines[seen:]:
+        if on_row is not None:
+            on_row(json.loads(line))
+    return max(seen, len(lines))

@@ -1,0 +1,82 @@
+"""What the ServerApp and ClientApp exchange: record keys and the per-strategy plan.
+
+Every key that crosses the wire is a constant here, so the two sides cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from feddistill.config import RunConfig
+
+# --- server -> client (train message) ---
+ARRAYS = "arrays"  # ArrayRecord: global student state_dict, float32
+CONFIG = "config"  # ConfigRecord: server-round, consensus payload
+SERVER_ROUND = "server-round"
+CONSENSUS = "consensus"  # bytes: soft labels (B, K) encoded with the wire codec; absent in round 1
+
+# --- client -> server (train reply) ---
+METRICS = "metrics"  # MetricRecord: num-examples, partition-id, losses, bytes
+PAYLOAD = "payload"  # ConfigRecord holding the two byte strings below
+UPDATE = "update"  # bytes: compressed student update (local - global)
+LOGITS = "logits"  # bytes: teacher logits (B, K) and log domain affinity (B,), quantized
+NUM_EXAMPLES = "num-examples"
+PARTITION_ID = "partition-id"
+
+# Names inside the LOGITS payload
+LOGITS_TENSOR = "logits"
+AFFINITY_TENSOR = "affinity"
+SOFT_LABELS_TENSOR = "soft-labels"
+
+
+@dataclass(frozen=True)
+class StrategyPlan:
+    """What a strategy name means for clients and server.
+
+    Attributes:
+        uses_teachers: clients train a persistent teacher and upload its proxy logits.
+        uses_kd: clients add alpha * KD to the consensus to their student loss.
+        consensus: consensus mode used by the server (None when no logits are uploaded).
+        density: top-k fraction of the student update sent (1.0 = dense).
+        bit_width: bit width of the student update (32 = fp32, uncompressed).
+        error_feedback: clients keep the residual of what was not sent.
+        server_distill_epochs: FedDF server-side distillation epochs per round.
+    """
+
+    uses_teachers: bool
+    uses_kd: bool
+    consensus: str | None
+    density: float
+    bit_width: int
+    error_feedback: bool
+    server_distill_epochs: int
+
+
+def plan_for(cfg: RunConfig) -> StrategyPlan:
+    """Translate ``cfg.strategy`` into a :class:`StrategyPlan`.
+
+    - ``feddistill``: teachers + KD to the configured consensus, compressed updates.
+    - ``fedmd``: the same with an unweighted mean consensus (FedMD, arXiv:1910.03581).
+    - ``fedavg``: FedAvg (arXiv:1602.05629), dense fp32 updates, no KD.
+    - ``fedavg-compressed``: FedAvg with the configured update compression.
+    - ``feddf``: FedAvg with fp32 updates plus server-side ensemble distillation of the
+      global student on the proxy set (FedDF, arXiv:2006.07242), at least 1 epoch.
+    - ``centralized``: handled outside the federation (pooled training).
+    """
+    compressed = dict(
+        density=cfg.update_density,
+        bit_width=cfg.update_bit_width,
+        error_feedback=cfg.error_feedback,
+    )
+    dense = dict(density=1.0, bit_width=32, error_feedback=False)
+    if cfg.strategy == "feddistill":
+        return StrategyPlan(True, True, cfg.consensus, server_distill_epochs=cfg.server_distill_epochs, **compressed)
+    if cfg.strategy == "fedmd":
+        return StrategyPlan(True, True, "mean", server_distill_epochs=0, **compressed)
+    if cfg.strategy == "fedavg-compressed":
+        return StrategyPlan(False, False, None, server_distill_epochs=0, **compressed)
+    if cfg.strategy == "feddf":
+        epochs = max(1, cfg.server_distill_epochs)
+        return StrategyPlan(False, False, None, server_distill_epochs=epochs, **dense)
+    # fedavg and centralized
+    return StrategyPlan(False, False, None, server_distill_epochs=0, **dense)

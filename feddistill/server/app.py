@@ -1,0 +1,34 @@
+"""Flower ServerApp: parse the run config once, run the round loop, record the outcome."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from feddistill.config import from_mapping
+from feddistill.server.loop import FederationRun
+from feddistill.server.results import write_summary
+
+logger = logging.getLogger(__name__)
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run FedDistill; on failure write summary.json with status "failed" and re-raise."""
+    cfg = from_mapping(context.run_config)
+    try:
+        FederationRun(cfg).run(grid)
+    except Exception as exc:
+        out = Path(cfg.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_summary(
+            out,
+            {"status": "failed", "strategy": cfg.strategy, "error": f"{type(exc).__name__}: {exc}",
+             "traceback": traceback.format_exc(), "config": cfg.to_kebab()},
+        )
+        raise

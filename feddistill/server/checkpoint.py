@@ -1,0 +1,40 @@
+"""Per-round checkpoints: global student, consensus, rows so far and the round number."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def save_checkpoint(ckpt_dir: Path, server_round: int, state: dict[str, Any]) -> Path:
+    """Write ``round-<r>.pt`` atomically and point ``latest`` at it; keep the last 3."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    path = ckpt_dir / f"round-{server_round}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save({"round": server_round, **state}, tmp)
+    tmp.replace(path)
+    latest = ckpt_dir / "latest"
+    latest.with_suffix(".tmp").write_text(path.name)
+    latest.with_suffix(".tmp").replace(latest)
+    for old in ckpt_dir.glob("round-*.pt"):
+        if int(old.stem.split("-")[1]) <= server_round - 3:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest_checkpoint(ckpt_dir: Path) -> dict[str, Any] | None:
+    """The newest checkpoint, or None when there is none.
+
+    Raises:
+        ValueError: if ``latest`` names a file that is missing or unreadable.
+    """
+    latest = ckpt_dir / "latest"
+    if not latest.is_file():
+        return None
+    path = ckpt_dir / latest.read_text().strip()
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise ValueError(f"checkpoint {str(path)!r} cannot be read: {exc}") from exc

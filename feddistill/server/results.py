@@ -1,0 +1,110 @@
+"""Results a user gets: metrics.csv / metrics.jsonl (one row per round), summary.json,
+report.md and PNG plots. Written incrementally so a killed run keeps what it had."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+TIMING_COLUMNS = ("round_seconds", "wall_seconds")
+
+
+def write_rows(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """(Re)write metrics.csv and metrics.jsonl from all rows so far (atomic replace)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    tmp = out_dir / "metrics.csv.tmp"
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(row.get(k, "")) for k in columns})
+    tmp.replace(out_dir / "metrics.csv")
+    tmp = out_dir / "metrics.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(dict(row), sort_keys=False) + "\n" for row in rows))
+    tmp.replace(out_dir / "metrics.jsonl")
+
+
+def _fmt(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def write_summary(out_dir: Path, summary: Mapping[str, Any]) -> None:
+    """summary.json (atomic replace)."""
+    tmp = out_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(dict(summary), indent=2, default=str) + "\n")
+    tmp.replace(out_dir / "summary.json")
+
+
+def write_report(out_dir: Path, summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> None:
+    """report.md: the summary and a per-round table."""
+    lines = [
+        f"# feddistill run: {summary.get('strategy')}",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    for key in (
+        "status", "rounds", "final_accuracy", "best_accuracy", "final_worst_domain_accuracy",
+        "uplink_bytes", "downlink_bytes", "uplink_ratio_vs_fedavg_fp32", "wall_seconds",
+    ):
+        if key in summary:
+            value = summary[key]
+            lines.append(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
+    if "student_export" in summary:
+        lines += ["", "## Exported student", "", "```json", json.dumps(summary["student_export"], indent=2), "```"]
+    cols = ["round", "accuracy", "loss", "worst_domain_accuracy", "teacher_accuracy", "sampled",
+            "failed", "uplink_bytes", "cumulative_uplink_bytes", "round_seconds"]
+    lines += ["", "## Rounds", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(_fmt(row.get(c, ""))) for c in cols) + " |")
+    lines += ["", "Plots: `accuracy_vs_round.png`, `accuracy_vs_uplink.png`.", ""]
+    (out_dir / "report.md").write_text("\n".join(lines))
+
+
+def plot_curves(out_dir: Path, curves: Mapping[str, Sequence[Mapping[str, Any]]], suffix: str = "") -> list[Path]:
+    """Accuracy vs round and accuracy vs cumulative uplink bytes, one line per run.
+
+    Args:
+        out_dir: where the PNGs go.
+        curves: label -> rows (each with round, accuracy, cumulative_uplink_bytes).
+        suffix: appended to the file names.
+
+    Returns:
+        The two PNG paths.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for x_key, x_label, name in (
+        ("round", "round", "accuracy_vs_round"),
+        ("cumulative_uplink_bytes", "cumulative uplink bytes (all clients)", "accuracy_vs_uplink"),
+    ):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, rows in curves.items():
+            xs = [r[x_key] for r in rows if x_key in r]
+            ys = [100 * r["accuracy"] for r in rows if x_key in r]
+            ax.plot(xs, ys, marker="o", label=label)
+        if x_key == "cumulative_uplink_bytes":
+            ax.set_xscale("log")
+        ax.set_xlabel(x_label)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"{name}{suffix}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,83 @@
+"""Validation and FedAvg of decoded updates (values worked out by hand)."""
+
+import pytest
+import torch
+
+from feddistill.server.aggregate import RejectedUpdate, apply_update, fedavg, validate_update
+
+TEMPLATE = {"w": torch.zeros(2), "n": torch.tensor(0, dtype=torch.long)}
+
+
+def test_three_clients_one_nan_gives_mean_of_the_other_two():
+    # Prepare: clients of 10 examples send 1.0, 2.0 and NaN; the NaN one is rejected.
+    updates = [{"w": torch.full((2,), v), "n": torch.tensor(1)} for v in (1.0, 2.0, float("nan"))]
+    accepted = []
+    rejected = 0
+    for upd in updates:
+        try:
+            validate_update(upd, TEMPLATE)
+            accepted.append((10, upd))
+        except RejectedUpdate:
+            rejected += 1
+    # Execute
+    avg = fedavg(accepted)
+    # Assert: (10*1.0 + 10*2.0) / 20 = 1.5
+    assert rejected == 1
+    assert torch.equal(avg["w"], torch.full((2,), 1.5))
+
+
+def test_all_zero_examples_is_a_clear_error_not_nan():
+    with pytest.raises(ValueError, match="all 2 clients reported 0 examples"):
+        fedavg([(0, TEMPLATE), (0, TEMPLATE)])
+
+
+def test_empty_and_negative_counts_are_errors():
+    with pytest.raises(ValueError, match="at least one update"):
+        fedavg([])
+    with pytest.raises(ValueError, match=r"num-examples must be >= 0, got \[-1, 3\]"):
+        fedavg([(-1, TEMPLATE), (3, TEMPLATE)])
+
+
+def test_weights_follow_num_examples():
+    # 30 examples at 0.0 and 10 at 4.0: (30*0 + 10*4) / 40 = 1.0
+    avg = fedavg([(30, {"w": torch.zeros(1)}), (10, {"w": torch.full((1,), 4.0)})])
+    assert avg["w"].item() == 1.0
+
+
+def test_integer_buffers_keep_dtype():
+    avg = fedavg([(1, {"n": torch.tensor(4)}), (1, {"n": torch.tensor(6)})])
+    assert avg["n"].dtype == torch.long and avg["n"].item() == 5
+
+
+def test_order_of_replies_does_not_change_a_bit():
+    # Prepare: the caller sorts by partition id, so any arrival order gives one sum order.
+    gen = torch.Generator().manual_seed(0)
+    items = [(p, 7 + p, {"w": torch.randn(1000, generator=gen)}) for p in range(5)]
+    shuffled = [items[i] for i in (3, 0, 4, 1, 2)]
+    # Execute
+    a = fedavg([(n, u) for _, n, u in sorted(items, key=lambda t: t[0])])
+    b = fedavg([(n, u) for _, n, u in sorted(shuffled, key=lambda t: t[0])])
+    # Assert
+    assert torch.equal(a["w"], b["w"])
+
+
+@pytest.mark.parametrize(
+    ("update", "match"),
+    [
+        ({"w": torch.zeros(2)}, r"missing \['n'\]"),
+        ({**TEMPLATE, "x": torch.zeros(1)}, r"unexpected \['x'\]"),
+        ({"w": torch.zeros(3), "n": torch.tensor(0)}, r"update\['w'\] has shape \(3,\), expected \(2,\)"),
+        ({"w": torch.zeros(2, dtype=torch.long), "n": torch.tensor(0)}, r"update\['w'\] has dtype"),
+        ({"w": torch.tensor([0.0, float("inf")]), "n": torch.tensor(0)}, r"update\['w'\] contains NaN or Inf"),
+        ({"w": torch.tensor([3e4, 0.0]), "n": torch.tensor(0)}, r"update\['w'\] has L2 norm 3e\+04 > max"),
+    ],
+)
+def test_validate_rejects_bad_updates(update, match):
+    with pytest.raises(RejectedUpdate, match=match):
+        validate_update(update, TEMPLATE)
+
+
+def test_apply_update_adds_floats_and_replaces_ints():
+    state = {"w": torch.ones(2), "n": torch.tensor(3)}
+    new = apply_update(state, {"w": torch.full((2,), 0.5), "n": torch.tensor(7)})
+    assert torch.equal(new["w"], torch.full((2,), 1.5)) and new["n"].item() == 7

@@ -1,0 +1,110 @@
+"""Config parsing: one place where every key and range is checked."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from feddistill.config import RunConfig, from_mapping, load_config, parse_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_run_config_equals_dataclass_defaults():
+    # Prepare
+    table = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    # Execute
+    cfg = from_mapping(table)
+    # Assert
+    assert cfg == RunConfig()
+    assert set(table) == set(RunConfig().to_kebab())
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ValueError, match=r"unknown config key 'num-round'.*num-server-rounds"):
+        from_mapping({"num-round": 3})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("update-bit-width", 3, r"update-bit-width=3 is not allowed; choose one of: 1, 2, 4, 8, 16, 32"),
+        ("fraction-train", 0.0, r"fraction-train=0.0 is out of range; allowed: \(0.0, 1.0\]"),
+        ("update-density", 1.5, r"update-density=1.5 is out of range"),
+        ("num-partitions", 0, r"num-partitions=0 is out of range; allowed: \[1, inf\)"),
+        ("strategy", "fedsgd", r"strategy='fedsgd' is not allowed; choose one of: feddistill"),
+        ("consensus", "median", r"consensus='median' is not allowed"),
+        ("temperature", 0.0, r"temperature=0.0 is out of range"),
+        ("client-num-gpus", 1.5, r"client-num-gpus=1.5 is out of range"),
+        ("proxy-fraction", 1.0, r"proxy-fraction=1.0 is out of range"),
+        ("round-timeout-s", 0.0, r"round-timeout-s=0.0 is out of range"),
+    ],
+)
+def test_out_of_range_values_name_key_and_allowed(key, value, match):
+    with pytest.raises(ValueError, match=match):
+        from_mapping({key: value})
+
+
+def test_wrong_type_names_key():
+    with pytest.raises(ValueError, match=r"config key 'client-num-cpus' expects a int, got 1.5"):
+        from_mapping({"client-num-cpus": 1.5})
+
+
+def test_bool_from_string_and_bad_bool():
+    assert from_mapping({"download": "true"}).download is True
+    with pytest.raises(ValueError, match="expects a bool"):
+        from_mapping({"download": "maybe"})
+
+
+def test_fractions_must_leave_train_data():
+    with pytest.raises(ValueError, match=r"proxy-fraction \+ test-fraction must be < 1"):
+        from_mapping({"proxy-fraction": 0.5, "test-fraction": 0.5})
+
+
+def test_teacher_models_one_or_per_client():
+    # Prepare / Execute
+    cfg = from_mapping({"num-partitions": 2, "min-train-nodes": 1, "teacher-models": "cnn, mlp"})
+    # Assert
+    assert [cfg.teacher_model_for(i) for i in range(2)] == ["cnn", "mlp"]
+    with pytest.raises(ValueError, match="teacher-models must list 1 or num-partitions=4 models, got 2"):
+        from_mapping({"teacher-models": "cnn,mlp"})
+    with pytest.raises(ValueError, match="teacher-models must name at least one model"):
+        from_mapping({"teacher-models": " , "})
+
+
+def test_min_train_nodes_cannot_exceed_partitions():
+    with pytest.raises(ValueError, match="min-train-nodes=3 exceeds num-partitions=2"):
+        from_mapping({"num-partitions": 2, "min-train-nodes": 3})
+
+
+def test_fail_partitions_parsed_and_checked():
+    assert from_mapping({"fail-partitions": "1, 3"}).failing_partitions() == {1, 3}
+    with pytest.raises(ValueError, match="fail-partitions must be a comma list of integers"):
+        from_mapping({"fail-partitions": "a"})
+
+
+def test_load_config_reads_file_then_overrides(tmp_path):
+    # Prepare
+    path = tmp_path / "job.toml"
+    path.write_text('[tool.flwr.app.config]\nnum-server-rounds = 3\nstrategy = "fedavg"\n')
+    # Execute
+    cfg = load_config(path, ["num-server-rounds=5", "consensus=mean"])
+    # Assert
+    assert (cfg.num_server_rounds, cfg.strategy, cfg.consensus) == (5, "fedavg", "mean")
+
+
+def test_load_config_top_level_keys(tmp_path):
+    path = tmp_path / "job.toml"
+    path.write_text("alpha = 0.5\n")
+    assert load_config(path).alpha == 0.5
+
+
+def test_load_config_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_parse_overrides_needs_equals():
+    assert parse_overrides(["a=1", "b=x y"]) == {"a": 1, "b": "x y"}
+    with pytest.raises(ValueError, match="--set expects key=value, got 'alpha'"):
+        parse_overrides(["alpha"])
