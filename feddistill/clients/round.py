@@ -134,6 +134,10 @@ def run_client_round(
         )
         new_state["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
         teacher_logits = predict_logits(teacher, splits.proxy_x, device)  # (B, K)
+        # Shift each row to max 0 and clip at -8T: softmax at T is unchanged up to
+        # e^-8 per class, and the quantizer's range no longer depends on outliers.
+        teacher_logits = teacher_logits - teacher_logits.max(dim=1, keepdim=True).values
+        teacher_logits = teacher_logits.clamp_min(-8.0 * cfg.temperature)
         space = _feature_space(splits.proxy_x, cfg.seed)
         affinity = domain_affinity(space.transform(x), space.transform(splits.proxy_x))  # (B,)
         logits_payload = encode_tensors(

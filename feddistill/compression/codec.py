@@ -21,6 +21,7 @@ corrupted bytes raise :class:`CodecError` and never decode to garbage.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from collections.abc import Iterable
@@ -53,6 +54,7 @@ from feddistill.compression.quantize import (
 from feddistill.compression.sparsify import num_kept, topk_indices
 
 MAGIC = b"FDCU"
+MAX_NUMEL = 2**31  # entries per decoded tensor (8 GiB of float32); larger is rejected
 VERSION = 1
 _HEADER = struct.Struct("<4sBBQI")
 _FLOAT_META = struct.Struct("<BBBbQBI")
@@ -61,9 +63,17 @@ RAW, FLOAT = 0, 1
 DENSE, BITMAP, RICE = 0, 1, 2
 
 _DTYPES: tuple[torch.dtype, ...] = (
-    torch.float32, torch.float16, torch.bfloat16, torch.float64,
-    torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool,
-)  # fmt: skip
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.float64,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+)
 _DTYPE_CODE = {dt: i for i, dt in enumerate(_DTYPES)}
 
 
@@ -174,10 +184,14 @@ def encode_float(
         per_channel = False
         layout, index, values_bytes, rice_r = _smallest_layout(idx, values, qparams, n, enc)
     meta = _FLOAT_META.pack(
-        enc.bit_width, layout, int(per_channel), enc.ch_axis % max(acc.ndim, 1) if per_channel
-        else 0, kept, rice_r,
+        enc.bit_width,
+        layout,
+        int(per_channel),
+        enc.ch_axis % max(acc.ndim, 1) if per_channel else 0,
+        kept,
+        rice_r,
         1 if qparams is None else qparams.scale.numel(),
-    )  # fmt: skip
+    )
     scales = b""
     if qparams is not None:
         scales = qparams.scale.numpy().astype("<f4").tobytes()
@@ -297,7 +311,9 @@ def _decode_record(reader: _Reader) -> tuple[str, Tensor]:
     if dtype_code >= len(_DTYPES):
         raise CodecError(f"tensor {name!r}: unknown dtype code {dtype_code}")
     shape = tuple(reader.unpack(f"<{ndim}I", f"{name!r} shape"))
-    numel = int(np.prod(shape, dtype=np.int64))
+    numel = math.prod(shape)
+    if numel > MAX_NUMEL:
+        raise CodecError(f"tensor {name!r}: {numel} entries exceed the decoder limit {MAX_NUMEL}")
     (kind,) = reader.unpack("<B", f"{name!r} kind")
     try:
         if kind == RAW:
@@ -326,7 +342,7 @@ def _decode_float(reader: _Reader, name: str, shape: tuple[int, ...], numel: int
     bits, layout, per_channel, ch_axis, k, rice_r, rows = reader.unpack(_FLOAT_META, name)
     if bits not in (1, 2, 4, 8, 16, 32) or layout not in (DENSE, BITMAP, RICE) or k > numel:
         raise CodecError(f"tensor {name!r}: bad bit_width {bits}, layout {layout} or k {k}")
-    if per_channel and (k != numel or len(shape) < 2 or ch_axis >= len(shape)):
+    if per_channel and (k != numel or len(shape) < 2 or not 0 <= ch_axis < len(shape)):
         raise CodecError(f"tensor {name!r}: per-channel scales on a sparse or 1-D tensor")
     expected_rows = shape[ch_axis] if per_channel else 1
     if bits <= 8 and rows != expected_rows:
@@ -337,8 +353,9 @@ def _decode_float(reader: _Reader, name: str, shape: tuple[int, ...], numel: int
         zp = np.frombuffer(reader.take(rows, f"{name!r} zero points"), dtype=np.uint8)
         if not np.all(np.isfinite(scale) & (scale > 0)) or np.any(zp >= 2**bits):
             raise CodecError(f"tensor {name!r}: non-finite scale or zero point out of range")
-        qparams = QParams(torch.from_numpy(scale.astype(np.float32)), torch.from_numpy(
-            zp.astype(np.int64)), bits)  # fmt: skip
+        qparams = QParams(
+            torch.from_numpy(scale.astype(np.float32)), torch.from_numpy(zp.astype(np.int64)), bits
+        )
     (index_nbytes,) = reader.unpack("<Q", f"{name!r} index size")
     index = reader.take(index_nbytes, f"{name!r} index")
     (values_nbytes,) = reader.unpack("<Q", f"{name!r} values size")
@@ -370,5 +387,3 @@ def _decode_values(buf: memoryview, bits: int, n: int, name: str) -> Tensor:
     if len(buf) != n * (bits // 8):
         raise CodecError(f"tensor {name!r}: {len(buf)} value bytes for {n} fp{bits} values")
     return torch.from_numpy(np.frombuffer(buf, dtype=dtype).astype(np.float32))
-
-

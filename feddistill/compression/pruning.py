@@ -195,7 +195,8 @@ def load_pruned(dense_model: nn.Module, path: str | Path) -> nn.Module:
                 else:
                     setattr(module, local, new)
         for attr, param, dim in _SIZE_ATTRS.get(type(module), ()):
-            setattr(module, attr, getattr(module, param).shape[dim])
+            if getattr(module, param, None) is not None:  # affine=False batch norm: no weight
+                setattr(module, attr, getattr(module, param).shape[dim])
         if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):
             module.in_channels = module.weight.shape[1] * module.groups
     dense_model.load_state_dict(state, strict=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -112,24 +113,27 @@ def affine_qparams(lo: Tensor, hi: Tensor, bit_width: int) -> QParams:
         ValueError: if ``bit_width`` is not in {1, 2, 4, 8}.
     """
     check_bit_width(bit_width, INT_BIT_WIDTHS)
-    qmax = float(2**bit_width - 1)
-    lo = torch.clamp(lo.float(), max=0.0)
-    hi = torch.clamp(hi.float(), min=0.0)
+    # numpy, float32: (C,)-sized arithmetic, where torch's per-op overhead would dominate.
+    qmax = np.float32(2**bit_width - 1)
+    one = np.float32(1.0)
+    lo = np.minimum(lo.detach().cpu().numpy().astype(np.float32), np.float32(0.0))
+    hi = np.maximum(hi.detach().cpu().numpy().astype(np.float32), np.float32(0.0))
     span = hi - lo
-    scale0 = torch.where(span > 0, span / qmax, torch.ones_like(span))
-    zp = torch.round(-lo / scale0)
+    scale0 = np.where(span > 0, span / qmax, one)
+    zp = np.round(-lo / scale0)
     # Keep a code on each side of zero where a side is non-empty (needs qmax >= 2).
-    zp = torch.where((lo < 0) & (zp < 1), torch.ones_like(zp), zp)
-    zp = torch.where((hi > 0) & (zp > qmax - 1), torch.full_like(zp, qmax - 1), zp)
+    zp = np.where((lo < 0) & (zp < 1), one, zp)
+    zp = np.where((hi > 0) & (zp > qmax - 1), qmax - 1, zp)
     if qmax == 1:  # two levels: keep the larger side of a mixed-sign row
-        zp = torch.where((lo < 0) & (-lo > hi), torch.ones_like(zp), zp)
-    zp = zp.clamp(0.0, qmax)
+        zp = np.where((lo < 0) & (-lo > hi), one, zp)
+    zp = np.clip(zp, 0, qmax).astype(np.float32)
     # Widen the scale so that both ends fit on the integer grid (no clipping).
-    need_hi = torch.where(zp < qmax, hi / (qmax - zp).clamp(min=1.0), torch.zeros_like(hi))
-    need_lo = torch.where(zp > 0, -lo / zp.clamp(min=1.0), torch.zeros_like(lo))
-    scale = torch.maximum(need_hi, need_lo)  # > 0 whenever span > 0
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return QParams(scale=scale, zero_point=zp.to(torch.int64), bit_width=bit_width)
+    need_hi = np.where(zp < qmax, hi / np.maximum(qmax - zp, one), np.float32(0.0))
+    need_lo = np.where(zp > 0, -lo / np.maximum(zp, one), np.float32(0.0))
+    scale = np.maximum(need_hi, need_lo)  # > 0 whenever span > 0
+    scale = torch.from_numpy(np.where(scale > 0, scale, one).astype(np.float32))
+    zp = torch.from_numpy(zp.astype(np.int64))
+    return QParams(scale=scale, zero_point=zp, bit_width=bit_width)
 
 
 def quantize_rows(

@@ -120,7 +120,6 @@ def compress_update(
         if not (tensor.is_floating_point() and tensor.numel() > 0):
             records.append(encode_raw(key, tensor))
             continue
-        _check_finite(key, tensor, "update")
         acc = tensor.detach().cpu().float()
         if key in residual:
             res = residual[key]
@@ -129,8 +128,11 @@ def compress_update(
                     f"residual {key!r} has shape {tuple(res.shape)}, "
                     f"update has {tuple(tensor.shape)}"
                 )
-            _check_finite(key, res, "residual")
             acc = acc + res.detach().cpu().float()
+        if not all_finite(acc):  # one pass; then find out which input is to blame
+            _check_finite(key, tensor, "update")
+            _check_finite(key, residual[key], "residual")
+            raise ValueError(f"update + residual {key!r} overflows to Inf")
         record, decoded = encode_float(key, acc, spec.encoding, generator, use_ef)
         records.append(record)
         if decoded is not None:

@@ -76,7 +76,10 @@ def test_zero_is_exact_in_a_mixed_tensor() -> None:
 @pytest.mark.parametrize("bit_width", [2, 4, 8])
 def test_error_within_half_a_step_per_channel(bit_width: int) -> None:
     # Prepare
-    x = torch.randn(16, 50, generator=torch.Generator().manual_seed(1)) * torch.arange(1, 17)[:, None]
+    x = (
+        torch.randn(16, 50, generator=torch.Generator().manual_seed(1))
+        * torch.arange(1, 17)[:, None]
+    )
 
     # Execute
     codes, qp = quantize(x, bit_width, per_channel=True, ch_axis=0)

@@ -1,0 +1,346 @@
+"""Partitioners: split the training set into one partition per client.
+
+``kmeans`` gives clients different input domains (:class:`KMeansPartitioner`, this
+module); ``iid`` and ``dirichlet`` (label skew) are flwr-datasets'
+:class:`~flwr_datasets.partitioner.IidPartitioner` and
+:class:`~flwr_datasets.partitioner.DirichletPartitioner`. All three work on a Hugging
+Face :class:`datasets.Dataset`; :func:`partition_indices` builds a small one holding only
+``index`` and ``label`` columns and reads the ``index`` column of each partition back.
+
+Guarantees of :func:`partition_indices`: every training sample is in exactly one
+partition; every partition has at least ``min_partition_size`` samples (so none is
+empty), or a ``ValueError`` names the sizes; the same arguments give the same
+partitions in every process.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import datasets
+import numpy as np
+from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
+from torch import Tensor
+
+from feddistill.data.domains import DEFAULT_N_COMPONENTS, DomainModel, fit_domains, flatten
+
+logger = logging.getLogger(__name__)
+
+PARTITIONER_NAMES = ("kmeans", "iid", "dirichlet")
+DIRICHLET_MAX_DRAWS = 11  # flwr-datasets' DirichletPartitioner: 1 draw + 10 retries
+
+
+def check_counts(num_partitions: int, min_partition_size: int) -> None:
+    """Check that both counts are integers >= 1.
+
+    Raises:
+        ValueError: naming the first count that is not an integer >= 1.
+    """
+    for key, value in (
+        ("num-partitions", num_partitions),
+        ("min-partition-size", min_partition_size),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{key}={value!r} is out of range; allowed: integers in [1, inf)")
+
+
+def check_partition_request(num_samples: int, num_partitions: int, min_partition_size: int) -> None:
+    """Check that `num_samples` can fill `num_partitions` partitions of the minimum size.
+
+    Args:
+        num_samples: samples to split, N.
+        num_partitions: partitions asked for, >= 1.
+        min_partition_size: smallest allowed partition, >= 1.
+
+    Raises:
+        ValueError: if a count is < 1, or ``N < num_partitions * min_partition_size``
+            (the message names the three numbers).
+    """
+    check_counts(num_partitions, min_partition_size)
+    needed = num_partitions * min_partition_size
+    if num_samples < needed:
+        raise ValueError(
+            f"cannot split {num_samples} training samples into num-partitions="
+            f"{num_partitions} partitions of at least min-partition-size="
+            f"{min_partition_size} samples: that needs {num_partitions} * "
+            f"{min_partition_size} = {needed} > {num_samples}; lower num-partitions or "
+            "min-partition-size, or use more data"
+        )
+
+
+class KMeansPartitioner(Partitioner):
+    """Cross-domain partitions: KMeans on the input features, one cluster per partition.
+
+    The features (flattened pixels, or any per-sample vectors) are projected by PCA and
+    clustered by KMeans into ``num_partitions`` clusters (:func:`fit_domains`); partition
+    ``k`` is cluster ``k``, and clusters are numbered by size, largest first, ties by
+    the smallest row index they contain. With ``num_partitions=2`` this is the seed
+    document's source / target split of MNIST. Partitioning happens once, on the first
+    :meth:`load_partition` (or :attr:`partition_indices`) call.
+
+    Args:
+        num_partitions: number of partitions (= clusters), >= 1.
+        features: per-row features aligned with the dataset, shape (N, ...); if None,
+            they are read from the dataset's `feature_column`.
+        feature_column: the dataset column holding the features when `features` is None.
+        min_partition_size: smallest allowed cluster, >= 1.
+        n_components: upper bound on the PCA dimension, >= 1.
+        seed: random state of PCA and KMeans, >= 0.
+
+    Raises:
+        ValueError: if `num_partitions` or `min_partition_size` is < 1.
+
+    References:
+        Seed document (KMeans source / target split); label-skew counterpart:
+        Hsu et al., arXiv:1909.06335.
+    """
+
+    def __init__(
+        self,
+        num_partitions: int,
+        features: Tensor | np.ndarray | None = None,
+        feature_column: str = "features",
+        min_partition_size: int = 1,
+        n_components: int = DEFAULT_N_COMPONENTS,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        check_counts(num_partitions, min_partition_size)
+        self._num_partitions = num_partitions
+        self._features = None if features is None else flatten(features)
+        self._feature_column = feature_column
+        self._min_partition_size = min_partition_size
+        self._n_components = n_components
+        self._seed = seed
+        self._indices: list[np.ndarray] | None = None
+        self._domain_model: DomainModel | None = None
+
+    @property
+    def num_partitions(self) -> int:
+        """Total number of partitions."""
+        return self._num_partitions
+
+    @property
+    def partition_indices(self) -> list[np.ndarray]:
+        """Sorted int64 row indices of each partition (partitions the data if needed)."""
+        self._determine_partition_indices_if_needed()
+        assert self._indices is not None
+        return self._indices
+
+    @property
+    def domain_model(self) -> DomainModel:
+        """The fitted PCA + KMeans model; its domain ``k`` is partition ``k``."""
+        self._determine_partition_indices_if_needed()
+        assert self._domain_model is not None
+        return self._domain_model
+
+    def load_partition(self, partition_id: int) -> datasets.Dataset:
+        """Rows of one partition.
+
+        Args:
+            partition_id: in [0, num_partitions).
+
+        Returns:
+            The partition as a :class:`datasets.Dataset`, rows in dataset order.
+
+        Raises:
+            ValueError: if `partition_id` is out of range, or partitioning fails (see
+                :meth:`_determine_partition_indices_if_needed`).
+        """
+        if not 0 <= partition_id < self._num_partitions:
+            raise ValueError(
+                f"partition_id={partition_id!r} is out of range; allowed: "
+                f"[0, {self._num_partitions - 1}]"
+            )
+        return self.dataset.select(self.partition_indices[partition_id])
+
+    def _determine_partition_indices_if_needed(self) -> None:
+        """Fit the clusters once and check their sizes.
+
+        Raises:
+            ValueError: if the features do not match the dataset's length, there are too
+                few samples for the partitions (checked before fitting), fewer distinct
+                rows than partitions (checked before fitting), or a cluster has fewer
+                than ``min_partition_size`` samples (the message lists all sizes).
+        """
+        if self._indices is not None:
+            return
+        num_rows = self.dataset.num_rows
+        if self._features is None:
+            rows = flatten(self.dataset.with_format("numpy")[self._feature_column])
+        else:
+            rows = self._features
+        if rows.shape[0] != num_rows:
+            raise ValueError(
+                f"features have {rows.shape[0]} rows but the dataset has {num_rows}; pass "
+                "one feature row per dataset row"
+            )
+        check_partition_request(num_rows, self._num_partitions, self._min_partition_size)
+        model = fit_domains(rows, self._num_partitions, self._seed, self._n_components)
+        labels = model.predict(rows)
+        sizes = np.bincount(labels, minlength=self._num_partitions)
+        if sizes.min() < self._min_partition_size:
+            small = int((sizes < self._min_partition_size).sum())
+            raise ValueError(
+                f"KMeans gave clusters of sizes {sizes.tolist()} for num-partitions="
+                f"{self._num_partitions}: {small} of them below min-partition-size="
+                f"{self._min_partition_size}. Lower num-partitions or min-partition-size, "
+                "or change the seed"
+            )
+        self._indices = [
+            np.flatnonzero(labels == k).astype(np.int64) for k in range(self._num_partitions)
+        ]
+        self._domain_model = model
+
+
+def _index_dataset(train_y: np.ndarray) -> datasets.Dataset:
+    """A Hugging Face dataset with only ``index`` (0..N-1) and ``label`` columns."""
+    num_samples = int(train_y.shape[0])
+    return datasets.Dataset.from_dict(
+        {"index": np.arange(num_samples, dtype=np.int64), "label": train_y.astype(np.int64)}
+    )
+
+
+def _read_indices(partitioner: Partitioner) -> list[np.ndarray]:
+    return [
+        np.sort(np.asarray(partitioner.load_partition(k)["index"], dtype=np.int64))
+        for k in range(partitioner.num_partitions)
+    ]
+
+
+def _dirichlet(
+    train_y: np.ndarray, num_partitions: int, alpha: float, min_partition_size: int, seed: int
+) -> list[np.ndarray]:
+    partitioner = DirichletPartitioner(
+        num_partitions=num_partitions,
+        partition_by="label",
+        alpha=float(alpha),
+        min_partition_size=min_partition_size,
+        self_balancing=False,
+        shuffle=False,
+        seed=seed,
+    )
+    partitioner.dataset = _index_dataset(train_y)
+    # flwr-datasets warns on every failed draw and raises after 10 retries.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            parts = _read_indices(partitioner)
+        except ValueError as err:
+            raise ValueError(
+                f"dirichlet partitioning of {train_y.shape[0]} samples into "
+                f"num-partitions={num_partitions} with dirichlet-alpha={alpha} left a "
+                f"partition below min-partition-size={min_partition_size} in all "
+                f"{DIRICHLET_MAX_DRAWS} draws; raise dirichlet-alpha, or lower "
+                "num-partitions or min-partition-size"
+            ) from err
+    if caught:
+        logger.info("dirichlet partitioner needed %d redraws for min size", len(caught))
+    return parts
+
+
+def partition_train(
+    train_x: Tensor | np.ndarray,
+    train_y: Tensor | np.ndarray,
+    partitioner: str,
+    num_partitions: int,
+    seed: int,
+    min_partition_size: int = 1,
+    dirichlet_alpha: float = 0.5,
+) -> tuple[list[np.ndarray], DomainModel | None]:
+    """Like :func:`partition_indices`, also returning the KMeans partitioner's domain model.
+
+    Returns:
+        ``(partitions, domain_model)``; `domain_model` is None unless `partitioner` is
+        ``kmeans``.
+
+    Raises:
+        ValueError: see :func:`partition_indices`.
+    """
+    if partitioner not in PARTITIONER_NAMES:
+        raise ValueError(
+            f"partitioner={partitioner!r} is unknown; choose one of: {', '.join(PARTITIONER_NAMES)}"
+        )
+    if seed < 0:
+        raise ValueError(f"seed={seed!r} is out of range; allowed: [0, inf)")
+    if not dirichlet_alpha > 0:
+        raise ValueError(f"dirichlet-alpha={dirichlet_alpha!r} is out of range; allowed: (0, inf)")
+    labels = np.asarray(train_y.cpu().numpy() if isinstance(train_y, Tensor) else train_y)
+    if labels.ndim != 1 or labels.shape[0] != train_x.shape[0]:
+        raise ValueError(
+            f"train_y must have shape (N,) with N = len(train_x) = {train_x.shape[0]}, got "
+            f"{tuple(labels.shape)}"
+        )
+    num_samples = int(labels.shape[0])
+    check_partition_request(num_samples, num_partitions, min_partition_size)
+    model = None
+    if partitioner == "kmeans":
+        kmeans = KMeansPartitioner(
+            num_partitions, features=train_x, min_partition_size=min_partition_size, seed=seed
+        )
+        kmeans.dataset = _index_dataset(labels)
+        parts = [p.copy() for p in kmeans.partition_indices]
+        model = kmeans.domain_model
+    elif partitioner == "iid":
+        iid = IidPartitioner(num_partitions)
+        iid.dataset = _index_dataset(labels).shuffle(seed=seed)
+        parts = _read_indices(iid)
+    else:
+        parts = _dirichlet(labels, num_partitions, dirichlet_alpha, min_partition_size, seed)
+    sizes = [len(p) for p in parts]
+    # Internal invariants: a disjoint cover of 0..N-1 with every partition big enough.
+    assert sum(sizes) == num_samples, sizes
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(num_samples))
+    assert min(sizes) >= min_partition_size, sizes
+    logger.info("%s partitions (seed %d): sizes %s", partitioner, seed, sizes)
+    return parts, model
+
+
+def partition_indices(
+    train_x: Tensor | np.ndarray,
+    train_y: Tensor | np.ndarray,
+    partitioner: str,
+    num_partitions: int,
+    seed: int,
+    min_partition_size: int = 1,
+    dirichlet_alpha: float = 0.5,
+) -> list[np.ndarray]:
+    """Split the training set into `num_partitions` disjoint partitions.
+
+    * ``kmeans``: :class:`KMeansPartitioner` on the flattened pixels (input domains).
+    * ``iid``: the rows shuffled by `seed`, then flwr-datasets' ``IidPartitioner``
+      (contiguous shards; sizes differ by at most 1).
+    * ``dirichlet``: flwr-datasets' ``DirichletPartitioner`` on the labels: each class is
+      divided among partitions by proportions drawn from Dir(`dirichlet_alpha`);
+      redrawn up to 10 times while a partition is below `min_partition_size`.
+
+    Args:
+        train_x: training images, shape (N, C, H, W) (only ``kmeans`` reads them).
+        train_y: training labels, shape (N,), int.
+        partitioner: one of ``kmeans``, ``iid``, ``dirichlet``.
+        num_partitions: number of partitions (clients), >= 1.
+        seed: seed of the shuffle / Dirichlet draws / KMeans, >= 0.
+        min_partition_size: smallest allowed partition, >= 1.
+        dirichlet_alpha: Dirichlet concentration, > 0 (small = strong label skew).
+
+    Returns:
+        One sorted int64 array of row indices into the training set per partition; each
+        row is in exactly one partition.
+
+    Raises:
+        ValueError: if `partitioner` is unknown, a count or `seed` is out of range,
+            `dirichlet_alpha` <= 0, the shapes disagree, ``N < num_partitions *
+            min_partition_size``, KMeans has fewer distinct rows than partitions (both
+            checked before fitting), a KMeans cluster is below `min_partition_size`, or
+            no Dirichlet draw met `min_partition_size`.
+
+    References:
+        Dirichlet label skew: Hsu et al., "Measuring the Effects of Non-Identical Data
+        Distribution for Federated Visual Classification", arXiv:1909.06335;
+        Yurochkin et al., arXiv:1905.12022 (flwr-datasets' implementation).
+    """
+    parts, _ = partition_train(
+        train_x, train_y, partitioner, num_partitions, seed, min_partition_size, dirichlet_alpha
+    )
+    return parts

@@ -1,0 +1,120 @@
+"""End-to-end: `feddistill run` through a real SuperLink, Flower simulation and Ray.
+
+Small jobs (digits, 2-3 clients, 2 rounds) so the whole file runs in a few minutes on
+2 cores. Every test checks that no Flower or Ray process is left running.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SMALL = [
+    "dataset=\"digits\"", "num-partitions=3", "num-server-rounds=2", "min-partition-size=5",
+    "teacher-models=\"mlp\"", "student-model=\"mlp\"", "batch-size=64",
+]
+
+
+def feddistill(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "feddistill.cli", *args],
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def sets(*pairs: str) -> list[str]:
+    out = []
+    for pair in (*SMALL, *pairs):
+        out += ["--set", pair]
+    return out
+
+
+def rows(out: Path) -> list[dict[str, str]]:
+    with (out / "metrics.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def without_timing(table: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{k: v for k, v in r.items() if k not in ("round_seconds", "wall_seconds")} for r in table]
+
+
+def test_run_writes_every_result_and_is_deterministic(tmp_path, no_leftover_processes):
+    # Execute: the same seed and config twice
+    a, b = tmp_path / "a", tmp_path / "b"
+    first = feddistill("run", "--out", str(a), *sets())
+    second = feddistill("run", "--out", str(b), "--quiet", *sets())
+    # Assert
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "round   2/2" in first.stdout and "x smaller than fp32 FedAvg" in first.stdout
+    summary = json.loads((a / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds"] == 2
+    for key in ("strategy", "final_accuracy", "best_accuracy", "uplink_bytes", "downlink_bytes", "wall_seconds", "config"):
+        assert key in summary
+    for name in ("metrics.csv", "metrics.jsonl", "report.md", "accuracy_vs_round.png", "accuracy_vs_uplink.png"):
+        assert (a / name).is_file(), name
+    assert (a / "checkpoints" / "latest").is_file() and any((a / "student").iterdir())
+    assert len((a / "metrics.jsonl").read_text().splitlines()) == 2
+    assert without_timing(rows(a)) == without_timing(rows(b))
+
+
+def test_failing_client_is_counted_and_round_goes_on(tmp_path, no_leftover_processes):
+    # Prepare: partition 1 raises in every round; 2 of 3 clients remain (min-train-nodes=2)
+    out = tmp_path / "fail"
+    # Execute
+    proc = feddistill("run", "--out", str(out), *sets("fail-partitions=\"1\""))
+    # Assert
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = rows(out)
+    assert [int(r["failed"]) for r in table] == [1, 1]
+    assert [int(r["accepted"]) for r in table] == [2, 2]
+
+
+def test_too_few_clients_fails_with_a_clear_message(tmp_path, no_leftover_processes):
+    out = tmp_path / "fail2"
+    proc = feddistill("run", "--out", str(out), *sets("fail-partitions=\"0,1\""))
+    assert proc.returncode == 1
+    assert "fewer than min-train-nodes=2" in proc.stderr.replace("\n", "")
+    assert json.loads((out / "summary.json").read_text())["status"] == "failed"
+
+
+def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, no_leftover_processes):
+    # Prepare: a 3-round reference run
+    ref, part = tmp_path / "ref", tmp_path / "part"
+    args = sets("num-server-rounds=3")
+    assert feddistill("run", "--out", str(ref), "--quiet", *args).returncode == 0
+    # Execute: the same job, killed (SIGTERM) once round 1 is checkpointed, then resumed
+    proc = subprocess.Popen([sys.executable, "-m", "feddistill.cli", "run", "--out", str(part), "--quiet", *args])
+    latest = part / "checkpoints" / "latest"
+    deadline = time.monotonic() + 300
+    while not latest.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    done_before = len(rows(part))
+    resumed = feddistill("run", "--resume", str(part), "--quiet", *args)
+    # Assert
+    assert 1 <= done_before < 3
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert without_timing(rows(part)) == without_timing(rows(ref))
+
+
+def test_bad_config_fails_before_anything_starts(tmp_path, no_leftover_processes):
+    proc = feddistill("run", "--out", str(tmp_path), "--set", "consensus=median")
+    assert proc.returncode == 2
+    assert "consensus='median' is not allowed" in proc.stderr.replace("\n", "")
+    assert not (tmp_path / "flower.log").exists()
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    proc = feddistill("run", "--resume", str(tmp_path))
+    assert proc.returncode == 2 and "no checkpoint found" in proc.stderr
