@@ -40,8 +40,13 @@ def run_job(cfg: RunConfig, ray_address: str | None = None, quiet: bool = False)
     from feddistill.server.centralized import run_centralized
 
     progress = Progress(
-        TextColumn(f"[bold]{cfg.strategy}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("rounds"), TimeElapsedColumn(), console=console, disable=quiet,
+        TextColumn(f"[bold]{cfg.strategy}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rounds"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
         transient=True,
     )
     with progress:
@@ -65,7 +70,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if out:
         overrides.append(f"out-dir={str(Path(out).resolve())!r}")
     cfg = load_config(args.config, overrides)
-    cfg = dataclasses.replace(cfg, out_dir=str(Path(cfg.out_dir).resolve()), data_root=str(Path(cfg.data_root).resolve()))
+    cfg = dataclasses.replace(
+        cfg, out_dir=str(Path(cfg.out_dir).resolve()), data_root=str(Path(cfg.data_root).resolve())
+    )
     if args.resume:
         if not (Path(cfg.out_dir) / "checkpoints" / "latest").is_file():
             err_console.print(f"[red]error:[/] --resume {args.resume}: no checkpoint found there")
@@ -94,7 +101,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from feddistill.engine import app_dir
 
-    path = app_dir() / "benchmarks" / ("compression.py" if args.which == "compression" else "fed_mnist5k.py")
+    path = (
+        app_dir()
+        / "benchmarks"
+        / ("compression.py" if args.which == "compression" else "fed_mnist5k.py")
+    )
     spec = importlib.util.spec_from_file_location(f"feddistill_bench_{args.which}", path)
     if spec is None or spec.loader is None:
         raise FileNotFoundError(f"benchmark script {path} not found")
@@ -109,11 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the federated job (Flower simulation on Ray)")
-    run.add_argument("--config", help="TOML file with kebab-case keys (top level or [tool.flwr.app.config])")
-    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config key (repeatable)")
+    run.add_argument(
+        "--config", help="TOML file with kebab-case keys (top level or [tool.flwr.app.config])"
+    )
+    run.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override one config key (repeatable)"
+    )
     run.add_argument("--out", help="results directory (config key out-dir)")
-    run.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    run.add_argument("--ray-address", help="attach to an existing Ray cluster (else RAY_ADDRESS or a local one)")
+    run.add_argument(
+        "--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint"
+    )
+    run.add_argument(
+        "--ray-address", help="attach to an existing Ray cluster (else RAY_ADDRESS or a local one)"
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar or per-round lines")
     run.set_defaults(func=cmd_run)
 
@@ -141,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the engine's finally-block stops what it started.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.func(args))
     except (ValueError, FileNotFoundError) as exc:

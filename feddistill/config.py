@@ -51,19 +51,19 @@ class RunConfig:
     teacher_epochs: int = 1  # local teacher epochs per round
     local_epochs: int = 1  # local student epochs per round
     batch_size: int = 32
-    learning_rate: float = 0.05  # student SGD learning rate
+    learning_rate: float = 0.02  # student SGD learning rate
     teacher_learning_rate: float = 0.05
     momentum: float = 0.9
     # --- distillation ---
-    temperature: float = 4.0  # softmax temperature T > 0
+    temperature: float = 2.0  # softmax temperature T > 0
     alpha: float = 1.0  # KD weight: loss = CE + alpha * T^2 * KL
     consensus: str = "domain"  # one of CONSENSUS_MODES
-    server_distill_epochs: int = 0  # FedDF: server-side distillation epochs per round
+    server_distill_epochs: int = 1  # server-side distillation to the consensus per round
     # --- compression ---
-    update_density: float = 0.1  # top-k fraction of update entries sent, in (0, 1]
-    update_bit_width: int = 8  # one of BIT_WIDTHS
+    update_density: float = 0.05  # top-k fraction of update entries sent, in (0, 1]
+    update_bit_width: int = 4  # one of BIT_WIDTHS
     error_feedback: bool = True  # keep what top-k did not send for the next round
-    logits_bit_width: int = 8  # uploaded teacher logits, one of BIT_WIDTHS
+    logits_bit_width: int = 4  # uploaded teacher logits, one of BIT_WIDTHS
     export_sparsity: float = 0.5  # unstructured sparsity of the exported student, [0, 1)
     round_timeout_s: float = 600.0  # a sampled client that has not replied by then failed
     # --- output ---
@@ -169,7 +169,9 @@ def _check_range(
     if bad:
         lo = "-inf" if low is None else f"{low}"
         hi = "inf" if high is None else f"{high}"
-        interval = f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        interval = (
+            f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        )
         raise ValueError(f"{name}={value!r} is out of range; allowed: {interval}")
 
 
@@ -202,9 +204,7 @@ def _coerce(key: str, value: Any) -> Any:
             return float(value)
         return str(value)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"config key {key!r} expects a {kind.__name__}, got {value!r}"
-        ) from None
+        raise ValueError(f"config key {key!r} expects a {kind.__name__}, got {value!r}") from None
 
 
 def from_mapping(values: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:

@@ -182,17 +182,46 @@ def run_simulation_job(
     with log_path.open("ab") as log:
         try:
             superlink = subprocess.Popen(
-                [str(bin_dir / "flower-superlink"), "--insecure", "--simulation",
-                 "--isolation", "subprocess", "--host", "127.0.0.1", "--port", str(port),
-                 "--health-server-address", f"127.0.0.1:{free_port()}", "--database", ":memory:"],
-                env=env, cwd=out, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    str(bin_dir / "flower-superlink"),
+                    "--insecure",
+                    "--simulation",
+                    "--isolation",
+                    "subprocess",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--health-server-address",
+                    f"127.0.0.1:{free_port()}",
+                    "--database",
+                    ":memory:",
+                ],
+                env=env,
+                cwd=out,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
             group.track(superlink.pid)
             _wait_for_port(port, superlink, startup_timeout_s, log_path)
             flwr = subprocess.Popen(
-                [str(bin_dir / "flwr"), "run", str(app_dir()), CONNECTION,
-                 "--federation-config", federation_config(cfg), "--run-config", str(run_toml), "--stream"],
-                env=env, cwd=out, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    str(bin_dir / "flwr"),
+                    "run",
+                    str(app_dir()),
+                    CONNECTION,
+                    "--federation-config",
+                    federation_config(cfg),
+                    "--run-config",
+                    str(run_toml),
+                    "--stream",
+                ],
+                env=env,
+                cwd=out,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
             group.track(flwr.pid)
             seen_rows = 0
@@ -203,7 +232,9 @@ def run_simulation_job(
                 if done or summary_path.is_file():
                     break
                 if superlink.poll() is not None:
-                    raise RuntimeError(f"the SuperLink exited early (code {superlink.returncode}); see {log_path}")
+                    raise RuntimeError(
+                        f"the SuperLink exited early (code {superlink.returncode}); see {log_path}"
+                    )
                 time.sleep(0.5)
             _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row)
         finally:
@@ -218,12 +249,16 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float, log_path
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"flower-superlink exited with code {proc.returncode}; see {log_path}")
+            raise RuntimeError(
+                f"flower-superlink exited with code {proc.returncode}; see {log_path}"
+            )
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.2)
-    raise RuntimeError(f"flower-superlink did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s; see {log_path}")
+    raise RuntimeError(
+        f"flower-superlink did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s; see {log_path}"
+    )
 
 
 def _emit_new_rows(path: Path, seen: int, on_row: Callable[[dict[str, Any]], None] | None) -> int:

@@ -70,7 +70,9 @@ def plan_for(cfg: RunConfig) -> StrategyPlan:
     )
     dense = dict(density=1.0, bit_width=32, error_feedback=False)
     if cfg.strategy == "feddistill":
-        return StrategyPlan(True, True, cfg.consensus, server_distill_epochs=cfg.server_distill_epochs, **compressed)
+        return StrategyPlan(
+            True, True, cfg.consensus, server_distill_epochs=cfg.server_distill_epochs, **compressed
+        )
     if cfg.strategy == "fedmd":
         return StrategyPlan(True, True, "mean", server_distill_epochs=0, **compressed)
     if cfg.strategy == "fedavg-compressed":

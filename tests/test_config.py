@@ -28,7 +28,11 @@ def test_unknown_key_lists_valid_keys():
 @pytest.mark.parametrize(
     ("key", "value", "match"),
     [
-        ("update-bit-width", 3, r"update-bit-width=3 is not allowed; choose one of: 1, 2, 4, 8, 16, 32"),
+        (
+            "update-bit-width",
+            3,
+            r"update-bit-width=3 is not allowed; choose one of: 1, 2, 4, 8, 16, 32",
+        ),
         ("fraction-train", 0.0, r"fraction-train=0.0 is out of range; allowed: \(0.0, 1.0\]"),
         ("update-density", 1.5, r"update-density=1.5 is out of range"),
         ("num-partitions", 0, r"num-partitions=0 is out of range; allowed: \[1, inf\)"),
@@ -66,7 +70,9 @@ def test_teacher_models_one_or_per_client():
     cfg = from_mapping({"num-partitions": 2, "min-train-nodes": 1, "teacher-models": "cnn, mlp"})
     # Assert
     assert [cfg.teacher_model_for(i) for i in range(2)] == ["cnn", "mlp"]
-    with pytest.raises(ValueError, match="teacher-models must list 1 or num-partitions=4 models, got 2"):
+    with pytest.raises(
+        ValueError, match="teacher-models must list 1 or num-partitions=4 models, got 2"
+    ):
         from_mapping({"teacher-models": "cnn,mlp"})
     with pytest.raises(ValueError, match="teacher-models must name at least one model"):
         from_mapping({"teacher-models": " , "})

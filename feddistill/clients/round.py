@@ -109,9 +109,7 @@ def run_client_round(
         ValueError: if the partition id is out of range or the partition is empty.
     """
     if not 0 <= partition_id < len(data.partitions):
-        raise ValueError(
-            f"partition-id={partition_id} is out of range [0, {len(data.partitions)})"
-        )
+        raise ValueError(f"partition-id={partition_id} is out of range [0, {len(data.partitions)})")
     if partition_id in cfg.failing_partitions():
         raise RuntimeError(f"partition {partition_id}: failure injected by fail-partitions")
     plan = plan_for(cfg)
@@ -125,12 +123,24 @@ def run_client_round(
 
     logits_payload = b""
     if plan.uses_teachers:
-        teacher = build_model(cfg.teacher_model_for(partition_id), splits.in_shape, splits.num_classes)
+        teacher = build_model(
+            cfg.teacher_model_for(partition_id),
+            splits.in_shape,
+            splits.num_classes,
+            seed=_round_seed(cfg.seed, partition_id, 0, 4),
+        )
         if "teacher" in state:
             teacher.load_state_dict(state["teacher"])
         stats = train_supervised(
-            teacher, x, y, cfg.teacher_epochs, cfg.teacher_learning_rate, cfg.momentum,
-            cfg.batch_size, _round_seed(cfg.seed, partition_id, server_round, 1), device,
+            teacher,
+            x,
+            y,
+            cfg.teacher_epochs,
+            cfg.teacher_learning_rate,
+            cfg.momentum,
+            cfg.batch_size,
+            _round_seed(cfg.seed, partition_id, server_round, 1),
+            device,
         )
         new_state["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
         teacher_logits = predict_logits(teacher, splits.proxy_x, device)  # (B, K)
@@ -142,7 +152,10 @@ def run_client_round(
         affinity = domain_affinity(space.transform(x), space.transform(splits.proxy_x))  # (B,)
         logits_payload = encode_tensors(
             # log-affinity: 8 linear bits keep relative weights of far samples this way
-            {LOGITS_TENSOR: teacher_logits, AFFINITY_TENSOR: affinity.float().clamp_min(1e-30).log()},
+            {
+                LOGITS_TENSOR: teacher_logits,
+                AFFINITY_TENSOR: affinity.float().clamp_min(1e-30).log(),
+            },
             bit_width=cfg.logits_bit_width,
             per_channel=False,
         )
@@ -155,8 +168,16 @@ def run_client_round(
     if plan.uses_kd and consensus is not None:
         kd = KDTarget(splits.proxy_x, consensus, cfg.alpha, cfg.temperature)
     stats = train_supervised(
-        student, x, y, cfg.local_epochs, cfg.learning_rate, cfg.momentum, cfg.batch_size,
-        _round_seed(cfg.seed, partition_id, server_round, 2), device, kd=kd,
+        student,
+        x,
+        y,
+        cfg.local_epochs,
+        cfg.learning_rate,
+        cfg.momentum,
+        cfg.batch_size,
+        _round_seed(cfg.seed, partition_id, server_round, 2),
+        device,
+        kd=kd,
     )
     _, student_acc = evaluate(student, x, y, device)
     delta = state_delta(student.state_dict(), global_state)

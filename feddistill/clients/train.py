@@ -81,7 +81,9 @@ def train_supervised(
     """
     n = x.shape[0]
     if n == 0 or y.shape[0] != n:
-        raise ValueError(f"need a non-empty dataset with matching labels, got x {n}, y {y.shape[0]}")
+        raise ValueError(
+            f"need a non-empty dataset with matching labels, got x {n}, y {y.shape[0]}"
+        )
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     gen = torch.Generator().manual_seed(seed)
@@ -119,10 +121,15 @@ def train_supervised(
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: Tensor, device: torch.device, batch_size: int = 512) -> Tensor:
+def predict_logits(
+    model: nn.Module, x: Tensor, device: torch.device, batch_size: int = 512
+) -> Tensor:
     """Logits of `model` in eval mode on x (n, C, H, W) -> (n, K) float32 on the CPU."""
     model.to(device).eval()
-    outs = [model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, x.shape[0], batch_size)]
+    outs = [
+        model(x[i : i + batch_size].to(device)).float().cpu()
+        for i in range(0, x.shape[0], batch_size)
+    ]
     return torch.cat(outs) if outs else torch.empty(0)
 
 

@@ -8,7 +8,8 @@ Layout, all integers little-endian::
       kind FLOAT (decoded as float32):
                value_bits u8 | layout u8 | per_channel u8 | ch_axis i8 | k u64 | rice_r u8
                | rows u32 | [scales f32 * rows | zero_points u8 * rows]  (value_bits <= 8)
-               | index_nbytes u64 | index | values_nbytes u64 | values
+               | index_nbytes u64 | index | values (ceil(n * value_bits / 8) bytes,
+               n = numel for DENSE, else k)
     trailer  crc32 u32 of everything before it
 
 ``layout`` says how the positions of the k kept entries are coded, whichever is smallest
@@ -178,6 +179,7 @@ def encode_float(
         idx = topk_indices(acc, kept)
         sparse_rows = acc.reshape(-1)[idx].reshape(1, -1)  # (1, k)
         values, qparams, recon_rows = _quantize_values(sparse_rows, enc, generator, True)
+        assert recon_rows is not None  # always reconstructed on the sparse path
         recon = torch.zeros(n, dtype=torch.float32)
         recon[idx] = recon_rows.reshape(-1)
         recon = recon.reshape(acc.shape) if reconstruct else None
@@ -203,7 +205,6 @@ def encode_float(
             scales,
             struct.pack("<Q", len(index)),
             index,
-            struct.pack("<Q", len(values_bytes)),
             values_bytes,
         ]
     )
@@ -358,10 +359,9 @@ def _decode_float(reader: _Reader, name: str, shape: tuple[int, ...], numel: int
         )
     (index_nbytes,) = reader.unpack("<Q", f"{name!r} index size")
     index = reader.take(index_nbytes, f"{name!r} index")
-    (values_nbytes,) = reader.unpack("<Q", f"{name!r} values size")
-    values_buf = reader.take(values_nbytes, f"{name!r} values")
     n_values = numel if layout == DENSE else k
-    values = _decode_values(values_buf, bits, n_values, name)
+    values_buf = reader.take(packed_nbytes(n_values, bits), f"{name!r} values")
+    values = _decode_values(values_buf, bits, n_values)
     if qparams is not None:
         if per_channel:
             flat = dequantize_rows(values.reshape(rows, -1), qparams)  # (C, numel / C)
@@ -380,10 +380,9 @@ def _decode_float(reader: _Reader, name: str, shape: tuple[int, ...], numel: int
     return dense.reshape(shape)
 
 
-def _decode_values(buf: memoryview, bits: int, n: int, name: str) -> Tensor:
+def _decode_values(buf: memoryview, bits: int, n: int) -> Tensor:
+    """``packed_nbytes(n, bits)`` bytes (length checked by the reader) -> n codes / floats."""
     if bits <= 8:
         return torch.from_numpy(unpack_codes(buf, bits, n))
     dtype = np.float16 if bits == 16 else np.float32
-    if len(buf) != n * (bits // 8):
-        raise CodecError(f"tensor {name!r}: {len(buf)} value bytes for {n} fp{bits} values")
     return torch.from_numpy(np.frombuffer(buf, dtype=dtype).astype(np.float32))

@@ -82,11 +82,12 @@ def prune_unstructured(
     layers = prunable_layers(model)
     if not layers or sparsity == 0.0:
         return model
-    sizes = [m.weight.numel() for _, m in layers]
+    weights: list[Tensor] = [m.weight for _, m in layers]  # type: ignore[misc]
+    sizes = [w.numel() for w in weights]
     if scope == "layer":
         amounts = [round(sparsity * n) for n in sizes]
     else:
-        scores = torch.cat([m.weight.detach().abs().reshape(-1) for _, m in layers])
+        scores = torch.cat([w.detach().abs().reshape(-1) for w in weights])
         layer_of = torch.repeat_interleave(torch.arange(len(layers)), torch.tensor(sizes))
         lowest = torch.argsort(scores, stable=True)[: round(sparsity * scores.numel())]
         amounts = torch.bincount(layer_of[lowest], minlength=len(layers)).tolist()

@@ -116,24 +116,27 @@ def affine_qparams(lo: Tensor, hi: Tensor, bit_width: int) -> QParams:
     # numpy, float32: (C,)-sized arithmetic, where torch's per-op overhead would dominate.
     qmax = np.float32(2**bit_width - 1)
     one = np.float32(1.0)
-    lo = np.minimum(lo.detach().cpu().numpy().astype(np.float32), np.float32(0.0))
-    hi = np.maximum(hi.detach().cpu().numpy().astype(np.float32), np.float32(0.0))
-    span = hi - lo
+    low = np.minimum(lo.detach().cpu().numpy().astype(np.float32), np.float32(0.0))
+    high = np.maximum(hi.detach().cpu().numpy().astype(np.float32), np.float32(0.0))
+    span = high - low
     scale0 = np.where(span > 0, span / qmax, one)
-    zp = np.round(-lo / scale0)
+    zp = np.round(-low / scale0)
     # Keep a code on each side of zero where a side is non-empty (needs qmax >= 2).
-    zp = np.where((lo < 0) & (zp < 1), one, zp)
-    zp = np.where((hi > 0) & (zp > qmax - 1), qmax - 1, zp)
+    zp = np.where((low < 0) & (zp < 1), one, zp)
+    zp = np.where((high > 0) & (zp > qmax - 1), qmax - 1, zp)
     if qmax == 1:  # two levels: keep the larger side of a mixed-sign row
-        zp = np.where((lo < 0) & (-lo > hi), one, zp)
+        zp = np.where((low < 0) & (-low > high), one, zp)
     zp = np.clip(zp, 0, qmax).astype(np.float32)
     # Widen the scale so that both ends fit on the integer grid (no clipping).
-    need_hi = np.where(zp < qmax, hi / np.maximum(qmax - zp, one), np.float32(0.0))
-    need_lo = np.where(zp > 0, -lo / np.maximum(zp, one), np.float32(0.0))
+    need_hi = np.where(zp < qmax, high / np.maximum(qmax - zp, one), np.float32(0.0))
+    need_lo = np.where(zp > 0, -low / np.maximum(zp, one), np.float32(0.0))
     scale = np.maximum(need_hi, need_lo)  # > 0 whenever span > 0
-    scale = torch.from_numpy(np.where(scale > 0, scale, one).astype(np.float32))
-    zp = torch.from_numpy(zp.astype(np.int64))
-    return QParams(scale=scale, zero_point=zp, bit_width=bit_width)
+    scale = np.where(scale > 0, scale, one).astype(np.float32)
+    return QParams(
+        scale=torch.from_numpy(scale),
+        zero_point=torch.from_numpy(zp.astype(np.int64)),
+        bit_width=bit_width,
+    )
 
 
 def quantize_rows(
@@ -189,8 +192,8 @@ def row_minmax(rows: Tensor) -> tuple[Tensor, Tensor]:
     if rows.shape[1] == 0:
         zeros = torch.zeros(rows.shape[0], dtype=torch.float32)
         return zeros, zeros
-    lo, hi = torch.aminmax(rows, dim=1)
-    return lo.float(), hi.float()
+    # Two reductions: on torch 2.14 CPU, aminmax(dim=1) is 10-20x slower than amin + amax.
+    return torch.amin(rows, dim=1).float(), torch.amax(rows, dim=1).float()
 
 
 def quantize(

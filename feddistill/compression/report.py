@@ -19,7 +19,8 @@ def state_dict_bytes(model: nn.Module) -> int:
 
 def _macs_per_sample(module: nn.Module, out: Tensor) -> int:
     """Multiply-accumulates of one conv / linear call, per sample of the batch."""
-    per_output = module.weight[0].numel()  # in_channels / groups * kernel, or in_features
+    weight: Tensor = module.weight  # type: ignore[assignment]
+    per_output = weight[0].numel()  # in_channels / groups * kernel, or in_features
     return int(out[0].numel() if out.ndim > 1 else out.numel()) * per_output
 
 

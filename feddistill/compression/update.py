@@ -89,8 +89,8 @@ def compress_update(
     """Encode an update (or a state_dict) to bytes, with error feedback.
 
     Order, per floating tensor: ``acc = update + residual`` -> top-k of ``|acc|`` ->
-    quantize the kept values -> encode. Integer and bool tensors are stored losslessly
-    with their dtype and get no residual.
+    quantize the kept values -> encode. Integer and bool tensors (and empty tensors) are
+    stored losslessly with their dtype and get no residual.
 
     Args:
         update: name -> tensor, e.g. ``local - global`` weights; float tensors finite.

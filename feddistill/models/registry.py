@@ -105,13 +105,17 @@ _BUILDERS: dict[str, Callable[[InputShape, int], nn.Module]] = {
 MODEL_NAMES: tuple[str, ...] = tuple(sorted(_BUILDERS))
 
 
-def build_model(name: str, in_shape: InputShape, num_classes: int) -> nn.Module:
+def build_model(
+    name: str, in_shape: InputShape, num_classes: int, seed: int | None = None
+) -> nn.Module:
     """Build a freshly initialised model by registry name.
 
     Args:
         name: one of :data:`MODEL_NAMES` (`cnn`, `cnn-small`, `mlp`, `resnet18`).
         in_shape: input shape (C, H, W) of one sample; C >= 1, H and W >= 4.
         num_classes: number of classes K >= 2.
+        seed: if given, the initial weights depend on this seed only (the global RNG
+            is left untouched); if None, they come from the global RNG.
 
     Returns:
         An ``nn.Module`` mapping (B, C, H, W) float32 to logits (B, K).
@@ -129,7 +133,11 @@ def build_model(name: str, in_shape: InputShape, num_classes: int) -> nn.Module:
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     shape = (int(in_shape[0]), int(in_shape[1]), int(in_shape[2]))
-    return _BUILDERS[name](shape, int(num_classes))
+    if seed is None:
+        return _BUILDERS[name](shape, int(num_classes))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _BUILDERS[name](shape, int(num_classes))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -29,7 +29,9 @@ def validate_update(
     missing = sorted(set(template) - set(update))
     extra = sorted(set(update) - set(template))
     if missing or extra:
-        raise RejectedUpdate(f"update keys differ from the model: missing {missing}, unexpected {extra}")
+        raise RejectedUpdate(
+            f"update keys differ from the model: missing {missing}, unexpected {extra}"
+        )
     for key, expected in template.items():
         got = update[key]
         if tuple(got.shape) != tuple(expected.shape):
@@ -37,7 +39,9 @@ def validate_update(
                 f"update[{key!r}] has shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
             )
         if got.is_floating_point() != expected.is_floating_point():
-            raise RejectedUpdate(f"update[{key!r}] has dtype {got.dtype}, expected {expected.dtype}")
+            raise RejectedUpdate(
+                f"update[{key!r}] has dtype {got.dtype}, expected {expected.dtype}"
+            )
         if got.is_floating_point():
             if not bool(torch.isfinite(got).all()):
                 raise RejectedUpdate(f"update[{key!r}] contains NaN or Inf")
@@ -86,6 +90,8 @@ def fedavg(updates: Sequence[tuple[int, Mapping[str, Tensor]]]) -> dict[str, Ten
 def apply_update(state: Mapping[str, Tensor], update: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """global + update for floating tensors; integer buffers take the averaged value."""
     return {
-        key: (value + update[key].to(value.dtype)) if value.is_floating_point() else update[key].to(value.dtype)
+        key: (value + update[key].to(value.dtype))
+        if value.is_floating_point()
+        else update[key].to(value.dtype)
         for key, value in state.items()
     }

@@ -28,7 +28,12 @@ def main(grid: Grid, context: Context) -> None:
         out.mkdir(parents=True, exist_ok=True)
         write_summary(
             out,
-            {"status": "failed", "strategy": cfg.strategy, "error": f"{type(exc).__name__}: {exc}",
-             "traceback": traceback.format_exc(), "config": cfg.to_kebab()},
+            {
+                "status": "failed",
+                "strategy": cfg.strategy,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+                "config": cfg.to_kebab(),
+            },
         )
         raise

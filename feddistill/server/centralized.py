@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from feddistill.clients.train import resolve_device, train_supervised
 from feddistill.config import RunConfig
 from feddistill.data import prepare_federated_data
@@ -29,22 +27,37 @@ def run_centralized(cfg: RunConfig, on_row: Any = None) -> dict[str, Any]:
     data = prepare_federated_data(cfg)
     splits = data.splits
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    student = build_model(cfg.student_model, splits.in_shape, splits.num_classes)
+    student = build_model(cfg.student_model, splits.in_shape, splits.num_classes, seed=cfg.seed)
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     for server_round in range(1, cfg.num_server_rounds + 1):
         t0 = time.perf_counter()
         stats = train_supervised(
-            student, splits.train_x, splits.train_y, cfg.local_epochs, cfg.learning_rate,
-            cfg.momentum, cfg.batch_size, cfg.seed * 7919 + server_round, device,
+            student,
+            splits.train_x,
+            splits.train_y,
+            cfg.local_epochs,
+            cfg.learning_rate,
+            cfg.momentum,
+            cfg.batch_size,
+            cfg.seed * 7919 + server_round,
+            device,
         )
-        metrics = evaluate_by_domain(student, splits.test_x, splits.test_y, data.test_domains, device)
+        metrics = evaluate_by_domain(
+            student, splits.test_x, splits.test_y, data.test_domains, device
+        )
         row = {
-            "round": server_round, **metrics, "student_train_loss": stats["loss"],
-            "sampled": 1, "accepted": 1, "failed": 0, "uplink_bytes": 0,
-            "cumulative_uplink_bytes": 0, "cumulative_downlink_bytes": 0,
-            "round_seconds": time.perf_counter() - t0, "wall_seconds": time.perf_counter() - t_start,
+            "round": server_round,
+            **metrics,
+            "student_train_loss": stats["loss"],
+            "sampled": 1,
+            "accepted": 1,
+            "failed": 0,
+            "uplink_bytes": 0,
+            "cumulative_uplink_bytes": 0,
+            "cumulative_downlink_bytes": 0,
+            "round_seconds": time.perf_counter() - t0,
+            "wall_seconds": time.perf_counter() - t_start,
         }
         rows.append(row)
         write_rows(out, rows)

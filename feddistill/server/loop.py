@@ -53,20 +53,33 @@ def discover_partitions(grid: Grid, num_partitions: int, timeout_s: float) -> di
         time.sleep(0.5)
     nodes = sorted(grid.get_node_ids())
     messages = [
-        Message(RecordDict({P.CONFIG: ConfigRecord({"ask": QUERY_PARTITION})}), n, MessageType.QUERY)
+        Message(
+            RecordDict({P.CONFIG: ConfigRecord({"ask": QUERY_PARTITION})}), n, MessageType.QUERY
+        )
         for n in nodes
     ]
     mapping: dict[int, int] = {}
     for reply in grid.send_and_receive(messages, timeout=timeout_s):
         if reply.has_error():
-            logger.warning("node %d did not report its partition: %s", reply.metadata.src_node_id, reply.error.reason[:200])
+            logger.warning(
+                "node %d did not report its partition: %s",
+                reply.metadata.src_node_id,
+                reply.error.reason[:200],
+            )
             continue
         pid = int(reply.content[P.METRICS][P.PARTITION_ID])  # type: ignore[arg-type]
         if not 0 <= pid < num_partitions:
-            logger.warning("node %d has partition-id %d outside [0, %d); it is not used", reply.metadata.src_node_id, pid, num_partitions)
+            logger.warning(
+                "node %d has partition-id %d outside [0, %d); it is not used",
+                reply.metadata.src_node_id,
+                pid,
+                num_partitions,
+            )
             continue
         if pid in mapping.values():
-            raise RuntimeError(f"two nodes claim partition {pid}; give each SuperNode its own partition-id")
+            raise RuntimeError(
+                f"two nodes claim partition {pid}; give each SuperNode its own partition-id"
+            )
         mapping[reply.metadata.src_node_id] = pid
     if len(mapping) < num_partitions:
         raise RuntimeError(f"only {len(mapping)} of {num_partitions} nodes reported a partition id")
@@ -93,11 +106,16 @@ class FederationRun:
         self.device = resolve_device(cfg.device)
         self.plan = P.plan_for(cfg)
         splits = self.data.splits
-        torch.manual_seed(cfg.seed)
-        self.student = build_model(cfg.student_model, splits.in_shape, splits.num_classes)
+        self.student = build_model(
+            cfg.student_model, splits.in_shape, splits.num_classes, seed=cfg.seed
+        )
         self.strategy = FedDistill(
-            _state(self.student), self.plan, cfg.temperature, cfg.seed,
-            cfg.fraction_train, cfg.min_train_nodes,
+            _state(self.student),
+            self.plan,
+            cfg.temperature,
+            cfg.seed,
+            cfg.fraction_train,
+            cfg.min_train_nodes,
         )
         self.rows: list[dict[str, Any]] = []
         self.consensus: Tensor | None = None
@@ -108,7 +126,9 @@ class FederationRun:
             self.student.load_state_dict(ckpt["student"])
             self.rows, self.consensus = ckpt["rows"], ckpt["consensus"]
             self.start_round, self.wall_offset = int(ckpt["round"]), float(ckpt["wall_seconds"])
-            logger.info("resuming after round %d from %s", self.start_round, self.out / "checkpoints")
+            logger.info(
+                "resuming after round %d from %s", self.start_round, self.out / "checkpoints"
+            )
         self.fp32_update_bytes = sum(
             v.numel() * 4 for v in self.strategy.template.values() if v.is_floating_point()
         )
@@ -116,7 +136,9 @@ class FederationRun:
     def run(self, grid: Grid) -> dict[str, Any]:
         """Run rounds start_round+1..num_server_rounds, then write the final results."""
         t_start = time.perf_counter() - self.wall_offset
-        self.strategy.node_partitions = discover_partitions(grid, self.cfg.num_partitions, self.timeout_s)
+        self.strategy.node_partitions = discover_partitions(
+            grid, self.cfg.num_partitions, self.timeout_s
+        )
         for server_round in range(self.start_round + 1, self.cfg.num_server_rounds + 1):
             self.run_round(grid, server_round, t_start)
         return self.finish(time.perf_counter() - t_start)
@@ -131,11 +153,15 @@ class FederationRun:
             consensus_bytes = encode_tensors({P.SOFT_LABELS_TENSOR: self.consensus}, bit_width=16)
             config[P.CONSENSUS] = consensus_bytes
         global_state = _state(self.student)
-        messages = list(self.strategy.configure_train(server_round, ArrayRecord(global_state), config, grid))
+        messages = list(
+            self.strategy.configure_train(server_round, ArrayRecord(global_state), config, grid)
+        )
         replies = list(grid.send_and_receive(messages, timeout=self.timeout_s))
         outcome = self.strategy.aggregate_round(server_round, replies)
         if len(replies) < len(messages):
-            outcome.failures.append(f"{len(messages) - len(replies)} client(s) did not reply in {self.timeout_s:.0f} s")
+            outcome.failures.append(
+                f"{len(messages) - len(replies)} client(s) did not reply in {self.timeout_s:.0f} s"
+            )
         if len(outcome.accepted) < self.cfg.min_train_nodes or outcome.update is None:
             raise RuntimeError(
                 f"round {server_round}: only {len(outcome.accepted)} of {len(messages)} sampled clients "
@@ -145,22 +171,37 @@ class FederationRun:
         self.consensus = outcome.consensus
         distill_loss = self.server_distill(global_state, outcome)
         metrics = evaluate_by_domain(
-            self.student, self.data.splits.test_x, self.data.splits.test_y, self.data.test_domains, self.device
+            self.student,
+            self.data.splits.test_x,
+            self.data.splits.test_y,
+            self.data.test_domains,
+            self.device,
         )
-        row = self.make_row(server_round, metrics, outcome, len(messages), global_state, consensus_bytes)
+        row = self.make_row(
+            server_round, metrics, outcome, len(messages), global_state, consensus_bytes
+        )
         row["server_distill_loss"] = distill_loss
         row["round_seconds"] = time.perf_counter() - t0
         row["wall_seconds"] = time.perf_counter() - t_start
         self.rows.append(row)
         write_rows(self.out, self.rows)
         save_checkpoint(
-            self.out / "checkpoints", server_round,
-            {"student": _state(self.student), "consensus": self.consensus, "rows": self.rows,
-             "wall_seconds": row["wall_seconds"]},
+            self.out / "checkpoints",
+            server_round,
+            {
+                "student": _state(self.student),
+                "consensus": self.consensus,
+                "rows": self.rows,
+                "wall_seconds": row["wall_seconds"],
+            },
         )
         logger.info(
             "round %d: accuracy %.4f loss %.4f uplink %d B failed %d",
-            server_round, row["accuracy"], row["loss"], row["uplink_bytes"], row["failed"],
+            server_round,
+            row["accuracy"],
+            row["loss"],
+            row["uplink_bytes"],
+            row["failed"],
         )
         return row
 
@@ -177,39 +218,65 @@ class FederationRun:
             for result in outcome.accepted:
                 client_model.load_state_dict(apply_update(global_state, result.update))
                 logits.append(predict_logits(client_model, splits.proxy_x, self.device))
-            target = build_consensus(torch.stack(logits), "mean", self.cfg.temperature)  # (N,B,K) -> (B,K)
+            target = build_consensus(
+                torch.stack(logits), "mean", self.cfg.temperature
+            )  # (N,B,K) -> (B,K)
         return distill_on_proxy(
-            self.student, self.data.splits.proxy_x, target, self.cfg.temperature, epochs,
-            lr=self.cfg.learning_rate * 0.1, batch_size=self.cfg.batch_size, device=self.device, seed=self.cfg.seed,
+            self.student,
+            self.data.splits.proxy_x,
+            target,
+            self.cfg.temperature,
+            epochs,
+            lr=self.cfg.learning_rate * 0.1,
+            batch_size=self.cfg.batch_size,
+            device=self.device,
+            seed=self.cfg.seed,
         )
 
     def make_row(
-        self, server_round: int, metrics: dict[str, float], outcome: RoundOutcome, sampled: int,
-        global_state: dict[str, Tensor], consensus_bytes: bytes,
+        self,
+        server_round: int,
+        metrics: dict[str, float],
+        outcome: RoundOutcome,
+        sampled: int,
+        global_state: dict[str, Tensor],
+        consensus_bytes: bytes,
     ) -> dict[str, Any]:
         """The metrics row of one round (bytes are exact payload lengths)."""
         uplink = sum(r.uplink_bytes for r in outcome.accepted)
         downlink_per_client = _record_bytes(global_state) + len(consensus_bytes)
         prev = self.rows[-1] if self.rows else {}
         cum_up = int(prev.get("cumulative_uplink_bytes", 0)) + uplink
-        cum_fp32 = int(prev.get("cumulative_fedavg_fp32_bytes", 0)) + self.fp32_update_bytes * len(outcome.accepted)
-        teacher = [r.metrics["teacher_train_accuracy"] for r in outcome.accepted if "teacher_train_accuracy" in r.metrics]
+        cum_fp32 = int(prev.get("cumulative_fedavg_fp32_bytes", 0)) + self.fp32_update_bytes * len(
+            outcome.accepted
+        )
+        teacher = [
+            r.metrics["teacher_train_accuracy"]
+            for r in outcome.accepted
+            if "teacher_train_accuracy" in r.metrics
+        ]
         return {
             "round": server_round,
             **metrics,
             "teacher_accuracy": sum(teacher) / len(teacher) if teacher else "",
-            "student_train_loss": sum(r.metrics.get("student_loss", 0.0) for r in outcome.accepted) / len(outcome.accepted),
+            "student_train_loss": sum(r.metrics.get("student_loss", 0.0) for r in outcome.accepted)
+            / len(outcome.accepted),
             "sampled": sampled,
             "accepted": len(outcome.accepted),
             "failed": sampled - len(outcome.accepted),
             "uplink_bytes": uplink,
-            "uplink_update_bytes": sum(int(r.metrics.get("update_bytes", 0)) for r in outcome.accepted),
-            "uplink_logits_bytes": sum(int(r.metrics.get("logits_bytes", 0)) for r in outcome.accepted),
+            "uplink_update_bytes": sum(
+                int(r.metrics.get("update_bytes", 0)) for r in outcome.accepted
+            ),
+            "uplink_logits_bytes": sum(
+                int(r.metrics.get("logits_bytes", 0)) for r in outcome.accepted
+            ),
             "uplink_bytes_per_client": uplink // max(1, len(outcome.accepted)),
             "downlink_bytes": downlink_per_client * sampled,
             "downlink_bytes_per_client": downlink_per_client,
             "cumulative_uplink_bytes": cum_up,
-            "cumulative_downlink_bytes": int(prev.get("cumulative_downlink_bytes", 0)) + downlink_per_client * sampled,
+            "cumulative_downlink_bytes": int(prev.get("cumulative_downlink_bytes", 0))
+            + downlink_per_client * sampled,
             "cumulative_fedavg_fp32_bytes": cum_fp32,
             "ratio_vs_fedavg_fp32": cum_fp32 / max(1, cum_up),
         }
@@ -220,7 +287,11 @@ class FederationRun:
 
         splits = self.data.splits
         export = export_student(
-            self.student, splits.proxy_x, splits.test_x, splits.test_y, self.out / "student",
+            self.student,
+            splits.proxy_x,
+            splits.test_x,
+            splits.test_y,
+            self.out / "student",
             sparsity=self.cfg.export_sparsity,
         )
         last = self.rows[-1]
@@ -233,7 +304,9 @@ class FederationRun:
         return summary
 
 
-def build_summary(cfg: RunConfig, rows: list[dict[str, Any]], wall_seconds: float, status: str) -> dict[str, Any]:
+def build_summary(
+    cfg: RunConfig, rows: list[dict[str, Any]], wall_seconds: float, status: str
+) -> dict[str, Any]:
     """The summary.json fields every run has."""
     last = rows[-1] if rows else {}
     return {

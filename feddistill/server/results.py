@@ -44,7 +44,9 @@ def write_summary(out_dir: Path, summary: Mapping[str, Any]) -> None:
     tmp.replace(out_dir / "summary.json")
 
 
-def write_report(out_dir: Path, summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> None:
+def write_report(
+    out_dir: Path, summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
+) -> None:
     """report.md: the summary and a per-round table."""
     lines = [
         f"# feddistill run: {summary.get('strategy')}",
@@ -53,16 +55,42 @@ def write_report(out_dir: Path, summary: Mapping[str, Any], rows: Sequence[Mappi
         "|---|---|",
     ]
     for key in (
-        "status", "rounds", "final_accuracy", "best_accuracy", "final_worst_domain_accuracy",
-        "uplink_bytes", "downlink_bytes", "uplink_ratio_vs_fedavg_fp32", "wall_seconds",
+        "status",
+        "rounds",
+        "final_accuracy",
+        "best_accuracy",
+        "final_worst_domain_accuracy",
+        "uplink_bytes",
+        "downlink_bytes",
+        "uplink_ratio_vs_fedavg_fp32",
+        "wall_seconds",
     ):
         if key in summary:
             value = summary[key]
-            lines.append(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
+            lines.append(
+                f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |"
+            )
     if "student_export" in summary:
-        lines += ["", "## Exported student", "", "```json", json.dumps(summary["student_export"], indent=2), "```"]
-    cols = ["round", "accuracy", "loss", "worst_domain_accuracy", "teacher_accuracy", "sampled",
-            "failed", "uplink_bytes", "cumulative_uplink_bytes", "round_seconds"]
+        lines += [
+            "",
+            "## Exported student",
+            "",
+            "```json",
+            json.dumps(summary["student_export"], indent=2),
+            "```",
+        ]
+    cols = [
+        "round",
+        "accuracy",
+        "loss",
+        "worst_domain_accuracy",
+        "teacher_accuracy",
+        "sampled",
+        "failed",
+        "uplink_bytes",
+        "cumulative_uplink_bytes",
+        "round_seconds",
+    ]
     lines += ["", "## Rounds", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
         lines.append("| " + " | ".join(str(_fmt(row.get(c, ""))) for c in cols) + " |")
@@ -70,7 +98,9 @@ def write_report(out_dir: Path, summary: Mapping[str, Any], rows: Sequence[Mappi
     (out_dir / "report.md").write_text("\n".join(lines))
 
 
-def plot_curves(out_dir: Path, curves: Mapping[str, Sequence[Mapping[str, Any]]], suffix: str = "") -> list[Path]:
+def plot_curves(
+    out_dir: Path, curves: Mapping[str, Sequence[Mapping[str, Any]]], suffix: str = ""
+) -> list[Path]:
     """Accuracy vs round and accuracy vs cumulative uplink bytes, one line per run.
 
     Args:

@@ -145,7 +145,12 @@ class FedDistill(FedAvg):
         logits = tensors.get(P.LOGITS_TENSOR)
         affinity = tensors.get(P.AFFINITY_TENSOR)
         if self.plan.uses_teachers:
-            if logits is None or affinity is None or logits.ndim != 2 or affinity.shape != logits.shape[:1]:
+            if (
+                logits is None
+                or affinity is None
+                or logits.ndim != 2
+                or affinity.shape != logits.shape[:1]
+            ):
                 raise RejectedUpdate("teacher logits (B, K) and affinity (B,) are required")
             if not (bool(torch.isfinite(logits).all()) and bool(torch.isfinite(affinity).all())):
                 raise RejectedUpdate("teacher logits or affinity contain NaN or Inf")
@@ -172,7 +177,9 @@ class FedDistill(FedAvg):
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():
-                outcome.failures.append(f"node {node}: client error: {_short_reason(msg.error.reason)}")
+                outcome.failures.append(
+                    f"node {node}: client error: {_short_reason(msg.error.reason)}"
+                )
                 continue
             try:
                 result = self.decode_reply(msg)
@@ -211,5 +218,7 @@ class FedDistill(FedAvg):
             return None, None
         total = sum(r.num_examples for r in outcome.accepted)
         keys = sorted(set.intersection(*(set(r.metrics) for r in outcome.accepted)))
-        mean = {k: sum(r.metrics[k] * r.num_examples for r in outcome.accepted) / total for k in keys}
+        mean = {
+            k: sum(r.metrics[k] * r.num_examples for r in outcome.accepted) / total for k in keys
+        }
         return ArrayRecord(outcome.update), MetricRecord(mean)

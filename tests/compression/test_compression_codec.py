@@ -98,8 +98,8 @@ def test_payload_bytes_worked_by_hand() -> None:
     payload, _ = compress_update({"w": x}, spec)
 
     # Assert: header 18 + record (2 + 1 name + 2 + 4 shape + 1 kind + 17 meta
-    # + 8 + 2 index + 8 + 4 values) + crc 4.
-    assert len(payload) == HEADER_BYTES + 49 + CRC_BYTES
+    # + 8 + 2 index + 4 values) + crc 4.
+    assert len(payload) == HEADER_BYTES + 41 + CRC_BYTES
     assert torch.equal(decode_update(payload)["w"], x)
 
 
@@ -284,22 +284,22 @@ _SCALE = struct.pack("<f", 1.0) + b"\x00"
                 _float(
                     (4,),
                     (8, 0, 0, 0, 4, 0, 1),
-                    _SCALE + struct.pack("<Q", 1) + b"\x00" + struct.pack("<Q", 4) + bytes(4),
+                    _SCALE + struct.pack("<Q", 1) + b"\x00" + bytes(4),
                 )
             ],
             "dense layout with an index",
         ),
-        ([_float((4,), (32, 0, 0, 0, 4, 0, 1), struct.pack("<QQ", 0, 8) + bytes(8))], "fp32"),
+        ([_float((4,), (32, 0, 0, 0, 4, 0, 1), struct.pack("<Q", 0) + bytes(8))], "ends inside"),
         (
-            [_float((4,), (8, 0, 0, 0, 4, 0, 1), _SCALE + struct.pack("<QQ", 0, 3) + bytes(3))],
-            "needs 4 bytes",
+            [_float((4,), (8, 0, 0, 0, 4, 0, 1), _SCALE + struct.pack("<Q", 0) + bytes(3))],
+            "payload ends inside 'w' values",
         ),
         (
             [
                 _float(
                     (4,),
                     (8, 1, 0, 0, 1, 0, 1),
-                    _SCALE + struct.pack("<Q", 1) + b"\x03" + struct.pack("<Q", 1) + b"\x00",
+                    _SCALE + struct.pack("<Q", 1) + b"\x03" + b"\x00",
                 )
             ],
             "2 set bits",
@@ -320,11 +320,7 @@ def test_inconsistent_fields_raise_even_with_a_valid_checksum(records: list, mat
 def test_valid_hand_built_record_decodes() -> None:
     # Prepare: the negative controls above differ from this record in one field.
     payload = pack_payload(
-        [
-            _float(
-                (4,), (8, 0, 0, 0, 4, 0, 1), _SCALE + struct.pack("<QQ", 0, 4) + bytes([0, 1, 2, 3])
-            )
-        ]
+        [_float((4,), (8, 0, 0, 0, 4, 0, 1), _SCALE + struct.pack("<Q", 0) + bytes([0, 1, 2, 3]))]
     )
 
     # Execute

@@ -28,3 +28,18 @@ def test_report_counts_by_hand() -> None:
     assert total["bytes_on_disk"] > 119 * 4
     assert model.training  # mode restored
     assert "| 0 | Conv2d | 20 | 0.500 | 288 |" in format_report(rows)
+
+
+def test_compression_imports_neither_flower_nor_ray() -> None:
+    # Prepare / Execute: a fresh interpreter, so other tests' imports do not count.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, feddistill.compression; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('flwr', 'ray')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    # Assert
+    assert out.stdout.strip() == "[]"

@@ -7,13 +7,24 @@ import os
 import psutil
 import pytest
 
-WATCHED = ("flower-superlink", "flower-superexec", "flwr-simulation", "raylet", "gcs_server", "flwr-serverapp")
+WATCHED = (
+    "flower-superlink",
+    "flower-superexec",
+    "flwr-simulation",
+    "raylet",
+    "gcs_server",
+    "flwr-serverapp",
+)
 
 
 def _ours() -> set[int]:
     """PIDs of Flower/Ray processes that descend from this test process."""
     me = psutil.Process(os.getpid())
-    return {p.pid for p in me.children(recursive=True) if any(w in " ".join(p.cmdline()) for w in WATCHED)}
+    return {
+        p.pid
+        for p in me.children(recursive=True)
+        if any(w in " ".join(p.cmdline()) for w in WATCHED)
+    }
 
 
 def flower_ray_processes() -> list[str]:

@@ -19,15 +19,22 @@ import pytest
 pytestmark = pytest.mark.slow
 
 SMALL = [
-    "dataset=\"digits\"", "num-partitions=3", "num-server-rounds=2", "min-partition-size=5",
-    "teacher-models=\"mlp\"", "student-model=\"mlp\"", "batch-size=64",
+    'dataset="digits"',
+    "num-partitions=3",
+    "num-server-rounds=2",
+    "min-partition-size=5",
+    'teacher-models="mlp"',
+    'student-model="mlp"',
+    "batch-size=64",
 ]
 
 
 def feddistill(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "feddistill.cli", *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -44,7 +51,9 @@ def rows(out: Path) -> list[dict[str, str]]:
 
 
 def without_timing(table: list[dict[str, str]]) -> list[dict[str, str]]:
-    return [{k: v for k, v in r.items() if k not in ("round_seconds", "wall_seconds")} for r in table]
+    return [
+        {k: v for k, v in r.items() if k not in ("round_seconds", "wall_seconds")} for r in table
+    ]
 
 
 def test_run_writes_every_result_and_is_deterministic(tmp_path, no_leftover_processes):
@@ -58,9 +67,23 @@ def test_run_writes_every_result_and_is_deterministic(tmp_path, no_leftover_proc
     assert "round   2/2" in first.stdout and "x smaller than fp32 FedAvg" in first.stdout
     summary = json.loads((a / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds"] == 2
-    for key in ("strategy", "final_accuracy", "best_accuracy", "uplink_bytes", "downlink_bytes", "wall_seconds", "config"):
+    for key in (
+        "strategy",
+        "final_accuracy",
+        "best_accuracy",
+        "uplink_bytes",
+        "downlink_bytes",
+        "wall_seconds",
+        "config",
+    ):
         assert key in summary
-    for name in ("metrics.csv", "metrics.jsonl", "report.md", "accuracy_vs_round.png", "accuracy_vs_uplink.png"):
+    for name in (
+        "metrics.csv",
+        "metrics.jsonl",
+        "report.md",
+        "accuracy_vs_round.png",
+        "accuracy_vs_uplink.png",
+    ):
         assert (a / name).is_file(), name
     assert (a / "checkpoints" / "latest").is_file() and any((a / "student").iterdir())
     assert len((a / "metrics.jsonl").read_text().splitlines()) == 2
@@ -71,7 +94,7 @@ def test_failing_client_is_counted_and_round_goes_on(tmp_path, no_leftover_proce
     # Prepare: partition 1 raises in every round; 2 of 3 clients remain (min-train-nodes=2)
     out = tmp_path / "fail"
     # Execute
-    proc = feddistill("run", "--out", str(out), *sets("fail-partitions=\"1\""))
+    proc = feddistill("run", "--out", str(out), *sets('fail-partitions="1"'))
     # Assert
     assert proc.returncode == 0, proc.stdout + proc.stderr
     table = rows(out)
@@ -81,7 +104,7 @@ def test_failing_client_is_counted_and_round_goes_on(tmp_path, no_leftover_proce
 
 def test_too_few_clients_fails_with_a_clear_message(tmp_path, no_leftover_processes):
     out = tmp_path / "fail2"
-    proc = feddistill("run", "--out", str(out), *sets("fail-partitions=\"0,1\""))
+    proc = feddistill("run", "--out", str(out), *sets('fail-partitions="0,1"'))
     assert proc.returncode == 1
     assert "fewer than min-train-nodes=2" in proc.stderr.replace("\n", "")
     assert json.loads((out / "summary.json").read_text())["status"] == "failed"
@@ -93,7 +116,9 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, no_leftover_proc
     args = sets("num-server-rounds=3")
     assert feddistill("run", "--out", str(ref), "--quiet", *args).returncode == 0
     # Execute: the same job, killed (SIGTERM) once round 1 is checkpointed, then resumed
-    proc = subprocess.Popen([sys.executable, "-m", "feddistill.cli", "run", "--out", str(part), "--quiet", *args])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "feddistill.cli", "run", "--out", str(part), "--quiet", *args]
+    )
     latest = part / "checkpoints" / "latest"
     deadline = time.monotonic() + 300
     while not latest.is_file() and proc.poll() is None and time.monotonic() < deadline:

@@ -30,11 +30,15 @@ def test_student_is_at_most_one_twentieth_of_teacher():
 
 
 def test_unknown_name_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown model 'vgg'; valid models: cnn, cnn-small, mlp, resnet18"):
+    with pytest.raises(
+        ValueError, match=r"unknown model 'vgg'; valid models: cnn, cnn-small, mlp, resnet18"
+    ):
         build_model("vgg", (1, 28, 28), 10)
 
 
-@pytest.mark.parametrize(("shape", "classes"), [((1, 2, 28), 10), ((0, 28, 28), 10), ((28, 28), 10)])
+@pytest.mark.parametrize(
+    ("shape", "classes"), [((1, 2, 28), 10), ((0, 28, 28), 10), ((28, 28), 10)]
+)
 def test_bad_shape_is_rejected(shape, classes):
     with pytest.raises(ValueError, match="in_shape must be"):
         build_model("cnn", shape, classes)
@@ -43,3 +47,21 @@ def test_bad_shape_is_rejected(shape, classes):
 def test_one_class_is_rejected():
     with pytest.raises(ValueError, match="num_classes must be >= 2, got 1"):
         build_model("mlp", (1, 8, 8), 1)
+
+
+def test_seeded_build_is_reproducible_and_leaves_global_rng_alone():
+    # Prepare
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    # Execute
+    a = build_model("cnn-small", (1, 28, 28), 10, seed=7)
+    b = build_model("cnn-small", (1, 28, 28), 10, seed=7)
+    c = build_model("cnn-small", (1, 28, 28), 10, seed=8)
+    # Assert
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+    assert not torch.equal(a.state_dict()["features.0.weight"], c.state_dict()["features.0.weight"])
+    assert torch.equal(torch.rand(1), expected_next)

@@ -66,10 +66,19 @@ def test_order_of_replies_does_not_change_a_bit():
     [
         ({"w": torch.zeros(2)}, r"missing \['n'\]"),
         ({**TEMPLATE, "x": torch.zeros(1)}, r"unexpected \['x'\]"),
-        ({"w": torch.zeros(3), "n": torch.tensor(0)}, r"update\['w'\] has shape \(3,\), expected \(2,\)"),
+        (
+            {"w": torch.zeros(3), "n": torch.tensor(0)},
+            r"update\['w'\] has shape \(3,\), expected \(2,\)",
+        ),
         ({"w": torch.zeros(2, dtype=torch.long), "n": torch.tensor(0)}, r"update\['w'\] has dtype"),
-        ({"w": torch.tensor([0.0, float("inf")]), "n": torch.tensor(0)}, r"update\['w'\] contains NaN or Inf"),
-        ({"w": torch.tensor([3e4, 0.0]), "n": torch.tensor(0)}, r"update\['w'\] has L2 norm 3e\+04 > max"),
+        (
+            {"w": torch.tensor([0.0, float("inf")]), "n": torch.tensor(0)},
+            r"update\['w'\] contains NaN or Inf",
+        ),
+        (
+            {"w": torch.tensor([3e4, 0.0]), "n": torch.tensor(0)},
+            r"update\['w'\] has L2 norm 3e\+04 > max",
+        ),
     ],
 )
 def test_validate_rejects_bad_updates(update, match):

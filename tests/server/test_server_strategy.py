@@ -1,0 +1,162 @@
+"""FedDistill.aggregate_round on real Flower messages: failures, validation, order."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from flwr.app import ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
+
+from feddistill import protocol as P
+from feddistill.compression import UpdateCompression, compress_update, encode_tensors
+from feddistill.config import RunConfig
+from feddistill.server.strategy import FedDistill
+
+TEMPLATE = {"w": torch.zeros(4, 3), "b": torch.zeros(3)}
+
+
+def strategy(cfg: RunConfig | None = None) -> FedDistill:
+    return FedDistill(TEMPLATE, P.plan_for(cfg or RunConfig()), temperature=2.0, seed=0)
+
+
+def reply(
+    node: int, partition: int, update: dict, n: int = 10, logits: torch.Tensor | None = None
+) -> Message:
+    request = Message(RecordDict({P.CONFIG: ConfigRecord({"x": 1})}), node, MessageType.TRAIN)
+    payload, _ = compress_update(
+        update, UpdateCompression(density=1.0, bit_width=32, error_feedback=False)
+    )
+    if logits is None:
+        logits = torch.zeros(5, 3)
+    logits_bytes = encode_tensors(
+        {P.LOGITS_TENSOR: logits, P.AFFINITY_TENSOR: torch.zeros(5)}, bit_width=32
+    )
+    content = RecordDict(
+        {
+            P.METRICS: MetricRecord({P.NUM_EXAMPLES: n, P.PARTITION_ID: partition}),
+            P.PAYLOAD: ConfigRecord({P.UPDATE: payload, P.LOGITS: logits_bytes}),
+        }
+    )
+    return Message(content, reply_to=request)
+
+
+def const(value: float) -> dict:
+    return {"w": torch.full((4, 3), value), "b": torch.full((3,), value)}
+
+
+def test_error_reply_and_nan_update_are_failures_and_the_rest_is_averaged(monkeypatch):
+    # Prepare: clients send 1.0 and 2.0 (10 examples each), one NaN, one crashed. Our
+    # encoder refuses NaN, so a hostile client's NaN is simulated at decode time (7.0 -> NaN).
+    import feddistill.server.strategy as strategy_module
+
+    real_decode = strategy_module.decode_update
+
+    def decode_with_nan(payload):
+        return {
+            k: torch.where(v == 7.0, float("nan"), v) if v.is_floating_point() else v
+            for k, v in real_decode(payload).items()
+        }
+
+    monkeypatch.setattr(strategy_module, "decode_update", decode_with_nan)
+    request = Message(RecordDict({P.CONFIG: ConfigRecord({"x": 1})}), 4, MessageType.TRAIN)
+    crashed = Message(
+        Error(code=0, reason="Exception ... Message: out of memory\nmore"), reply_to=request
+    )
+    replies = [
+        reply(1, 0, const(1.0)),
+        reply(2, 1, const(2.0)),
+        reply(3, 2, const(7.0)),
+        crashed,
+    ]
+    # Execute
+    outcome = strategy().aggregate_round(1, replies)
+    # Assert
+    assert [r.partition_id for r in outcome.accepted] == [0, 1]
+    assert torch.equal(outcome.update["w"], torch.full((4, 3), 1.5))
+    assert len(outcome.failures) == 2
+    assert any("contains NaN" in f for f in outcome.failures)
+    assert any("client error: out of memory" in f for f in outcome.failures)
+
+
+def test_corrupted_payload_is_rejected_not_decoded():
+    # Prepare
+    good = reply(1, 0, const(1.0))
+    bad = reply(2, 1, const(1.0))
+    blob = bytearray(bad.content[P.PAYLOAD][P.UPDATE])
+    blob[len(blob) // 2] ^= 0xFF
+    bad.content[P.PAYLOAD][P.UPDATE] = bytes(blob)
+    # Execute
+    outcome = strategy().aggregate_round(1, [good, bad])
+    # Assert
+    assert [r.partition_id for r in outcome.accepted] == [0]
+    assert "undecodable payload" in outcome.failures[0]
+
+
+def test_wrong_shape_and_zero_examples_are_failures():
+    wrong = reply(1, 0, {"w": torch.zeros(2, 3), "b": torch.zeros(3)})
+    empty = reply(2, 1, const(1.0), n=0)
+    outcome = strategy().aggregate_round(1, [wrong, empty])
+    assert outcome.accepted == [] and outcome.update is None
+    assert "has shape (2, 3), expected (4, 3)" in outcome.failures[0]
+    assert "0 examples" in outcome.failures[1]
+
+
+def test_reply_order_gives_a_bit_identical_aggregate_and_consensus():
+    # Prepare
+    gen = torch.Generator().manual_seed(0)
+    replies = [
+        reply(
+            10 + p,
+            p,
+            {"w": torch.randn(4, 3, generator=gen), "b": torch.randn(3, generator=gen)},
+            5 + p,
+            torch.randn(5, 3, generator=gen),
+        )
+        for p in range(5)
+    ]
+    shuffled = replies[:]
+    random.Random(1).shuffle(shuffled)
+    # Execute
+    a = strategy().aggregate_round(1, replies)
+    b = strategy().aggregate_round(1, shuffled)
+    # Assert
+    assert torch.equal(a.update["w"], b.update["w"]) and torch.equal(a.update["b"], b.update["b"])
+    assert torch.equal(a.consensus, b.consensus)
+
+
+def test_teacher_logits_are_required_for_distillation():
+    msg = reply(1, 0, const(1.0))
+    msg.content[P.PAYLOAD][P.LOGITS] = b""
+    outcome = strategy().aggregate_round(1, [msg])
+    assert "teacher logits (B, K) and affinity (B,) are required" in outcome.failures[0]
+
+
+def test_sampling_is_seeded_and_respects_minimum():
+    s = FedDistill(
+        TEMPLATE, P.plan_for(RunConfig()), 2.0, seed=3, fraction_train=0.1, min_train_nodes=2
+    )
+    first = s.sample_partitions(4, 100)
+    assert first == s.sample_partitions(4, 100)
+    assert len(first) == 10 and first == sorted(first)
+    assert len(s.sample_partitions(1, 5)) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "teachers", "density", "bits", "server_epochs"),
+    [
+        ("feddistill", True, 0.05, 4, 1),
+        ("fedmd", True, 0.05, 4, 0),
+        ("fedavg", False, 1.0, 32, 0),
+        ("fedavg-compressed", False, 0.05, 4, 0),
+        ("feddf", False, 1.0, 32, 1),
+    ],
+)
+def test_strategy_plans(name, teachers, density, bits, server_epochs):
+    plan = P.plan_for(RunConfig(strategy=name))
+    assert (plan.uses_teachers, plan.density, plan.bit_width, plan.server_distill_epochs) == (
+        teachers,
+        density,
+        bits,
+        server_epochs,
+    )
