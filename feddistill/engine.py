@@ -30,7 +30,14 @@ from feddistill.config import RunConfig
 
 logger = logging.getLogger(__name__)
 CONNECTION = "feddistill-local"
-RESULT_FILES = ("metrics.csv", "metrics.jsonl", "summary.json", "report.md")
+RESULT_FILES = (
+    "metrics.csv",
+    "metrics.jsonl",
+    "summary.json",
+    "report.md",
+    "placement.jsonl",
+    "flower.log",
+)
 RESULT_DIRS = ("checkpoints", "client-state", "student")
 
 
@@ -138,24 +145,68 @@ def run_simulation_job(
     on_row: Callable[[dict[str, Any]], None] | None = None,
     ray_address: str | None = None,
     startup_timeout_s: float = 60.0,
+    attempts: int = 3,
 ) -> dict[str, Any]:
     """Run the job through a private SuperLink and ``flwr run``; return summary.json.
+
+    If the Flower runtime dies without the ServerApp writing a summary (seen here: the
+    SuperLink's SQLite state raising "cannot commit transaction" under load), the job
+    is submitted again to a fresh SuperLink, at most `attempts` times in all; the
+    ServerApp resumes from the last checkpoint in ``out_dir``, so no finished round
+    is lost or repeated. A run that failed in our own code writes a summary with
+    status "failed" and is not retried.
 
     Args:
         cfg: the run config; ``out_dir`` should be absolute.
         on_row: called with each new metrics row as the run writes it.
         ray_address: attach the simulation to this Ray cluster (sets RAY_ADDRESS).
         startup_timeout_s: how long the SuperLink may take to answer.
+        attempts: submissions at most, >= 1.
 
     Returns:
         The parsed summary.json (``status`` is "completed" or "failed").
 
     Raises:
-        RuntimeError: if the SuperLink does not start, or the run ends without a
-            summary (the message points at ``flower.log``).
+        ValueError: if attempts < 1.
+        RuntimeError: if the SuperLink does not start, or every attempt ended without
+            a summary (the message points at ``flower.log``).
     """
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    summary_path = out / "summary.json"
+    summary_path.unlink(missing_ok=True)
+    seen_rows = _count_rows(out / "metrics.jsonl")
+    for attempt in range(1, attempts + 1):
+        seen_rows = _submit_once(cfg, on_row, ray_address, startup_timeout_s, seen_rows)
+        if summary_path.is_file():
+            return json.loads(summary_path.read_text())
+        logger.warning(
+            "attempt %d/%d: the Flower runtime ended without a summary; see %s",
+            attempt,
+            attempts,
+            out / "flower.log",
+        )
+    raise RuntimeError(
+        f"the run ended without writing {summary_path} ({attempts} attempts); "
+        f"see {out / 'flower.log'}"
+    )
+
+
+def _count_rows(path: Path) -> int:
+    return len([ln for ln in path.read_text().splitlines() if ln.strip()]) if path.is_file() else 0
+
+
+def _submit_once(
+    cfg: RunConfig,
+    on_row: Callable[[dict[str, Any]], None] | None,
+    ray_address: str | None,
+    startup_timeout_s: float,
+    seen_rows: int,
+) -> int:
+    """One private SuperLink, one ``flwr run``; everything stopped on return."""
+    out = Path(cfg.out_dir)
     home = Path(tempfile.mkdtemp(prefix="feddistill-flwr-"))
     port = free_port()
     (home / "config.toml").write_text(
@@ -175,74 +226,56 @@ def run_simulation_job(
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"  # flower-superexec, flwr-simulation
     if ray_address:
         env["RAY_ADDRESS"] = ray_address
+    superlink_cmd = [
+        str(bin_dir / "flower-superlink"),
+        "--insecure",
+        "--simulation",
+        "--isolation",
+        "subprocess",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--health-server-address",
+        f"127.0.0.1:{free_port()}",
+        "--database",
+        str(home / "state.db"),
+    ]
+    flwr_cmd = [
+        str(bin_dir / "flwr"),
+        "run",
+        str(app_dir()),
+        CONNECTION,
+        "--federation-config",
+        federation_config(cfg),
+        "--run-config",
+        str(run_toml),
+        "--stream",
+    ]
     group = ProcessGroup()
     log_path = out / "flower.log"
     summary_path = out / "summary.json"
-    summary_path.unlink(missing_ok=True)
     with log_path.open("ab") as log:
         try:
-            superlink = subprocess.Popen(
-                [
-                    str(bin_dir / "flower-superlink"),
-                    "--insecure",
-                    "--simulation",
-                    "--isolation",
-                    "subprocess",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--health-server-address",
-                    f"127.0.0.1:{free_port()}",
-                    "--database",
-                    ":memory:",
-                ],
-                env=env,
-                cwd=out,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+            popen = dict(
+                env=env, cwd=out, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
+            superlink = subprocess.Popen(superlink_cmd, **popen)  # type: ignore[call-overload]
             group.track(superlink.pid)
             _wait_for_port(port, superlink, startup_timeout_s, log_path)
-            flwr = subprocess.Popen(
-                [
-                    str(bin_dir / "flwr"),
-                    "run",
-                    str(app_dir()),
-                    CONNECTION,
-                    "--federation-config",
-                    federation_config(cfg),
-                    "--run-config",
-                    str(run_toml),
-                    "--stream",
-                ],
-                env=env,
-                cwd=out,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            flwr = subprocess.Popen(flwr_cmd, **popen)  # type: ignore[call-overload]
             group.track(flwr.pid)
-            seen_rows = 0
             while True:
                 done = flwr.poll() is not None
                 group.track(superlink.pid)
                 seen_rows = _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row)
-                if done or summary_path.is_file():
+                if done or summary_path.is_file() or superlink.poll() is not None:
                     break
-                if superlink.poll() is not None:
-                    raise RuntimeError(
-                        f"the SuperLink exited early (code {superlink.returncode}); see {log_path}"
-                    )
                 time.sleep(0.5)
-            _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row)
+            return _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row)
         finally:
             group.stop()
             shutil.rmtree(home, ignore_errors=True)
-    if not summary_path.is_file():
-        raise RuntimeError(f"the run ended without writing {summary_path}; see {log_path}")
-    return json.loads(summary_path.read_text())
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float, log_path: Path) -> None:

@@ -8,6 +8,8 @@ simulation sets for each virtual SuperNode and a real SuperNode gets through
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,6 +39,25 @@ def client_state_dir(cfg: RunConfig, context: Context) -> Path:
     return Path(str(custom)) if custom else Path(cfg.out_dir) / "client-state"
 
 
+def placement() -> dict[str, str | int]:
+    """Where this ClientApp runs: hostname, Ray node id and GPU ids (if under Ray), pid."""
+    ray_node, gpus = "", os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ray_node = ray.get_runtime_context().get_node_id()
+            gpus = ",".join(str(g) for g in ray.get_gpu_ids())
+    except ImportError:  # a SuperNode without Ray
+        pass
+    return {
+        "hostname": socket.gethostname(),
+        "ray-node-id": ray_node,
+        "gpu-ids": gpus,
+        "pid": os.getpid(),
+    }
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Handle one FedDistill train message (see DESIGN.md, "One round")."""
@@ -64,7 +85,10 @@ def train(msg: Message, context: Context) -> Message:
         {P.NUM_EXAMPLES: reply.num_examples, P.PARTITION_ID: partition_id, **reply.metrics}
     )
     payload = ConfigRecord({P.UPDATE: reply.update, P.LOGITS: reply.logits})
-    return Message(content=RecordDict({P.METRICS: metrics, P.PAYLOAD: payload}), reply_to=msg)
+    content = RecordDict(
+        {P.METRICS: metrics, P.PAYLOAD: payload, P.PLACEMENT: ConfigRecord(placement())}
+    )
+    return Message(content=content, reply_to=msg)
 
 
 @app.query()

@@ -7,6 +7,7 @@ evaluate overall and per domain -> write the metrics row and a checkpoint.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -84,6 +85,16 @@ def discover_partitions(grid: Grid, num_partitions: int, timeout_s: float) -> di
     if len(mapping) < num_partitions:
         raise RuntimeError(f"only {len(mapping)} of {num_partitions} nodes reported a partition id")
     return mapping
+
+
+def write_placement(out: Path, server_round: int, outcome: RoundOutcome) -> None:
+    """Append one line per accepted client to placement.jsonl: which node ran it."""
+    with (out / "placement.jsonl").open("a") as fh:
+        for r in outcome.accepted:
+            fh.write(
+                json.dumps({"round": server_round, "partition_id": r.partition_id, **r.placement})
+                + "\n"
+            )
 
 
 def _state(model: torch.nn.Module) -> dict[str, Tensor]:
@@ -185,6 +196,7 @@ class FederationRun:
         row["wall_seconds"] = time.perf_counter() - t_start
         self.rows.append(row)
         write_rows(self.out, self.rows)
+        write_placement(self.out, server_round, outcome)
         save_checkpoint(
             self.out / "checkpoints",
             server_round,

@@ -38,6 +38,7 @@ class ClientResult:
     affinity: Tensor | None  # (B,)
     metrics: dict[str, float]
     uplink_bytes: int
+    placement: dict[str, str | int] = field(default_factory=dict)
 
 
 @dataclass
@@ -165,6 +166,7 @@ class FedDistill(FedAvg):
             affinity=affinity,
             metrics=metrics,
             uplink_bytes=len(update_bytes) + len(logits_bytes),
+            placement=dict(msg.content[P.PLACEMENT]) if P.PLACEMENT in msg.content else {},  # type: ignore[arg-type]
         )
 
     def aggregate_round(self, server_round: int, replies: Iterable[Message]) -> RoundOutcome:

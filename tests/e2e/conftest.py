@@ -1,54 +1,46 @@
-"""Fixtures for end-to-end runs: every process a test starts is stopped by PID."""
+"""Fixtures for end-to-end runs: every process a test starts is stopped by PID.
+
+Each test's commands run with ``FEDDISTILL_TEST_TAG`` set to a fresh value; every
+process they start (SuperLink, SuperExec, flwr-simulation, Ray's daemons and workers)
+inherits it, so processes left behind are found by that tag, not by name: other
+Flower or Ray jobs on the same machine are never touched.
+"""
 
 from __future__ import annotations
 
 import os
+import uuid
 
 import psutil
 import pytest
 
-WATCHED = (
-    "flower-superlink",
-    "flower-superexec",
-    "flwr-simulation",
-    "raylet",
-    "gcs_server",
-    "flwr-serverapp",
-)
+TAG = "FEDDISTILL_TEST_TAG"
 
 
-def _ours() -> set[int]:
-    """PIDs of Flower/Ray processes that descend from this test process."""
-    me = psutil.Process(os.getpid())
-    return {
-        p.pid
-        for p in me.children(recursive=True)
-        if any(w in " ".join(p.cmdline()) for w in WATCHED)
-    }
-
-
-def flower_ray_processes() -> list[str]:
-    """Command lines of Flower/Ray processes running on this machine (any parent)."""
+def tagged_processes(tag: str) -> list[psutil.Process]:
+    """Running processes whose environment carries ``FEDDISTILL_TEST_TAG=tag``."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in psutil.process_iter():
         try:
-            cmd = " ".join(proc.info["cmdline"] or [])
+            if proc.pid != os.getpid() and proc.environ().get(TAG) == tag:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
         except psutil.Error:
             continue
-        if any(w in cmd for w in WATCHED):
-            found.append(f"{proc.pid} {cmd[:120]}")
     return found
 
 
 @pytest.fixture
-def no_leftover_processes():
-    """Assert a test leaves no Flower/Ray process behind; kill (by PID) any it did."""
-    before = set(flower_ray_processes())
-    yield
-    after = [p for p in flower_ray_processes() if p not in before]
-    for line in after:
+def test_env():
+    """Environment for a test's subprocesses; after the test, none of them may be running."""
+    tag = uuid.uuid4().hex
+    env = {**os.environ, TAG: tag}
+    yield env
+    left = tagged_processes(tag)
+    names = [f"{p.pid} {' '.join(p.cmdline())[:100]}" for p in left]
+    for proc in left:
         try:
-            psutil.Process(int(line.split()[0])).kill()
+            proc.kill()
         except psutil.Error:
             pass
-    assert after == [], f"processes left running: {after}"
+    assert names == [], f"processes left running: {names}"

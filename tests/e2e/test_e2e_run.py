@@ -29,12 +29,13 @@ SMALL = [
 ]
 
 
-def feddistill(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+def feddistill(*args: str, env: dict, timeout: float = 400) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "feddistill.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
 
 
@@ -56,11 +57,11 @@ def without_timing(table: list[dict[str, str]]) -> list[dict[str, str]]:
     ]
 
 
-def test_run_writes_every_result_and_is_deterministic(tmp_path, no_leftover_processes):
+def test_run_writes_every_result_and_is_deterministic(tmp_path, test_env):
     # Execute: the same seed and config twice
     a, b = tmp_path / "a", tmp_path / "b"
-    first = feddistill("run", "--out", str(a), *sets())
-    second = feddistill("run", "--out", str(b), "--quiet", *sets())
+    first = feddistill("run", "--out", str(a), *sets(), env=test_env)
+    second = feddistill("run", "--out", str(b), "--quiet", *sets(), env=test_env)
     # Assert
     assert first.returncode == 0, first.stdout + first.stderr
     assert second.returncode == 0, second.stdout + second.stderr
@@ -90,11 +91,11 @@ def test_run_writes_every_result_and_is_deterministic(tmp_path, no_leftover_proc
     assert without_timing(rows(a)) == without_timing(rows(b))
 
 
-def test_failing_client_is_counted_and_round_goes_on(tmp_path, no_leftover_processes):
+def test_failing_client_is_counted_and_round_goes_on(tmp_path, test_env):
     # Prepare: partition 1 raises in every round; 2 of 3 clients remain (min-train-nodes=2)
     out = tmp_path / "fail"
     # Execute
-    proc = feddistill("run", "--out", str(out), *sets('fail-partitions="1"'))
+    proc = feddistill("run", "--out", str(out), *sets('fail-partitions="1"'), env=test_env)
     # Assert
     assert proc.returncode == 0, proc.stdout + proc.stderr
     table = rows(out)
@@ -102,22 +103,23 @@ def test_failing_client_is_counted_and_round_goes_on(tmp_path, no_leftover_proce
     assert [int(r["accepted"]) for r in table] == [2, 2]
 
 
-def test_too_few_clients_fails_with_a_clear_message(tmp_path, no_leftover_processes):
+def test_too_few_clients_fails_with_a_clear_message(tmp_path, test_env):
     out = tmp_path / "fail2"
-    proc = feddistill("run", "--out", str(out), *sets('fail-partitions="0,1"'))
+    proc = feddistill("run", "--out", str(out), *sets('fail-partitions="0,1"'), env=test_env)
     assert proc.returncode == 1
     assert "fewer than min-train-nodes=2" in proc.stderr.replace("\n", "")
     assert json.loads((out / "summary.json").read_text())["status"] == "failed"
 
 
-def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, no_leftover_processes):
+def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, test_env):
     # Prepare: a 3-round reference run
     ref, part = tmp_path / "ref", tmp_path / "part"
     args = sets("num-server-rounds=3")
-    assert feddistill("run", "--out", str(ref), "--quiet", *args).returncode == 0
+    assert feddistill("run", "--out", str(ref), "--quiet", *args, env=test_env).returncode == 0
     # Execute: the same job, killed (SIGTERM) once round 1 is checkpointed, then resumed
     proc = subprocess.Popen(
-        [sys.executable, "-m", "feddistill.cli", "run", "--out", str(part), "--quiet", *args]
+        [sys.executable, "-m", "feddistill.cli", "run", "--out", str(part), "--quiet", *args],
+        env=test_env,
     )
     latest = part / "checkpoints" / "latest"
     deadline = time.monotonic() + 300
@@ -126,20 +128,20 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, no_leftover_proc
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 130
     done_before = len(rows(part))
-    resumed = feddistill("run", "--resume", str(part), "--quiet", *args)
+    resumed = feddistill("run", "--resume", str(part), "--quiet", *args, env=test_env)
     # Assert
     assert 1 <= done_before < 3
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert without_timing(rows(part)) == without_timing(rows(ref))
 
 
-def test_bad_config_fails_before_anything_starts(tmp_path, no_leftover_processes):
-    proc = feddistill("run", "--out", str(tmp_path), "--set", "consensus=median")
+def test_bad_config_fails_before_anything_starts(tmp_path, test_env):
+    proc = feddistill("run", "--out", str(tmp_path), "--set", "consensus=median", env=test_env)
     assert proc.returncode == 2
     assert "consensus='median' is not allowed" in proc.stderr.replace("\n", "")
     assert not (tmp_path / "flower.log").exists()
 
 
-def test_resume_without_checkpoint_is_an_error(tmp_path):
-    proc = feddistill("run", "--resume", str(tmp_path))
+def test_resume_without_checkpoint_is_an_error(tmp_path, test_env):
+    proc = feddistill("run", "--resume", str(tmp_path), env=test_env)
     assert proc.returncode == 2 and "no checkpoint found" in proc.stderr

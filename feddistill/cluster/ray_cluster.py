@@ -1,0 +1,436 @@
+"""Attach to a Ray cluster, or start a local multi-node one on loopback.
+
+:class:`LocalRayCluster` starts a Ray head and worker nodes on this machine, each as
+its own foreground ``ray start --block`` process (own temporary folder, explicit
+ports, CPU and memory limits), waits until every node is alive, and stops every
+process it started by PID when the ``with`` block ends, on failure too. It never calls
+``ray stop``, which would kill every Ray process on the host.
+
+:func:`resolve_address` picks the cluster a job attaches to: ``--ray-address``, else
+``RAY_ADDRESS``, else none (the simulation starts a local Ray instance).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from feddistill.engine import ProcessGroup, free_port
+
+logger = logging.getLogger(__name__)
+
+MIN_NODE_MEMORY_BYTES = 256 * 1024**2
+MIN_OBJECT_STORE_BYTES = 78 * 1024**2  # Ray refuses a smaller object store
+WORKER_PORTS_PER_NODE = 40  # worker processes (actors, tasks) each hold one port
+
+
+def resolve_address(ray_address: str | None = None) -> str | None:
+    """The Ray cluster to attach to: `ray_address`, else ``RAY_ADDRESS``, else None.
+
+    Args:
+        ray_address: an explicit address (``host:port`` of the GCS, or ``auto``).
+
+    Returns:
+        The address, or None when a job should start its own local Ray instance.
+    """
+    if ray_address:
+        return ray_address
+    return os.environ.get("RAY_ADDRESS") or None
+
+
+def ray_executable() -> str:
+    """The ``ray`` command next to this Python interpreter (else the one on PATH).
+
+    Raises:
+        FileNotFoundError: if no ``ray`` command is found.
+    """
+    candidate = Path(sys.executable).parent / "ray"
+    if candidate.is_file():
+        return str(candidate)
+    found = shutil.which("ray")
+    if found is None:
+        raise FileNotFoundError(
+            f"no `ray` command next to {sys.executable} or on PATH; install ray[default]"
+        )
+    return found
+
+
+def _free_port_range(size: int, tries: int = 50) -> int:
+    """First port of `size` consecutive ports that were free a moment ago."""
+    import socket
+
+    for _ in range(tries):
+        start = free_port()
+        if start + size > 65535:
+            continue
+        socks = []
+        try:
+            for port in range(start, start + size):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return start
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"found no {size} consecutive free ports in {tries} tries")
+
+
+@dataclass
+class NodeSpec:
+    """Resources of one local Ray node.
+
+    Attributes:
+        num_cpus: logical CPUs the node offers (>= 1).
+        num_gpus: GPUs the node offers (>= 0).
+        memory_bytes: memory Ray may schedule on the node (>= 256 MiB).
+        object_store_bytes: shared-memory object store size (>= 78 MiB).
+    """
+
+    num_cpus: int = 1
+    num_gpus: int = 0
+    memory_bytes: int = 2 * 1024**3
+    object_store_bytes: int = 100 * 1024**2
+
+    def __post_init__(self) -> None:
+        if self.num_cpus < 1:
+            raise ValueError(f"num_cpus must be >= 1, got {self.num_cpus}")
+        if self.num_gpus < 0:
+            raise ValueError(f"num_gpus must be >= 0, got {self.num_gpus}")
+        if self.memory_bytes < MIN_NODE_MEMORY_BYTES:
+            raise ValueError(
+                f"memory_bytes must be >= {MIN_NODE_MEMORY_BYTES} (256 MiB), got {self.memory_bytes}"
+            )
+        if self.object_store_bytes < MIN_OBJECT_STORE_BYTES:
+            raise ValueError(
+                f"object_store_bytes must be >= {MIN_OBJECT_STORE_BYTES} (78 MiB), "
+                f"got {self.object_store_bytes}"
+            )
+
+
+@dataclass
+class LocalRayNode:
+    """One ``ray start --block`` process and what it spawned.
+
+    Attributes:
+        spec: the node's resources.
+        head: True for the head node (it runs the GCS).
+        temp_dir: the node's own Ray temporary folder.
+        log_path: where the ``ray start`` process writes its output.
+    """
+
+    spec: NodeSpec
+    head: bool
+    temp_dir: Path
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    group: ProcessGroup = field(default_factory=ProcessGroup)
+
+    def command(self, head_address: str | None) -> list[str]:
+        """The ``ray start`` command line of this node (explicit ports everywhere).
+
+        Args:
+            head_address: ``host:port`` of the head's GCS; None for the head itself.
+
+        Raises:
+            ValueError: if a worker node has no `head_address`, or the head has one.
+        """
+        if self.head == (head_address is not None):
+            raise ValueError(
+                f"head={self.head} needs head_address "
+                f"{'None' if self.head else 'host:port'}, got {head_address!r}"
+            )
+        min_worker = _free_port_range(WORKER_PORTS_PER_NODE)
+        cmd = [ray_executable(), "start", "--block", "--disable-usage-stats"]
+        if self.head:
+            cmd += ["--head", f"--port={free_port()}", "--include-dashboard=false"]
+        else:
+            cmd += [f"--address={head_address}"]
+        cmd += [
+            "--node-ip-address=127.0.0.1",
+            f"--temp-dir={self.temp_dir}",
+            f"--num-cpus={self.spec.num_cpus}",
+            f"--num-gpus={self.spec.num_gpus}",
+            f"--memory={self.spec.memory_bytes}",
+            f"--object-store-memory={self.spec.object_store_bytes}",
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+            f"--min-worker-port={min_worker}",
+            f"--max-worker-port={min_worker + WORKER_PORTS_PER_NODE - 1}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+        ]
+        return cmd
+
+    def start(self, head_address: str | None, env: dict[str, str]) -> None:
+        """Launch the node (returns at once; see :meth:`LocalRayCluster.wait_for_nodes`)."""
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(head_address),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.group.track(self.proc.pid)
+
+    def exited(self) -> int | None:
+        """The ``ray start`` process's exit code, or None while it runs."""
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stop the ``ray start`` process and every descendant seen, by PID."""
+        self.group.stop(grace_s=grace_s)
+
+
+class LocalRayCluster:
+    """A Ray head and worker nodes on this machine, as separate ``ray start`` processes.
+
+    Use as a context manager; ``address`` is the head's GCS (``127.0.0.1:port``), to
+    pass as ``--ray-address`` / ``RAY_ADDRESS``. Every process started is stopped by
+    PID on exit, on failure too.
+
+    Args:
+        nodes: one :class:`NodeSpec` per node, the head first (at least one).
+        root: folder for the nodes' temporary folders and logs; a fresh short folder
+            under /tmp by default (Unix socket paths must stay under ~107 characters),
+            removed on exit.
+        startup_timeout_s: how long all nodes may take to register (> 0).
+
+    Raises:
+        ValueError: if `nodes` is empty or `startup_timeout_s` <= 0.
+    """
+
+    def __init__(
+        self,
+        nodes: list[NodeSpec] | None = None,
+        root: Path | None = None,
+        startup_timeout_s: float = 90.0,
+    ) -> None:
+        nodes = [NodeSpec(), NodeSpec()] if nodes is None else list(nodes)
+        if not nodes:
+            raise ValueError("nodes must list at least one NodeSpec (the head), got []")
+        if startup_timeout_s <= 0:
+            raise ValueError(f"startup_timeout_s must be > 0, got {startup_timeout_s}")
+        self._own_root = root is None
+        self.root = Path(tempfile.mkdtemp(prefix="fdr-", dir="/tmp")) if root is None else root
+        self.startup_timeout_s = startup_timeout_s
+        self.nodes = [
+            LocalRayNode(
+                spec=spec,
+                head=i == 0,
+                temp_dir=self.root / f"n{i}",
+                log_path=self.root / f"node{i}.log",
+            )
+            for i, spec in enumerate(nodes)
+        ]
+        self.address: str | None = None
+        self.start_seconds = 0.0
+
+    def __enter__(self) -> LocalRayCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("RAY_ADDRESS", None)
+        env["RAY_USAGE_STATS_ENABLED"] = "0"
+        bin_dir = str(Path(sys.executable).parent)
+        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def start(self) -> str:
+        """Start the head, then the workers, and wait until every node is alive.
+
+        Returns:
+            The head's address ``127.0.0.1:<port>``.
+
+        Raises:
+            RuntimeError: if a node's ``ray start`` exits, or not all nodes are alive
+                within `startup_timeout_s` (the message names the node's log).
+        """
+        t0 = time.monotonic()
+        env = self._env()
+        head = self.nodes[0]
+        head.start(None, env)
+        port = next(a.split("=", 1)[1] for a in head.proc.args if a.startswith("--port="))  # type: ignore[union-attr]
+        self.address = f"127.0.0.1:{port}"
+        self.wait_for_nodes(1)
+        for node in self.nodes[1:]:
+            node.start(self.address, env)
+        self.wait_for_nodes(len(self.nodes))
+        for node in self.nodes:
+            node.group.track(node.proc.pid)  # type: ignore[union-attr]
+        self.start_seconds = time.monotonic() - t0
+        logger.info(
+            "local Ray cluster at %s: %d nodes up in %.1f s",
+            self.address,
+            len(self.nodes),
+            self.start_seconds,
+        )
+        return self.address
+
+    def wait_for_nodes(self, count: int) -> None:
+        """Block until `count` nodes are alive in the cluster.
+
+        Raises:
+            RuntimeError: if a node process exits or the timeout passes.
+        """
+        deadline = time.monotonic() + self.startup_timeout_s
+        alive = 0
+        while time.monotonic() < deadline:
+            for i, node in enumerate(self.nodes):
+                if node.proc is not None:
+                    node.group.track(node.proc.pid)
+                code = node.exited()
+                if code is not None:
+                    raise RuntimeError(
+                        f"ray start of node {i} exited with code {code}; see {node.log_path}"
+                    )
+            try:
+                alive = alive_node_count(self.address)  # type: ignore[arg-type]
+            except RuntimeError:
+                alive = 0
+            if alive >= count:
+                return
+            time.sleep(1.0)
+        raise RuntimeError(
+            f"{alive} of {count} Ray nodes alive at {self.address} after "
+            f"{self.startup_timeout_s:.0f} s; see the logs in {self.root}"
+        )
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stop every node's processes by PID (workers first), then remove the folder."""
+        for node in reversed(self.nodes):
+            node.stop(grace_s=grace_s)
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def pids(self) -> set[int]:
+        """PIDs of every process the cluster started (alive or not)."""
+        return {pid for node in self.nodes for pid in node.group.seen}
+
+
+_PROBE = """
+import json, sys, ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+try:
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    res = ray.cluster_resources()
+    gpu_memory = 0
+    if sys.argv[2] == "1" and res.get("GPU", 0) >= 1:
+        @ray.remote(num_gpus=1, num_cpus=0)
+        def total_memory():
+            import torch
+            return torch.cuda.get_device_properties(0).total_memory
+        try:
+            gpu_memory = ray.get(total_memory.remote(), timeout=float(sys.argv[3]))
+        except Exception:
+            gpu_memory = 0
+    print(json.dumps({"alive": len(nodes), "resources": res, "gpu_memory_bytes": gpu_memory}))
+finally:
+    ray.shutdown()
+"""
+
+
+def probe_cluster(address: str, timeout_s: float = 60.0, gpu_memory: bool = False) -> dict:
+    """Alive nodes and total resources of the cluster at `address`.
+
+    Runs in a short-lived subprocess so this process never becomes a Ray driver.
+
+    Args:
+        address: ``host:port`` of the cluster's GCS (or ``auto``).
+        timeout_s: how long the probe may take (> 0).
+        gpu_memory: also read one GPU's total memory, with a 1-GPU task (it waits
+            for a free GPU up to half of `timeout_s`; 0 when none answers).
+
+    Returns:
+        ``{"alive": int, "resources": {"CPU": float, "GPU": float, ...},
+        "gpu_memory_bytes": int}``.
+
+    Raises:
+        RuntimeError: if the probe cannot connect or times out.
+    """
+    env = dict(os.environ)
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE, address, "1" if gpu_memory else "0", str(timeout_s / 2)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+            start_new_session=True,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"no answer from the Ray cluster at {address} in {timeout_s} s") from exc
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"cannot reach the Ray cluster at {address}: {' | '.join(tail)}")
+    return json.loads(lines[-1])
+
+
+def cluster_resources(address: str | None = None) -> dict:
+    """CPUs, GPUs and one GPU's memory of the cluster a job would run on.
+
+    With an address (argument or ``RAY_ADDRESS``, see :func:`resolve_address`) the
+    cluster is asked through :func:`probe_cluster`; without one, this machine is
+    described (what the simulation's local Ray instance would offer).
+
+    Args:
+        address: ``host:port`` of a Ray cluster, or None.
+
+    Returns:
+        ``{"CPU": int, "GPU": int, "gpu_memory_bytes": int, "nodes": int}``.
+
+    Raises:
+        RuntimeError: if the cluster at the address does not answer.
+    """
+    address = resolve_address(address)
+    if address is None:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        memory = torch.cuda.get_device_properties(0).total_memory if gpus else 0
+        return {"CPU": os.cpu_count() or 1, "GPU": gpus, "gpu_memory_bytes": memory, "nodes": 1}
+    found = probe_cluster(address, gpu_memory=True)
+    res = found["resources"]
+    return {
+        "CPU": int(res.get("CPU", 0)),
+        "GPU": int(res.get("GPU", 0)),
+        "gpu_memory_bytes": int(found.get("gpu_memory_bytes", 0)),
+        "nodes": int(found["alive"]),
+    }
+
+
+def alive_node_count(address: str) -> int:
+    """How many nodes of the cluster at `address` are alive (see :func:`probe_cluster`)."""
+    return int(probe_cluster(address)["alive"])

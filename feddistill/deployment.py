@@ -1,0 +1,546 @@
+"""Flower Deployment Engine on one machine: SuperLink + N SuperNodes, TLS and auth on.
+
+:class:`LocalDeployment` starts a SuperLink (not in simulation mode; ServerApps run in a
+subprocess) and one SuperNode per partition on free loopback ports, with TLS (a private
+CA and a server certificate made here) and SuperNode authentication (one ECDSA P-384
+key pair per SuperNode; the public keys are registered with ``flwr supernode
+register`` before the SuperNodes start). Each process gets its own ``FLWR_HOME`` and
+log file; :meth:`LocalDeployment.stop` stops every process it started, by PID.
+A job is submitted exactly as a user would: ``flwr run <app> <connection>
+--run-config <toml> --stream`` through a ``config.toml`` connection that sets
+``root-certificates``. ``deploy/`` holds the same layout as shell scripts and a
+docker-compose file for real machines.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from feddistill.config import RunConfig
+from feddistill.engine import ProcessGroup, _toml_literal, _wait_for_port, app_dir, free_port
+
+CONNECTION = "feddistill-deployment"
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+NODE_ONLINE_MARK = "SuperNode ID:"  # flower-supernode logs this once the SuperLink activated it
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for the SuperLink's TLS: a private CA and a server certificate."""
+
+    ca_cert: Path  # every SuperNode and flwr user: --root-certificates / root-certificates
+    ca_key: Path  # keep offline; only signs server certificates
+    server_cert: Path  # SuperLink: --ssl-certfile
+    server_key: Path  # SuperLink: --ssl-keyfile
+
+
+@dataclass(frozen=True)
+class SupernodeKey:
+    """One SuperNode's authentication key pair (ECDSA P-384, OpenSSH format)."""
+
+    private_key: Path  # stays on the SuperNode: --auth-supernode-private-key
+    public_key: Path  # registered on the SuperLink: flwr supernode register
+
+
+def _write(path: Path, data: bytes, mode: int) -> Path:
+    path.write_bytes(data)
+    path.chmod(mode)
+    return path
+
+
+def generate_tls_certificates(
+    out_dir: Path, hosts: tuple[str, ...] = LOOPBACK_NAMES, days: int = 365
+) -> TlsFiles:
+    """Make a CA and a SuperLink certificate signed by it (EC P-384, SHA-384).
+
+    Python twin of ``deploy/tls/generate_certs.sh``; overwrites existing files.
+
+    Args:
+        out_dir: folder for ``ca.crt``, ``ca.key``, ``server.crt``, ``server.key``
+            (created if missing; private keys are written with mode 0600).
+        hosts: DNS names and IP addresses the SuperLink is reached by; each becomes a
+            subjectAltName of the server certificate.
+        days: validity in days from now.
+
+    Returns:
+        The paths of the four files.
+
+    Raises:
+        ValueError: if `hosts` is empty or `days` < 1.
+    """
+    if not hosts:
+        raise ValueError("hosts=() is empty; give at least one DNS name or IP address")
+    if days < 1:
+        raise ValueError(f"days={days} is not allowed; expected an integer >= 1")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "feddistill"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "feddistill CA"),
+        ]
+    )
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA384())
+    )
+    server_key = ec.generate_private_key(ec.SECP384R1())
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "superlink")]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, hashes.SHA384())
+    )
+
+    def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    pem = serialization.Encoding.PEM
+    return TlsFiles(
+        ca_cert=_write(out_dir / "ca.crt", ca_cert.public_bytes(pem), 0o644),
+        ca_key=_write(out_dir / "ca.key", pem_key(ca_key), 0o600),
+        server_cert=_write(out_dir / "server.crt", server_cert.public_bytes(pem), 0o644),
+        server_key=_write(out_dir / "server.key", pem_key(server_key), 0o600),
+    )
+
+
+def generate_supernode_keys(out_dir: Path, num_supernodes: int) -> list[SupernodeKey]:
+    """Make one ECDSA P-384 key pair per SuperNode, in OpenSSH format.
+
+    Python twin of ``deploy/auth/generate_keys.sh`` (``ssh-keygen -t ecdsa -b 384``);
+    overwrites existing files ``supernode-<i>`` / ``supernode-<i>.pub``.
+
+    Args:
+        out_dir: folder for the keys (created if missing; private keys mode 0600).
+        num_supernodes: how many key pairs, >= 1.
+
+    Returns:
+        The key pairs, in SuperNode order.
+
+    Raises:
+        ValueError: if `num_supernodes` < 1.
+    """
+    if num_supernodes < 1:
+        raise ValueError(f"num_supernodes={num_supernodes} is not allowed; expected >= 1")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = []
+    for i in range(num_supernodes):
+        key = ec.generate_private_key(ec.SECP384R1())
+        private = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        keys.append(
+            SupernodeKey(
+                private_key=_write(out_dir / f"supernode-{i}", private, 0o600),
+                public_key=_write(out_dir / f"supernode-{i}.pub", public + b"\n", 0o644),
+            )
+        )
+    return keys
+
+
+def node_config(partition_id: int, num_partitions: int, state_dir: Path | None = None) -> str:
+    """The ``--node-config`` string of the SuperNode that serves one partition.
+
+    Args:
+        partition_id: the partition this SuperNode trains on, in [0, num_partitions).
+        num_partitions: how many partitions the job has (its ``num-partitions``).
+        state_dir: where the ClientApp keeps this client's state (teacher, error
+            feedback); default: ``<out-dir>/client-state`` on the SuperNode.
+
+    Returns:
+        E.g. ``partition-id=0 num-partitions=2 state-dir="/srv/state"``.
+
+    Raises:
+        ValueError: if `partition_id` is outside [0, num_partitions).
+    """
+    if not 0 <= partition_id < num_partitions:
+        raise ValueError(
+            f"partition_id={partition_id} is not allowed; expected an integer in "
+            f"[0, {num_partitions}) (num_partitions={num_partitions})"
+        )
+    text = f"partition-id={partition_id} num-partitions={num_partitions}"
+    if state_dir is not None:
+        text += f" state-dir={_toml_literal(str(state_dir))}"
+    return text
+
+
+def connection_toml(address: str, root_certificates: Path | None) -> str:
+    """A ``FLWR_HOME/config.toml`` whose default connection is this SuperLink.
+
+    Args:
+        address: the SuperLink's ``host:port``.
+        root_certificates: the CA certificate (absolute path); None: insecure (no TLS).
+
+    Returns:
+        The file's text.
+    """
+    tls = (
+        f"root-certificates = {_toml_literal(str(root_certificates.resolve()))}\n"
+        if root_certificates is not None
+        else "insecure = true\n"
+    )
+    return (
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+        f'address = "{address}"\n{tls}'
+    )
+
+
+class LocalDeployment:
+    """A SuperLink and SuperNodes on 127.0.0.1 with TLS and SuperNode auth, by PID.
+
+    Use as a context manager (``with LocalDeployment(d, 2) as dep: dep.run_job(cfg)``):
+    leaving the block stops every process started, on success or error.
+    ``timings`` records seconds spent in each start-up step.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        num_supernodes: int,
+        startup_timeout_s: float = 60.0,
+    ) -> None:
+        """Prepare (start nothing yet).
+
+        Args:
+            workdir: folder for certificates, keys, each process's FLWR_HOME and logs.
+            num_supernodes: SuperNodes to start, one per partition (>= 1).
+            startup_timeout_s: bound on each start-up wait (SuperLink, each SuperNode).
+
+        Raises:
+            ValueError: if `num_supernodes` < 1.
+        """
+        if num_supernodes < 1:
+            raise ValueError(f"num_supernodes={num_supernodes} is not allowed; expected >= 1")
+        self.workdir = Path(workdir).resolve()
+        self.num_supernodes = num_supernodes
+        self.startup_timeout_s = startup_timeout_s
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.group = ProcessGroup()
+        self.timings: dict[str, float] = {}
+        self.tls: TlsFiles | None = None
+        self.keys: list[SupernodeKey] = []
+        self.superlink: subprocess.Popen | None = None
+        self.supernodes: list[subprocess.Popen] = []
+        self.logs = self.workdir / "logs"
+        self.cli_home = self.workdir / "flwr-cli"
+
+    def __enter__(self) -> LocalDeployment:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def env(self, home: Path) -> dict[str, str]:
+        """Environment of a Flower process: its own FLWR_HOME, the venv's bin on PATH."""
+        home.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(
+            FLWR_HOME=str(home),
+            FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+            FLWR_DISABLE_UPDATE_CHECK="1",
+            PYTHONUNBUFFERED="1",
+        )
+        bin_dir = Path(sys.executable).parent  # flower-superexec, flwr-serverapp, flwr-clientapp
+        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def _spawn(self, name: str, argv: list[str], home: Path) -> subprocess.Popen:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (self.logs / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / argv[0]), *argv[1:]],
+                env=self.env(home),
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.group.track(proc.pid)
+        return proc
+
+    def _timed(self, step: str, started: float) -> None:
+        self.timings[f"{step}_s"] = time.monotonic() - started
+
+    def start(self) -> None:
+        """Certificates and keys, SuperLink, key registration, then the SuperNodes.
+
+        Raises:
+            RuntimeError: if the SuperLink or a SuperNode does not come up in time, or
+                a key cannot be registered.
+        """
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.cli_home.mkdir(parents=True, exist_ok=True)
+        t = time.monotonic()
+        self.tls = generate_tls_certificates(self.workdir / "certificates")
+        self.keys = generate_supernode_keys(self.workdir / "keys", self.num_supernodes)
+        (self.cli_home / "config.toml").write_text(
+            connection_toml(self.address, self.tls.ca_cert)
+        )
+        self._timed("credentials", t)
+        t = time.monotonic()
+        self.superlink = self._spawn(
+            "superlink",
+            [
+                "flower-superlink",
+                "--ssl-ca-certfile",
+                str(self.tls.ca_cert),
+                "--ssl-certfile",
+                str(self.tls.server_cert),
+                "--ssl-keyfile",
+                str(self.tls.server_key),
+                "--enable-supernode-auth",
+                "--isolation",
+                "subprocess",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                # a file, not ":memory:": concurrent Fleet requests broke the in-memory DB
+                "--database",
+                str(self.workdir / "superlink-state.db"),
+            ],
+            self.workdir / "superlink-home",
+        )
+        _wait_for_port(
+            self.port, self.superlink, self.startup_timeout_s, self.logs / "superlink.log"
+        )
+        self._timed("superlink", t)
+        t = time.monotonic()
+        for key in self.keys:
+            self.register(key.public_key)
+        self._timed("register", t)
+        t = time.monotonic()
+        for i, key in enumerate(self.keys):
+            proc = self.start_supernode(
+                i, key.private_key, state_dir=self.workdir / f"supernode-{i}" / "state"
+            )
+            self.supernodes.append(proc)
+        for i, proc in enumerate(self.supernodes):
+            self.wait_online(proc, self.logs / f"supernode-{i}.log")
+        self._timed("supernodes", t)
+        self.timings["startup_s"] = sum(
+            self.timings[k] for k in ("credentials_s", "superlink_s", "register_s", "supernodes_s")
+        )
+
+    def flwr(self, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
+        """Run the ``flwr`` CLI against this deployment's connection (bounded).
+
+        Raises:
+            subprocess.TimeoutExpired: if it runs longer than `timeout_s`.
+        """
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "flwr"), *args],
+            env=self.env(self.cli_home),
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+
+    def register(self, public_key: Path) -> None:
+        """Register a SuperNode's public key on the SuperLink (``flwr supernode register``).
+
+        Raises:
+            RuntimeError: if the CLI fails (e.g. the key is already registered).
+        """
+        proc = self.flwr("supernode", "register", str(public_key), CONNECTION)
+        if proc.returncode != 0 or "registered successfully" not in proc.stdout:
+            raise RuntimeError(
+                f"flwr supernode register {public_key} failed (exit {proc.returncode}): "
+                f"{(proc.stdout + proc.stderr).strip()[-500:]}"
+            )
+
+    def start_supernode(
+        self,
+        partition_id: int,
+        private_key: Path | None,
+        *,
+        insecure: bool = False,
+        state_dir: Path | None = None,
+        max_retries: int | None = None,
+        name: str | None = None,
+    ) -> subprocess.Popen:
+        """Start one SuperNode (ClientApps in subprocesses) for `partition_id`.
+
+        Args:
+            partition_id: its partition, in [0, num_supernodes).
+            private_key: its auth key (OpenSSH); None: no ``--auth-supernode-private-key``.
+            insecure: connect without TLS (for checking that the SuperLink refuses it).
+            state_dir: node-config ``state-dir``; None: the ClientApp's default.
+            max_retries: give up after this many failed connection attempts.
+            name: its log / FLWR_HOME name; default ``supernode-<partition_id>``.
+
+        Returns:
+            The process (also tracked, so :meth:`stop` stops it).
+
+        Raises:
+            ValueError: if `partition_id` is outside [0, num_supernodes).
+        """
+        name = name or f"supernode-{partition_id}"
+        argv = ["flower-supernode", "--superlink", self.address]
+        if insecure:
+            argv.append("--insecure")
+        else:
+            assert self.tls is not None, "start() makes the certificates first"
+            argv += ["--root-certificates", str(self.tls.ca_cert)]
+        if private_key is not None:
+            argv += ["--auth-supernode-private-key", str(private_key)]
+        if max_retries is not None:
+            argv += ["--max-retries", str(max_retries)]
+        argv += [
+            "--node-config",
+            node_config(partition_id, self.num_supernodes, state_dir),
+            "--isolation",
+            "subprocess",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),  # its ClientAppIo API, for its own flower-superexec
+        ]
+        return self._spawn(name, argv, self.workdir / name / "flwr-home")
+
+    def wait_online(self, proc: subprocess.Popen, log_path: Path) -> None:
+        """Wait (bounded) until a SuperNode logs that the SuperLink activated it.
+
+        Raises:
+            RuntimeError: if it exits first or is not online within startup_timeout_s.
+        """
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if log_path.is_file() and NODE_ONLINE_MARK in log_path.read_text(errors="replace"):
+                self.group.track(proc.pid)
+                return
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"the SuperNode exited with code {proc.returncode} before going online; "
+                    f"see {log_path}"
+                )
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"the SuperNode was not online within {self.startup_timeout_s:.0f} s; see {log_path}"
+        )
+
+    def run_job(self, cfg: RunConfig, timeout_s: float = 600.0) -> dict[str, Any]:
+        """Submit the job with ``flwr run --stream``; wait (bounded) for summary.json.
+
+        Args:
+            cfg: the run config; ``out_dir`` must be absolute (the ServerApp writes
+                there) and ``num_partitions`` must equal the number of SuperNodes.
+            timeout_s: bound on the whole run.
+
+        Returns:
+            The parsed summary.json (``status`` "completed" or "failed").
+
+        Raises:
+            ValueError: if `cfg.out_dir` is relative or `cfg.num_partitions` differs
+                from the number of SuperNodes.
+            RuntimeError: if the run ends (or times out) without writing summary.json.
+        """
+        out = Path(cfg.out_dir)
+        if not out.is_absolute():
+            raise ValueError(f"out_dir={cfg.out_dir!r} must be an absolute path")
+        if cfg.num_partitions != self.num_supernodes:
+            raise ValueError(
+                f"num_partitions={cfg.num_partitions} must equal the number of SuperNodes "
+                f"({self.num_supernodes})"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        summary_path = out / "summary.json"
+        summary_path.unlink(missing_ok=True)
+        run_toml = self.cli_home / "run-config.toml"
+        run_toml.write_text(
+            "".join(f"{k} = {_toml_literal(v)}\n" for k, v in cfg.to_kebab().items())
+        )
+        t = time.monotonic()
+        log_path = out / "flower.log"
+        with log_path.open("ab") as log:
+            flwr = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "flwr"),
+                    "run",
+                    str(app_dir()),
+                    CONNECTION,
+                    "--run-config",
+                    str(run_toml),
+                    "--stream",
+                ],
+                env=self.env(self.cli_home),
+                cwd=out,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.group.track(flwr.pid)
+        deadline = time.monotonic() + timeout_s
+        while flwr.poll() is None and not summary_path.is_file():
+            for proc in [self.superlink, *self.supernodes]:
+                if proc is not None:
+                    self.group.track(proc.pid)  # ServerApp / ClientApp children too
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        self._timed("run", t)
+        if not summary_path.is_file():
+            raise RuntimeError(
+                f"the run ended without writing {summary_path} within {timeout_s:.0f} s; "
+                f"see {log_path} and {self.logs}"
+            )
+        return json.loads(summary_path.read_text())
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stop every process this deployment started (SIGTERM, then SIGKILL), by PID."""
+        self.group.stop(grace_s)
