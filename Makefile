@@ -24,6 +24,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check feddistill tests benchmarks
 	$(VENV)/bin/ruff format --check feddistill tests benchmarks
+	$(VENV)/bin/mypy feddistill
 
 test: lint
 	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)

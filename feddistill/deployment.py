@@ -327,9 +327,7 @@ class LocalDeployment:
         t = time.monotonic()
         self.tls = generate_tls_certificates(self.workdir / "certificates")
         self.keys = generate_supernode_keys(self.workdir / "keys", self.num_supernodes)
-        (self.cli_home / "config.toml").write_text(
-            connection_toml(self.address, self.tls.ca_cert)
-        )
+        (self.cli_home / "config.toml").write_text(connection_toml(self.address, self.tls.ca_cert))
         self._timed("credentials", t)
         t = time.monotonic()
         self.superlink = self._spawn(

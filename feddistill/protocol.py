@@ -64,22 +64,13 @@ def plan_for(cfg: RunConfig) -> StrategyPlan:
       global student on the proxy set (FedDF, arXiv:2006.07242), at least 1 epoch.
     - ``centralized``: handled outside the federation (pooled training).
     """
-    compressed = dict(
-        density=cfg.update_density,
-        bit_width=cfg.update_bit_width,
-        error_feedback=cfg.error_feedback,
-    )
-    dense = dict(density=1.0, bit_width=32, error_feedback=False)
+    density, bits, ef = cfg.update_density, cfg.update_bit_width, cfg.error_feedback
     if cfg.strategy == "feddistill":
-        return StrategyPlan(
-            True, True, cfg.consensus, server_distill_epochs=cfg.server_distill_epochs, **compressed
-        )
+        return StrategyPlan(True, True, cfg.consensus, density, bits, ef, cfg.server_distill_epochs)
     if cfg.strategy == "fedmd":
-        return StrategyPlan(True, True, "mean", server_distill_epochs=0, **compressed)
+        return StrategyPlan(True, True, "mean", density, bits, ef, 0)
     if cfg.strategy == "fedavg-compressed":
-        return StrategyPlan(False, False, None, server_distill_epochs=0, **compressed)
+        return StrategyPlan(False, False, None, density, bits, ef, 0)
     if cfg.strategy == "feddf":
-        epochs = max(1, cfg.server_distill_epochs)
-        return StrategyPlan(False, False, None, server_distill_epochs=epochs, **dense)
-    # fedavg and centralized
-    return StrategyPlan(False, False, None, server_distill_epochs=0, **dense)
+        return StrategyPlan(False, False, None, 1.0, 32, False, max(1, cfg.server_distill_epochs))
+    return StrategyPlan(False, False, None, 1.0, 32, False, 0)  # fedavg (and centralized)

@@ -12,6 +12,7 @@ import os
 import socket
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -63,13 +64,14 @@ def train(msg: Message, context: Context) -> Message:
     """Handle one FedDistill train message (see DESIGN.md, "One round")."""
     cfg = _config(tuple(sorted(context.run_config.items())))
     torch.set_num_threads(max(1, cfg.client_num_cpus))
-    partition_id = int(context.node_config[P.PARTITION_ID])
-    config = msg.content[P.CONFIG]
-    server_round = int(config[P.SERVER_ROUND])
-    global_state = msg.content[P.ARRAYS].to_torch_state_dict()
+    partition_id = int(cast(int, context.node_config[P.PARTITION_ID]))
+    config = msg.content.config_records[P.CONFIG]
+    server_round = int(cast(int, config[P.SERVER_ROUND]))
+    global_state = msg.content.array_records[P.ARRAYS].to_torch_state_dict()
     consensus = None
     if P.CONSENSUS in config:
-        soft = decode_update(bytes(config[P.CONSENSUS]))[P.SOFT_LABELS_TENSOR].clamp_min(0)
+        blob = cast(bytes, config[P.CONSENSUS])
+        soft = decode_update(blob)[P.SOFT_LABELS_TENSOR].clamp_min(0)
         consensus = soft / soft.sum(dim=1, keepdim=True).clamp_min(1e-12)  # (B, K), rows sum to 1
     reply = run_client_round(
         cfg,
@@ -86,7 +88,7 @@ def train(msg: Message, context: Context) -> Message:
     )
     payload = ConfigRecord({P.UPDATE: reply.update, P.LOGITS: reply.logits})
     content = RecordDict(
-        {P.METRICS: metrics, P.PAYLOAD: payload, P.PLACEMENT: ConfigRecord(placement())}
+        {P.METRICS: metrics, P.PAYLOAD: payload, P.PLACEMENT: ConfigRecord(cast(Any, placement()))}
     )
     return Message(content=content, reply_to=msg)
 
@@ -94,6 +96,6 @@ def train(msg: Message, context: Context) -> Message:
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Report this node's partition id (the server maps node ids to partitions once)."""
-    partition_id = int(context.node_config[P.PARTITION_ID])
+    partition_id = int(cast(int, context.node_config[P.PARTITION_ID]))
     metrics = MetricRecord({P.PARTITION_ID: partition_id})
     return Message(content=RecordDict({P.METRICS: metrics}), reply_to=msg)

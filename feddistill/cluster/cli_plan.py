@@ -78,7 +78,9 @@ def client_memory_bytes(cfg: RunConfig) -> int:
     student = build_model(cfg.student_model, in_shape, num_classes, seed=0)
     student_bytes = training_memory_bytes(student, in_shape, cfg.batch_size)
     teacher_bytes = max(
-        training_memory_bytes(build_model(name, in_shape, num_classes, seed=0), in_shape, cfg.batch_size)
+        training_memory_bytes(
+            build_model(name, in_shape, num_classes, seed=0), in_shape, cfg.batch_size
+        )
         for name in set(cfg.teacher_model_list())
     )
     return teacher_bytes + student_bytes - CUDA_CONTEXT_BYTES

@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 MIN_NODE_MEMORY_BYTES = 256 * 1024**2
 MIN_OBJECT_STORE_BYTES = 78 * 1024**2  # Ray refuses a smaller object store
 WORKER_PORTS_PER_NODE = 40  # worker processes (actors, tasks) each hold one port
+# Ray puts Unix sockets at <root>/n0/session_<date>_<time>_<pid>/sockets/plasma_store,
+# ~67 characters below the root, and AF_UNIX paths stop at 107 bytes.
+MAX_ROOT_CHARS = 40
 
 
 def resolve_address(ray_address: str | None = None) -> str | None:
@@ -213,7 +216,8 @@ class LocalRayCluster:
         startup_timeout_s: how long all nodes may take to register (> 0).
 
     Raises:
-        ValueError: if `nodes` is empty or `startup_timeout_s` <= 0.
+        ValueError: if `nodes` is empty, `startup_timeout_s` <= 0, or `root` is longer
+            than 40 characters (Ray's socket paths below it would not fit).
     """
 
     def __init__(
@@ -227,6 +231,11 @@ class LocalRayCluster:
             raise ValueError("nodes must list at least one NodeSpec (the head), got []")
         if startup_timeout_s <= 0:
             raise ValueError(f"startup_timeout_s must be > 0, got {startup_timeout_s}")
+        if root is not None and len(str(root)) > MAX_ROOT_CHARS:
+            raise ValueError(
+                f"root must be at most {MAX_ROOT_CHARS} characters (Ray's Unix socket paths "
+                f"below it are limited to 107 bytes), got {len(str(root))}: {root}"
+            )
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="fdr-", dir="/tmp")) if root is None else root
         self.startup_timeout_s = startup_timeout_s
@@ -314,10 +323,13 @@ class LocalRayCluster:
                     raise RuntimeError(
                         f"ray start of node {i} exited with code {code}; see {node.log_path}"
                     )
-            try:
-                alive = alive_node_count(self.address)  # type: ignore[arg-type]
-            except RuntimeError:
-                alive = 0
+            host, port = str(self.address).rsplit(":", 1)
+            if _listening(host, int(port)):
+                try:
+                    left = max(5.0, deadline - time.monotonic())
+                    alive = int(probe_cluster(str(self.address), timeout_s=left)["alive"])
+                except RuntimeError:
+                    alive = 0
             if alive >= count:
                 return
             time.sleep(1.0)
@@ -336,6 +348,14 @@ class LocalRayCluster:
     def pids(self) -> set[int]:
         """PIDs of every process the cluster started (alive or not)."""
         return {pid for node in self.nodes for pid in node.group.seen}
+
+
+def _listening(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((host, port)) == 0
 
 
 _PROBE = """

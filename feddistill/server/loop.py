@@ -65,7 +65,7 @@ def discover_partitions(grid: Grid, num_partitions: int, timeout_s: float) -> di
             logger.warning(
                 "node %d did not report its partition: %s",
                 reply.metadata.src_node_id,
-                reply.error.reason[:200],
+                (reply.error.reason or "")[:200],
             )
             continue
         pid = int(reply.content[P.METRICS][P.PARTITION_ID])  # type: ignore[arg-type]

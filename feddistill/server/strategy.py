@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -51,8 +52,15 @@ class RoundOutcome:
     consensus: Tensor | None = None  # (B, K) soft labels
 
 
-def _short_reason(reason: str) -> str:
+def _as_bytes(value: object, key: str) -> bytes:
+    if not isinstance(value, bytes):
+        raise RejectedUpdate(f"payload[{key!r}] must be bytes, got {type(value).__name__}")
+    return value
+
+
+def _short_reason(reason: str | None) -> str:
     """The client's own exception message out of Ray's long error text."""
+    reason = reason or ""
     marker = "Message: "
     if marker in reason:
         reason = reason[reason.rindex(marker) + len(marker) :]
@@ -133,8 +141,8 @@ class FedDistill(FedAvg):
         try:
             metrics = {k: float(v) for k, v in msg.content[P.METRICS].items()}  # type: ignore[arg-type]
             payload = msg.content[P.PAYLOAD]
-            update_bytes = bytes(payload[P.UPDATE])
-            logits_bytes = bytes(payload[P.LOGITS])
+            update_bytes = _as_bytes(payload[P.UPDATE], P.UPDATE)
+            logits_bytes = _as_bytes(payload[P.LOGITS], P.LOGITS)
         except (KeyError, TypeError, ValueError) as exc:
             raise RejectedUpdate(f"malformed reply: {exc!r}") from None
         try:
@@ -198,9 +206,12 @@ class FedDistill(FedAvg):
         if outcome.accepted:
             outcome.update = fedavg([(r.num_examples, r.update) for r in outcome.accepted])
             if self.plan.uses_teachers and self.plan.consensus is not None:
-                logits = torch.stack([r.logits for r in outcome.accepted])  # (N, B, K)
+                logits = torch.stack(
+                    [cast(Tensor, r.logits) for r in outcome.accepted]
+                )  # (N, B, K)
                 # clients send log-affinity; exp, then a floor so no sample has all-zero weights
-                affinity = torch.stack([r.affinity for r in outcome.accepted]).exp()  # (N, B)
+                log_affinity = [cast(Tensor, r.affinity) for r in outcome.accepted]
+                affinity = torch.stack(log_affinity).exp()  # (N, B)
                 affinity = affinity.clamp_min(1e-12)
                 outcome.consensus = build_consensus(
                     logits,
@@ -223,4 +234,4 @@ class FedDistill(FedAvg):
         mean = {
             k: sum(r.metrics[k] * r.num_examples for r in outcome.accepted) / total for k in keys
         }
-        return ArrayRecord(outcome.update), MetricRecord(mean)
+        return ArrayRecord(outcome.update), MetricRecord(cast(Any, mean))

@@ -1,0 +1,82 @@
+"""Server-side work on a GPU node: the local path and the Ray-task path."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from feddistill.cluster.remote import distill_on_gpu_node, run_on_gpu_node, should_run_remote
+
+
+def _pid_plus(x: int) -> tuple[int, int]:
+    return os.getpid(), x + 1
+
+
+def test_without_ray_runs_here():
+    # Execute
+    pid, value = run_on_gpu_node(_pid_plus, 41, num_gpus=0)
+    # Assert
+    assert (pid, value) == (os.getpid(), 42)
+    assert not should_run_remote(0)
+
+
+def test_without_a_gpu_in_the_cluster_runs_here(local_ray):
+    # A GPU is asked for but the cluster has none: no task, no hang
+    pid, value = run_on_gpu_node(_pid_plus, 1, num_gpus=1)
+    assert (pid, value) == (os.getpid(), 2)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this process has a GPU: stays local")
+def test_with_ray_runs_as_a_task_elsewhere(local_ray):
+    # Execute: num_gpus=0 makes the CPU-only test cluster eligible
+    pid, value = run_on_gpu_node(_pid_plus, 1, num_gpus=0, timeout_s=120)
+    # Assert: the function ran in a Ray worker process
+    assert value == 2
+    assert pid != os.getpid()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this process has a GPU: stays local")
+def test_remote_distill_updates_the_model_like_local(local_ray):
+    # Prepare: the same model and targets for both paths
+    torch.manual_seed(0)
+    proxy_x = torch.randn(16, 1, 4, 4)
+    soft = torch.softmax(torch.randn(16, 3), dim=1)
+    local = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    remote = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    remote.load_state_dict(local.state_dict())
+    kw = {"temperature": 2.0, "epochs": 2, "lr": 0.01, "batch_size": 8, "seed": 0}
+    # Execute
+    from feddistill.distill.distill_proxy import distill_on_proxy
+
+    loss_local = distill_on_proxy(local, proxy_x, soft, device="cpu", **kw)
+    loss_remote = distill_on_gpu_node(remote, proxy_x, soft, num_gpus=0, device="cpu", **kw)
+    # Assert: CPU training is deterministic, so both paths agree
+    assert loss_remote == pytest.approx(loss_local, rel=1e-5)
+    for key, value in local.state_dict().items():
+        torch.testing.assert_close(remote.state_dict()[key], value)
+    assert not remote.training
+
+
+def test_distill_without_ray_is_distill_on_proxy():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    loss = distill_on_gpu_node(
+        model, torch.randn(8, 1, 4, 4), torch.full((8, 3), 1 / 3), temperature=1.0, epochs=1
+    )
+    assert loss >= 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_gpus": -1}, "num_gpus must be >= 0, got -1"),
+        ({"num_cpus": -0.5}, "num_cpus must be >= 0, got -0.5"),
+        ({"timeout_s": 0}, "timeout_s must be > 0 or None, got 0"),
+    ],
+)
+def test_rejects_bad_resources(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run_on_gpu_node(_pid_plus, 1, **kwargs)
