@@ -100,7 +100,9 @@ def markdown_row(result: dict[str, Any]) -> str:
     cells = []
     for key, _ in COLUMNS:
         value = result.get(key)
-        cells.append(f"{value:.4f}" if key == "final_accuracy" and value is not None else str(value))
+        cells.append(
+            f"{value:.4f}" if key == "final_accuracy" and value is not None else str(value)
+        )
     return "\n".join([header, rule, "| " + " | ".join(cells) + " |"])
 
 

@@ -16,7 +16,7 @@ from feddistill.config import RunConfig
 from feddistill.data import prepare_federated_data
 from feddistill.models import build_model
 from feddistill.server.evaluate import evaluate_by_domain
-from feddistill.server.loop import build_summary
+from feddistill.server.loop import build_summary, save_label_plot
 from feddistill.server.results import plot_curves, write_report, write_rows, write_summary
 
 
@@ -68,4 +68,5 @@ def run_centralized(cfg: RunConfig, on_row: Any = None) -> dict[str, Any]:
     write_summary(out, summary)
     write_report(out, summary, rows)
     plot_curves(out, {cfg.strategy: rows})
+    save_label_plot(data, cfg, out)
     return summary

@@ -313,7 +313,16 @@ class FederationRun:
         write_summary(self.out, summary)
         write_report(self.out, summary, self.rows)
         plot_curves(self.out, {self.cfg.strategy: self.rows})
+        save_label_plot(self.data, self.cfg, self.out)
         return summary
+
+
+def save_label_plot(data: FederatedData, cfg: RunConfig, out: Path) -> None:
+    """label_distribution.png: samples per class of every client's partition."""
+    from feddistill.data.cli_partition import save_plot
+
+    title = f"{cfg.dataset}: {cfg.partitioner} partitions"
+    save_plot(data.partition_label_counts(), out / "label_distribution.png", title)
 
 
 def build_summary(

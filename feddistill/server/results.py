@@ -94,7 +94,11 @@ def write_report(
     lines += ["", "## Rounds", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
         lines.append("| " + " | ".join(str(_fmt(row.get(c, ""))) for c in cols) + " |")
-    lines += ["", "Plots: `accuracy_vs_round.png`, `accuracy_vs_uplink.png`.", ""]
+    lines += [
+        "",
+        "Plots: `accuracy_vs_round.png`, `accuracy_vs_uplink.png`, `label_distribution.png`.",
+        "",
+    ]
     (out_dir / "report.md").write_text("\n".join(lines))
 
 

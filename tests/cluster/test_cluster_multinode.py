@@ -29,9 +29,7 @@ SMALL = [
 ]
 
 
-def test_job_attached_to_two_node_cluster_places_clients_on_both(
-    tmp_path, no_leftover_processes
-):
+def test_job_attached_to_two_node_cluster_places_clients_on_both(tmp_path, no_leftover_processes):
     # Prepare: head + worker, 1 CPU and 1.5 GiB each -> one client actor per node
     spec = NodeSpec(num_cpus=1, memory_bytes=3 * 1024**3 // 2, object_store_bytes=100 * 1024**2)
     cluster = LocalRayCluster(nodes=[spec, spec], startup_timeout_s=90)
@@ -56,4 +54,8 @@ def test_job_attached_to_two_node_cluster_places_clients_on_both(
     assert len({row["ray-node-id"] for row in lines}) == 2
     assert all(row["hostname"] and row["pid"] for row in lines)
     # ...and nothing the cluster started is still running
-    assert not [p for p in cluster.pids() if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not [
+        p
+        for p in cluster.pids()
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]

@@ -21,7 +21,10 @@ def test_fraction_and_concurrency_from_memory():
     # Prepare: 2 GPUs of 80 GB, 10 GB per client -> 8 clients per GPU
     # Execute
     plan = plan_resources(
-        cluster_cpus=64, cluster_gpus=2, gpu_memory_bytes=80 * GB, per_client_bytes=10 * GB,
+        cluster_cpus=64,
+        cluster_gpus=2,
+        gpu_memory_bytes=80 * GB,
+        per_client_bytes=10 * GB,
         num_clients=20,
     )
     # Assert: fraction 1/8, 2 GPUs x 8 = 16 concurrent of 20
@@ -67,9 +70,7 @@ def test_client_bigger_than_a_gpu_gets_a_whole_gpu_and_a_warning():
 def test_cpu_only_cluster_plans_cpu_slots():
     plan = plan_resources(3, 0, 0, 10 * GB, num_clients=4)
     assert plan == ResourcePlan(1, 0.0, 3, 0, [])
-    assert plan.federation_config() == (
-        "client-resources-num-cpus=1 client-resources-num-gpus=0.0"
-    )
+    assert plan.federation_config() == ("client-resources-num-cpus=1 client-resources-num-gpus=0.0")
 
 
 def test_gpus_requested_on_cpu_only_cluster_warns():
@@ -99,8 +100,11 @@ def test_more_cpus_per_client_than_cluster_warns():
 )
 def test_plan_rejects_out_of_range(kwargs, message):
     args = {
-        "cluster_cpus": 8, "cluster_gpus": 1, "gpu_memory_bytes": 80 * GB,
-        "per_client_bytes": GB, "num_clients": 4,
+        "cluster_cpus": 8,
+        "cluster_gpus": 1,
+        "gpu_memory_bytes": 80 * GB,
+        "per_client_bytes": GB,
+        "num_clients": 4,
     }
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):

@@ -46,7 +46,9 @@ def test_node_spec_rejects_out_of_range(kwargs, message):
 
 def test_worker_command_has_limits_and_its_own_ports(tmp_path):
     # Prepare
-    node = LocalRayNode(NodeSpec(num_cpus=2), head=False, temp_dir=tmp_path, log_path=tmp_path / "l")
+    node = LocalRayNode(
+        NodeSpec(num_cpus=2), head=False, temp_dir=tmp_path, log_path=tmp_path / "l"
+    )
     # Execute
     cmd = node.command("127.0.0.1:6379")
     # Assert
@@ -156,8 +158,21 @@ def _plan(argv: list[str]) -> argparse.Namespace:
 
 def test_plan_cli_prints_json_with_the_warning(capsys):
     # Execute
-    args = _plan(["--cpus", "64", "--gpus", "2", "--gpu-memory-gb", "80", "--num-gpus", "0.05",
-                  "--set", "num-partitions=20", "--json"])
+    args = _plan(
+        [
+            "--cpus",
+            "64",
+            "--gpus",
+            "2",
+            "--gpu-memory-gb",
+            "80",
+            "--num-gpus",
+            "0.05",
+            "--set",
+            "num-partitions=20",
+            "--json",
+        ]
+    )
     code = args.func(args)
     # Assert: the default job (cnn teacher + cnn-small student) at 0.05 GPU fits 80 GB
     report = json.loads(capsys.readouterr().out)
@@ -190,6 +205,10 @@ def test_client_memory_needs_a_known_dataset(monkeypatch):
 
 
 def test_client_memory_is_teacher_plus_student(tmp_path: Path):
-    small = client_memory_bytes(RunConfig(dataset="digits", teacher_models="mlp", student_model="mlp"))
-    big = client_memory_bytes(RunConfig(dataset="digits", teacher_models="cnn", student_model="mlp"))
+    small = client_memory_bytes(
+        RunConfig(dataset="digits", teacher_models="mlp", student_model="mlp")
+    )
+    big = client_memory_bytes(
+        RunConfig(dataset="digits", teacher_models="cnn", student_model="mlp")
+    )
     assert 0 < small < big

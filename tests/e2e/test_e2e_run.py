@@ -84,6 +84,7 @@ def test_run_writes_every_result_and_is_deterministic(tmp_path, test_env):
         "report.md",
         "accuracy_vs_round.png",
         "accuracy_vs_uplink.png",
+        "label_distribution.png",
     ):
         assert (a / name).is_file(), name
     assert (a / "checkpoints" / "latest").is_file() and any((a / "student").iterdir())
