@@ -30,8 +30,13 @@ def _format_row(row: dict[str, Any], rounds: int) -> str:
     )
 
 
-def run_job(cfg: RunConfig, ray_address: str | None = None, quiet: bool = False) -> dict[str, Any]:
+def run_job(
+    cfg: RunConfig, ray_address: str | None = None, quiet: bool = False, engine: str = "simulation"
+) -> dict[str, Any]:
     """Run one job (federated through Flower, or the centralized baseline) with progress.
+
+    `engine` is "simulation" (Flower's simulation runtime on Ray) or "deployment" (a
+    local SuperLink + SuperNodes with TLS and SuperNode auth).
 
     Returns:
         The run's summary.json as a dict.
@@ -59,7 +64,24 @@ def run_job(cfg: RunConfig, ray_address: str | None = None, quiet: bool = False)
 
         if cfg.strategy == "centralized":
             return run_centralized(cfg, on_row=on_row)
+        if engine == "deployment":
+            return run_local_deployment(cfg, on_row)
         return run_simulation_job(cfg, on_row=on_row, ray_address=ray_address)
+
+
+def run_local_deployment(cfg: RunConfig, on_row: Any) -> dict[str, Any]:
+    """The job on Flower's Deployment Engine on this machine: a TLS SuperLink with
+    SuperNode authentication and one SuperNode per partition (see deploy/README.md)."""
+    import json
+
+    from feddistill.deployment import LocalDeployment
+
+    out = Path(cfg.out_dir)
+    with LocalDeployment(out / "deployment", cfg.num_partitions) as deployment:
+        summary = deployment.run_job(cfg, timeout_s=cfg.round_timeout_s * cfg.num_server_rounds)
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        on_row(json.loads(line))
+    return summary
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -83,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"feddistill: strategy={cfg.strategy} dataset={cfg.dataset} clients={cfg.num_partitions} "
         f"({cfg.partitioner}) rounds={cfg.num_server_rounds} -> {cfg.out_dir}"
     )
-    summary = run_job(cfg, ray_address=args.ray_address, quiet=args.quiet)
+    summary = run_job(cfg, ray_address=args.ray_address, quiet=args.quiet, engine=args.engine)
     if summary.get("status") != "completed":
         err_console.print(f"[red]run failed:[/] {summary.get('error', 'unknown error')}")
         err_console.print(f"logs: {Path(cfg.out_dir) / 'flower.log'}")
@@ -132,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--ray-address", help="attach to an existing Ray cluster (else RAY_ADDRESS or a local one)"
+    )
+    run.add_argument(
+        "--engine",
+        choices=("simulation", "deployment"),
+        default="simulation",
+        help="simulation: Flower simulation on Ray (default); deployment: local TLS SuperLink "
+        "+ one authenticated SuperNode per partition",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar or per-round lines")
     run.set_defaults(func=cmd_run)

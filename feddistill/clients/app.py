@@ -34,6 +34,14 @@ def _config(items: tuple) -> RunConfig:
     return from_mapping(dict(items))
 
 
+def node_run_config(context: Context) -> RunConfig:
+    """The run config, with this node's own ``data-root`` (node config) if it has one."""
+    items = dict(context.run_config)
+    if context.node_config.get("data-root"):
+        items["data-root"] = str(context.node_config["data-root"])
+    return _config(tuple(sorted(items.items())))
+
+
 def client_state_dir(cfg: RunConfig, context: Context) -> Path:
     """Per-client state directory: node-config ``state-dir`` if set, else <out-dir>/client-state."""
     custom = context.node_config.get("state-dir")
@@ -62,7 +70,7 @@ def placement() -> dict[str, str | int]:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Handle one FedDistill train message (see DESIGN.md, "One round")."""
-    cfg = _config(tuple(sorted(context.run_config.items())))
+    cfg = node_run_config(context)
     torch.set_num_threads(max(1, cfg.client_num_cpus))
     partition_id = int(cast(int, context.node_config[P.PARTITION_ID]))
     config = msg.content.config_records[P.CONFIG]

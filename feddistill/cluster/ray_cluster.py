@@ -139,6 +139,7 @@ class LocalRayNode:
     log_path: Path
     proc: subprocess.Popen | None = None
     group: ProcessGroup = field(default_factory=ProcessGroup)
+    gcs_port: int | None = None  # the head's GCS port, chosen by :meth:`command`
 
     def command(self, head_address: str | None) -> list[str]:
         """The ``ray start`` command line of this node (explicit ports everywhere).
@@ -157,7 +158,8 @@ class LocalRayNode:
         min_worker = _free_port_range(WORKER_PORTS_PER_NODE)
         cmd = [ray_executable(), "start", "--block", "--disable-usage-stats"]
         if self.head:
-            cmd += ["--head", f"--port={free_port()}", "--include-dashboard=false"]
+            self.gcs_port = free_port()
+            cmd += ["--head", f"--port={self.gcs_port}", "--include-dashboard=false"]
         else:
             cmd += [f"--address={head_address}"]
         cmd += [
@@ -289,8 +291,7 @@ class LocalRayCluster:
         env = self._env()
         head = self.nodes[0]
         head.start(None, env)
-        port = next(a.split("=", 1)[1] for a in head.proc.args if a.startswith("--port="))  # type: ignore[union-attr]
-        self.address = f"127.0.0.1:{port}"
+        self.address = f"127.0.0.1:{head.gcs_port}"
         self.wait_for_nodes(1)
         for node in self.nodes[1:]:
             node.start(self.address, env)
