@@ -1,4 +1,4 @@
-"""The ``feddistill`` command: run, partition, bench."""
+"""The ``feddistill`` command: run, partition, plan, bench."""
 
 from __future__ import annotations
 
@@ -118,16 +118,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCHMARKS = {"compression": "compression.py", "fed": "fed_mnist5k.py", "scaling": "scaling.py"}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib.util
 
     from feddistill.engine import app_dir
 
-    path = (
-        app_dir()
-        / "benchmarks"
-        / ("compression.py" if args.which == "compression" else "fed_mnist5k.py")
-    )
+    path = app_dir() / "benchmarks" / BENCHMARKS[args.which]
     spec = importlib.util.spec_from_file_location(f"feddistill_bench_{args.which}", path)
     if spec is None or spec.loader is None:
         raise FileNotFoundError(f"benchmark script {path} not found")
@@ -172,8 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - the data package is always installed
         pass
 
-    bench = sub.add_parser("bench", help="benchmarks: compression | fed")
-    bench.add_argument("which", choices=("compression", "fed"))
+    from feddistill.cluster.cli_plan import add_plan_parser
+
+    add_plan_parser(sub)
+
+    bench = sub.add_parser("bench", help="benchmarks: compression | fed | scaling")
+    bench.add_argument("which", choices=tuple(BENCHMARKS))
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
     bench.set_defaults(func=cmd_bench)
     return parser

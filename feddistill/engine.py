@@ -112,6 +112,17 @@ class ProcessGroup:
                 continue
         return procs
 
+    def alive_named(self, name: str) -> list[psutil.Process]:
+        """Tracked, running processes whose command line contains `name`."""
+        found = []
+        for proc in self.alive():
+            try:
+                if name in " ".join(proc.cmdline()):
+                    found.append(proc)
+            except psutil.Error:
+                continue
+        return found
+
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM every tracked process still alive, then SIGKILL what remains."""
         for pid in list(self.seen):
@@ -266,10 +277,13 @@ def _submit_once(
             flwr = subprocess.Popen(flwr_cmd, **popen)  # type: ignore[call-overload]
             group.track(flwr.pid)
             while True:
-                done = flwr.poll() is not None
                 group.track(superlink.pid)
                 seen_rows = _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row)
-                if done or summary_path.is_file() or superlink.poll() is not None:
+                if summary_path.is_file() or superlink.poll() is not None:
+                    break
+                # `flwr run --stream` can end early when the log stream breaks; the run
+                # itself lives on in flwr-simulation, so follow that process instead.
+                if flwr.poll() is not None and not group.alive_named("flwr-simulation"):
                     break
                 time.sleep(0.5)
             return _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row)

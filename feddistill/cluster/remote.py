@@ -21,8 +21,11 @@ def should_run_remote(num_gpus: float) -> bool:
     """Whether work asking for `num_gpus` should leave this process.
 
     True when Ray is initialized in this process, this process sees no CUDA device,
-    and the cluster offers at least `num_gpus` GPUs (with `num_gpus` = 0: any cluster,
-    which is how tests exercise the remote path without a GPU).
+    the cluster has a GPU (or `num_gpus` is 0, which is how tests exercise the remote
+    path without one), and at least `num_gpus` GPUs are free right now. Flower's
+    simulation keeps its client actors (and their GPU fractions) for the whole run, so
+    a task asking for more than what the actors left free would wait for ever; then
+    the work stays here and a warning says why.
     """
     try:
         import ray
@@ -30,7 +33,21 @@ def should_run_remote(num_gpus: float) -> bool:
         return False
     if not ray.is_initialized() or torch.cuda.is_available():
         return False
-    return float(ray.cluster_resources().get("GPU", 0.0)) >= num_gpus
+    total = float(ray.cluster_resources().get("GPU", 0.0))
+    if num_gpus > 0 and total == 0:
+        return False
+    free = float(ray.available_resources().get("GPU", 0.0))
+    if free < num_gpus:
+        logger.warning(
+            "server-side work stays on this process: it asks for num_gpus=%s but only %s "
+            "of the cluster's %s GPUs are free (client actors hold the rest); lower "
+            "client-num-gpus so that a fraction stays free",
+            num_gpus,
+            free,
+            total,
+        )
+        return False
+    return True
 
 
 def run_on_gpu_node(

@@ -20,11 +20,11 @@ from torch import Tensor
 
 from feddistill import protocol as P
 from feddistill.clients.train import predict_logits, resolve_device
+from feddistill.cluster.remote import distill_on_gpu_node
 from feddistill.compression import encode_tensors
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData, prepare_federated_data
 from feddistill.distill import consensus as build_consensus
-from feddistill.distill import distill_on_proxy
 from feddistill.models import build_model
 from feddistill.server.aggregate import apply_update
 from feddistill.server.checkpoint import load_latest_checkpoint, save_checkpoint
@@ -233,12 +233,14 @@ class FederationRun:
             target = build_consensus(
                 torch.stack(logits), "mean", self.cfg.temperature
             )  # (N,B,K) -> (B,K)
-        return distill_on_proxy(
+        # On a GPU node of the Ray cluster when this process has no GPU and one is free.
+        return distill_on_gpu_node(
             self.student,
             self.data.splits.proxy_x,
             target,
-            self.cfg.temperature,
-            epochs,
+            num_gpus=0.1,
+            temperature=self.cfg.temperature,
+            epochs=epochs,
             lr=self.cfg.learning_rate * 0.1,
             batch_size=self.cfg.batch_size,
             device=self.device,

@@ -76,9 +76,15 @@ def no_leftover_processes(tmp_path):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A private single-node Ray instance (1 CPU) in this process; always shut down."""
+    """A private single-node Ray instance in this process; always shut down.
+
+    It declares 2 CPUs and 1 logical GPU (Ray schedules on declared resources; no
+    physical GPU is touched), so GPU-reserving tasks can be tested on a CPU machine.
+    """
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(
+        num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False
+    )
     try:
         yield ray
     finally:

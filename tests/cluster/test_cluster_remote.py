@@ -23,10 +23,42 @@ def test_without_ray_runs_here():
     assert not should_run_remote(0)
 
 
-def test_without_a_gpu_in_the_cluster_runs_here(local_ray):
-    # A GPU is asked for but the cluster has none: no task, no hang
+def test_without_a_gpu_in_the_cluster_runs_here(local_ray, monkeypatch):
+    # Prepare: a cluster without GPUs
+    monkeypatch.setattr(local_ray, "cluster_resources", lambda: {"CPU": 2.0})
+    # Execute: a GPU is asked for but the cluster has none: no task, no hang
     pid, value = run_on_gpu_node(_pid_plus, 1, num_gpus=1)
+    # Assert
     assert (pid, value) == (os.getpid(), 2)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this process has a GPU: stays local")
+def test_gpu_task_runs_on_the_gpu_node(local_ray):
+    # Execute: the test cluster declares 1 GPU and this process has no CUDA
+    pid, value = run_on_gpu_node(_pid_plus, 1, num_gpus=1, timeout_s=120)
+    # Assert
+    assert value == 2
+    assert pid != os.getpid()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this process has a GPU: stays local")
+def test_gpus_held_by_client_actors_keep_the_work_here(local_ray, caplog):
+    # Prepare: an actor holds the cluster's only GPU, as Flower's client actors do
+    @local_ray.remote(num_gpus=1, num_cpus=0)
+    class Holder:
+        def ready(self) -> bool:
+            return True
+
+    holder = Holder.remote()
+    local_ray.get(holder.ready.remote(), timeout=120)
+    try:
+        # Execute
+        pid, value = run_on_gpu_node(_pid_plus, 1, num_gpus=0.5, timeout_s=120)
+    finally:
+        local_ray.kill(holder)
+    # Assert: no task waiting for ever; it ran here, with a warning that says why
+    assert (pid, value) == (os.getpid(), 2)
+    assert "only 0.0 of the cluster's 1.0 GPUs are free" in caplog.text
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this process has a GPU: stays local")
