@@ -295,7 +295,7 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         sqnr = "lossless" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}"
         lines.append(
-            f"| {r['setting']} | {r['ratio']:,.1f} | {sqnr} | {r['encode_mb_s']:,.0f} "
+            f"| {r['setting'].replace('|', chr(92) + '|')} | {r['ratio']:,.1f} | {sqnr} | {r['encode_mb_s']:,.0f} "
             f"| {r['decode_mb_s']:,.0f} | {r['payload_bytes']:,} |"
         )
     lines += [
@@ -339,7 +339,9 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (also ``feddistill bench compression``)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="feddistill bench compression", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--quick", action="store_true", help="smaller inputs, under a minute")
     parser.add_argument("--out", default="results/bench-compression", help="output folder")
     parser.add_argument("--json", action="store_true", help='print only {"rows": [...]}')

@@ -179,7 +179,9 @@ def _deployment_bench() -> Any | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the scaling benchmark; print the table, write results.json / results.md."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="feddistill bench scaling", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", default="results/bench-scaling")
     parser.add_argument("--nodes", type=int, default=2, help="Ray nodes in the local cluster")

@@ -108,7 +108,9 @@ def markdown_row(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run :func:`bench_deployment`, print a one-row markdown table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="feddistill bench scaling-deployment", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)

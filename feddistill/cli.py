@@ -1,4 +1,4 @@
-"""The ``feddistill`` command: run, partition, plan, bench."""
+"""feddistill: federated knowledge distillation with compression (Flower + Ray + PyTorch)."""
 
 from __future__ import annotations
 
@@ -85,22 +85,27 @@ def run_local_deployment(cfg: RunConfig, on_row: Any) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from feddistill.engine import clear_results
+    from feddistill.config import from_mapping
+    from feddistill.engine import load_run_config, prepare_out_dir
 
-    overrides = list(args.set or [])
-    out = args.resume or args.out
-    if out:
-        overrides.append(f"out-dir={str(Path(out).resolve())!r}")
-    cfg = load_config(args.config, overrides)
-    cfg = dataclasses.replace(
-        cfg, out_dir=str(Path(cfg.out_dir).resolve()), data_root=str(Path(cfg.data_root).resolve())
-    )
     if args.resume:
-        if not (Path(cfg.out_dir) / "checkpoints" / "latest").is_file():
-            err_console.print(f"[red]error:[/] --resume {args.resume}: no checkpoint found there")
-            return 2
+        # the interrupted run's own config, then whatever --config / --set change
+        out = Path(args.resume).resolve()
+        base = from_mapping({**load_run_config(out), "out-dir": str(out)})
+        cfg = load_config(args.config, list(args.set or []), base=base)
+        cfg = dataclasses.replace(cfg, out_dir=str(out), resume=True)
     else:
-        clear_results(Path(cfg.out_dir))
+        overrides = list(args.set or [])
+        if args.out:
+            overrides.append(f"out-dir={str(Path(args.out).resolve())!r}")
+        cfg = load_config(args.config, overrides)
+        cfg = dataclasses.replace(
+            cfg,
+            out_dir=str(Path(cfg.out_dir).resolve()),
+            data_root=str(Path(cfg.data_root).resolve()),
+            resume=False,
+        )
+        prepare_out_dir(cfg)
     console.print(
         f"feddistill: strategy={cfg.strategy} dataset={cfg.dataset} clients={cfg.num_partitions} "
         f"({cfg.partitioner}) rounds={cfg.num_server_rounds} -> {cfg.out_dir}"
@@ -140,7 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the federated job (Flower simulation on Ray)")
+    run = sub.add_parser(
+        "run",
+        help="run the federated job (Flower simulation on Ray)",
+        epilog="Config keys (kebab-case) and their defaults: README.md, or "
+        "[tool.flwr.app.config] in pyproject.toml. Example: --set num-server-rounds=3 "
+        "--set strategy=fedavg",
+    )
     run.add_argument(
         "--config", help="TOML file with kebab-case keys (top level or [tool.flwr.app.config])"
     )
@@ -182,8 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so every finally-block runs."""
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,9 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         err_console.print(f"[red]run failed:[/] {exc}")
         return 1
-    except KeyboardInterrupt:
-        err_console.print("interrupted; processes stopped. Continue with --resume DIR.")
-        return 130
+    except KeyboardInterrupt as exc:
+        err_console.print("interrupted; every process this run started was stopped.")
+        out = getattr(args, "resume", None) or getattr(args, "out", None)
+        if out and (Path(out) / "checkpoints" / "latest").is_file():
+            err_console.print(f"continue with: feddistill run --resume {out}")
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ range-checked here, so library code takes typed arguments only.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ STRATEGIES = ("feddistill", "fedavg", "fedavg-compressed", "feddf", "fedmd", "ce
 CONSENSUS_MODES = ("mean", "confidence", "entropy", "domain", "cluster-mean")
 BIT_WIDTHS = (1, 2, 4, 8, 16, 32)  # 16 = fp16, 32 = uncompressed fp32
 DEVICES = ("auto", "cpu", "cuda")
+MODEL_NAMES = ("cnn", "cnn-small", "mlp", "resnet18")  # feddistill.models registry (tested equal)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +70,9 @@ class RunConfig:
     round_timeout_s: float = 600.0  # a sampled client that has not replied by then failed
     # --- output ---
     out_dir: str = "results/latest"
+    resume: bool = (
+        False  # continue from out-dir's last checkpoint (else a checkpoint there is an error)
+    )
     # --- fault injection (tests, chaos drills) ---
     fail_partitions: str = ""  # comma list of partition ids whose training raises
 
@@ -112,6 +117,13 @@ class RunConfig:
                 f"fail-partitions must be a comma list of integers, got {self.fail_partitions!r}"
             ) from None
         _check_range("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        for name in [*self.teacher_model_list(), self.student_model]:
+            _check_choice("teacher-models/student-model", name, MODEL_NAMES)
+        bad_ids = sorted(p for p in self.failing_partitions() if not 0 <= p < self.num_partitions)
+        if bad_ids:
+            raise ValueError(
+                f"fail-partitions ids {bad_ids} are outside [0, num-partitions={self.num_partitions})"
+            )
         if not self.teacher_model_list():
             raise ValueError("teacher-models must name at least one model, got ''")
         if len(self.teacher_model_list()) not in (1, self.num_partitions):
@@ -163,6 +175,8 @@ def _check_range(
     high_open: bool = False,
 ) -> None:
     name = key.replace("_", "-")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} is not a finite number")
     bad = (low is not None and (value < low or (low_open and value == low))) or (
         high is not None and (value > high or (high_open and value == high))
     )
@@ -191,6 +205,8 @@ def _coerce(key: str, value: Any) -> Any:
         if kind is bool:
             if isinstance(value, bool):
                 return value
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
             if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
                 return value.lower() in ("true", "1")
             raise ValueError
@@ -204,7 +220,8 @@ def _coerce(key: str, value: Any) -> Any:
             return float(value)
         return str(value)
     except (TypeError, ValueError):
-        raise ValueError(f"config key {key!r} expects a {kind.__name__}, got {value!r}") from None
+        expected = {int: "an integer", float: "a number", bool: "true or false"}.get(kind, "text")
+        raise ValueError(f"config key {key!r} expects {expected}, got {value!r}") from None
 
 
 def from_mapping(values: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
@@ -249,23 +266,38 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
-    """Read a TOML file (top-level keys or ``[tool.flwr.app.config]``), then overrides.
-
-    Args:
-        path: a TOML file, or None for the defaults.
-        overrides: ``key=value`` strings applied last.
+def read_config_table(path: str | Path) -> dict[str, Any]:
+    """The kebab-case keys of a TOML file: top-level keys or ``[tool.flwr.app.config]``.
 
     Raises:
         FileNotFoundError: if `path` does not exist.
-        ValueError: see :func:`from_mapping`.
+        ValueError: if the file is not valid TOML (the message names the file).
     """
-    cfg = RunConfig()
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file {str(p)!r} does not exist")
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {str(p)!r} does not exist")
+    try:
         data = tomllib.loads(p.read_text())
-        table = data.get("tool", {}).get("flwr", {}).get("app", {}).get("config", data)
-        cfg = from_mapping(table, cfg)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+    return dict(data.get("tool", {}).get("flwr", {}).get("app", {}).get("config", data))
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Sequence[str] = (), base: RunConfig | None = None
+) -> RunConfig:
+    """`base` (the defaults if None), then a TOML file's keys, then ``key=value`` overrides.
+
+    Args:
+        path: a TOML file (see :func:`read_config_table`), or None.
+        overrides: ``key=value`` strings applied last.
+        base: the config the file and overrides change.
+
+    Raises:
+        FileNotFoundError: if `path` does not exist.
+        ValueError: see :func:`read_config_table` and :func:`from_mapping`.
+    """
+    cfg = base or RunConfig()
+    if path is not None:
+        cfg = from_mapping(read_config_table(path), cfg)
     return from_mapping(parse_overrides(overrides), cfg)

@@ -10,6 +10,7 @@ it started (by PID), on success, failure or Ctrl-C. Success is read from the run
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from typing import Any
 import psutil
 
 from feddistill.config import RunConfig
+from feddistill.server.results import RUN_CONFIG_FILE, save_run_config
 
 logger = logging.getLogger(__name__)
 CONNECTION = "feddistill-local"
@@ -38,7 +40,8 @@ RESULT_FILES = (
     "placement.jsonl",
     "flower.log",
 )
-RESULT_DIRS = ("checkpoints", "client-state", "student")
+RESULT_DIRS = ("checkpoints", "client-state", "student", "deployment")
+PLOTS = ("accuracy_vs_round.png", "accuracy_vs_uplink.png", "label_distribution.png")
 
 
 def app_dir() -> Path:
@@ -71,14 +74,50 @@ def _toml_literal(value: Any) -> str:
     return repr(value)
 
 
-def clear_results(out: Path) -> None:
-    """Remove a previous run's results from `out` (only the files a run writes)."""
-    for name in RESULT_FILES:
-        (out / name).unlink(missing_ok=True)
-    for name in RESULT_DIRS:
-        shutil.rmtree(out / name, ignore_errors=True)
-    for png in out.glob("*.png"):
-        png.unlink()
+def prepare_out_dir(cfg: RunConfig) -> None:
+    """Make ``cfg.out_dir`` ready for a fresh run and record the run's config in it.
+
+    A previous run's results there (a folder holding ``run-config.json``) are removed;
+    only the files a run writes are touched. Anything else is refused, so a user's own
+    files are never deleted.
+
+    Raises:
+        ValueError: if out-dir is a file, cannot be created or written, or is a
+            non-empty folder that holds no previous feddistill run.
+    """
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out-dir {str(out)!r} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / RUN_CONFIG_FILE).is_file():
+        raise ValueError(
+            f"out-dir {str(out)!r} is not empty and holds no previous feddistill run; "
+            "choose an empty or new folder (nothing in it was touched)"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in RESULT_FILES:
+            (out / name).unlink(missing_ok=True)
+        for name in RESULT_DIRS:
+            shutil.rmtree(out / name, ignore_errors=True)
+        for png in PLOTS:
+            (out / png).unlink(missing_ok=True)
+        save_run_config(cfg)
+    except OSError as exc:
+        raise ValueError(f"out-dir {str(out)!r} cannot be used: {exc}") from None
+
+
+def load_run_config(out: Path) -> dict[str, Any]:
+    """The config a previous run in `out` was started with.
+
+    Raises:
+        ValueError: if `out` holds no ``run-config.json`` or no checkpoint.
+    """
+    if not (out / "checkpoints" / "latest").is_file():
+        raise ValueError(f"--resume {str(out)!r}: no checkpoint found there")
+    path = out / RUN_CONFIG_FILE
+    if not path.is_file():
+        raise ValueError(f"--resume {str(out)!r}: no {RUN_CONFIG_FILE} found there")
+    return dict(json.loads(path.read_text()))
 
 
 class ProcessGroup:
@@ -184,15 +223,23 @@ def run_simulation_job(
     """
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1, got {attempts}")
+    if not (ray_address or os.environ.get("RAY_ADDRESS")):
+        check_local_resources(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary_path = out / "summary.json"
     summary_path.unlink(missing_ok=True)
     seen_rows = _count_rows(out / "metrics.jsonl")
     for attempt in range(1, attempts + 1):
-        seen_rows = _submit_once(cfg, on_row, ray_address, startup_timeout_s, seen_rows)
+        # a later attempt continues from the checkpoint the earlier one left
+        attempt_cfg = cfg if attempt == 1 else dataclasses.replace(cfg, resume=True)
+        log_size = (out / "flower.log").stat().st_size if (out / "flower.log").is_file() else 0
+        seen_rows = _submit_once(attempt_cfg, on_row, ray_address, startup_timeout_s, seen_rows)
         if summary_path.is_file():
             return json.loads(summary_path.read_text())
+        reason = _runtime_failure(out / "flower.log", log_size)
+        if reason is not None:
+            raise RuntimeError(f"{reason}; see {out / 'flower.log'}")
         logger.warning(
             "attempt %d/%d: the Flower runtime ended without a summary; see %s",
             attempt,
@@ -203,6 +250,48 @@ def run_simulation_job(
         f"the run ended without writing {summary_path} ({attempts} attempts); "
         f"see {out / 'flower.log'}"
     )
+
+
+# Failures in the log that a new attempt cannot fix: stop and say why.
+_PERMANENT = {
+    "holds a previous run": "out-dir holds a previous run; resume it with --resume DIR",
+    "does not fit student-model": "the checkpoint does not fit the configured student-model",
+    "ActorPool is empty": "Ray cannot place a single client: client-num-cpus / client-num-gpus "
+    "ask for more than one node has (see `feddistill plan`)",
+}
+
+
+def _runtime_failure(log_path: Path, offset: int) -> str | None:
+    """A permanent failure named in the part of `log_path` written after `offset`."""
+    if not log_path.is_file():
+        return None
+    with log_path.open("rb") as fh:
+        fh.seek(offset)
+        text = fh.read().decode(errors="replace")
+    return next((why for needle, why in _PERMANENT.items() if needle in text), None)
+
+
+def check_local_resources(cfg: RunConfig) -> None:
+    """Fail before starting anything if one client cannot fit on this machine.
+
+    Raises:
+        ValueError: if client-num-cpus exceeds this machine's CPUs, or client-num-gpus
+            is above 0 and no CUDA device is present.
+    """
+    cpus = os.cpu_count() or 1
+    if cfg.client_num_cpus > cpus:
+        raise ValueError(
+            f"client-num-cpus={cfg.client_num_cpus} exceeds this machine's {cpus} CPUs; "
+            f"allowed: 1..{cpus} (or attach to a bigger Ray cluster with --ray-address)"
+        )
+    if cfg.client_num_gpus > 0:
+        import torch
+
+        if torch.cuda.device_count() == 0:
+            raise ValueError(
+                f"client-num-gpus={cfg.client_num_gpus} but this machine has no CUDA device; "
+                "use client-num-gpus=0 (or --ray-address to a cluster with GPUs)"
+            )
 
 
 def _count_rows(path: Path) -> int:

@@ -50,13 +50,16 @@ def test_out_of_range_values_name_key_and_allowed(key, value, match):
 
 
 def test_wrong_type_names_key():
-    with pytest.raises(ValueError, match=r"config key 'client-num-cpus' expects a int, got 1.5"):
+    with pytest.raises(
+        ValueError, match=r"config key 'client-num-cpus' expects an integer, got 1.5"
+    ):
         from_mapping({"client-num-cpus": 1.5})
 
 
-def test_bool_from_string_and_bad_bool():
+def test_bool_from_string_or_0_1_and_bad_bool():
     assert from_mapping({"download": "true"}).download is True
-    with pytest.raises(ValueError, match="expects a bool"):
+    assert from_mapping({"download": 1}).download is True
+    with pytest.raises(ValueError, match="expects true or false"):
         from_mapping({"download": "maybe"})
 
 
@@ -114,3 +117,41 @@ def test_parse_overrides_needs_equals():
     assert parse_overrides(["a=1", "b=x y"]) == {"a": 1, "b": "x y"}
     with pytest.raises(ValueError, match="--set expects key=value, got 'alpha'"):
         parse_overrides(["alpha"])
+
+
+@pytest.mark.parametrize(
+    "key", ["update-density", "learning-rate", "temperature", "round-timeout-s"]
+)
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_numbers_are_rejected(key, value):
+    with pytest.raises(ValueError, match=f"{key}=.* is not a finite number"):
+        from_mapping({key: value})
+
+
+@pytest.mark.parametrize("key", ["teacher-models", "student-model"])
+def test_unknown_model_names_fail_before_anything_starts(key):
+    with pytest.raises(
+        ValueError, match=r"'foo' is not allowed; choose one of: cnn, cnn-small, mlp, resnet18"
+    ):
+        from_mapping({key: "foo"})
+
+
+def test_config_model_names_match_the_registry():
+    from feddistill.config import MODEL_NAMES as CONFIG_MODELS
+    from feddistill.models import MODEL_NAMES
+
+    assert tuple(sorted(CONFIG_MODELS)) == MODEL_NAMES
+
+
+def test_fail_partitions_must_name_existing_partitions():
+    with pytest.raises(
+        ValueError, match=r"fail-partitions ids \[-1, 9\] are outside \[0, num-partitions=4\)"
+    ):
+        from_mapping({"fail-partitions": "9,-1"})
+
+
+def test_malformed_toml_names_the_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("alpha = \n")
+    with pytest.raises(ValueError, match="bad.toml' is not valid TOML"):
+        load_config(path)

@@ -10,7 +10,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from feddistill.config import from_mapping
-from feddistill.server.loop import FederationRun
+from feddistill.server.loop import FederationRun, OutDirInUse
 from feddistill.server.results import write_summary
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,8 @@ def main(grid: Grid, context: Context) -> None:
     cfg = from_mapping(context.run_config)
     try:
         FederationRun(cfg).run(grid)
+    except OutDirInUse:
+        raise  # leave the previous run's summary.json as it is
     except Exception as exc:
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)

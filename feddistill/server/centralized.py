@@ -65,6 +65,16 @@ def run_centralized(cfg: RunConfig, on_row: Any = None) -> dict[str, Any]:
             on_row(row)
     summary = build_summary(cfg, rows, time.perf_counter() - t_start, status="completed")
     summary["final_worst_domain_accuracy"] = rows[-1]["worst_domain_accuracy"]
+    from feddistill.compression import export_student
+
+    summary["student_export"] = export_student(
+        student,
+        splits.proxy_x,
+        splits.test_x,
+        splits.test_y,
+        out / "student",
+        sparsity=cfg.export_sparsity,
+    )
     write_summary(out, summary)
     write_report(out, summary, rows)
     plot_curves(out, {cfg.strategy: rows})

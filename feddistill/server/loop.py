@@ -29,11 +29,21 @@ from feddistill.models import build_model
 from feddistill.server.aggregate import apply_update
 from feddistill.server.checkpoint import load_latest_checkpoint, save_checkpoint
 from feddistill.server.evaluate import evaluate_by_domain
-from feddistill.server.results import plot_curves, write_report, write_rows, write_summary
+from feddistill.server.results import (
+    plot_curves,
+    save_run_config,
+    write_report,
+    write_rows,
+    write_summary,
+)
 from feddistill.server.strategy import FedDistill, RoundOutcome
 
 logger = logging.getLogger(__name__)
 QUERY_PARTITION = "partition"
+
+
+class OutDirInUse(ValueError):
+    """out-dir holds a checkpoint and the run was not asked to resume it."""
 
 
 def discover_partitions(grid: Grid, num_partitions: int, timeout_s: float) -> dict[int, int]:
@@ -133,8 +143,21 @@ class FederationRun:
         self.start_round = 0
         self.wall_offset = 0.0
         ckpt = load_latest_checkpoint(self.out / "checkpoints")
+        if ckpt is not None and not cfg.resume:
+            raise OutDirInUse(
+                f"out-dir {cfg.out_dir!r} holds a previous run (checkpoint after round "
+                f"{ckpt['round']}); set resume=true to continue it, or use another out-dir"
+            )
+        if not (self.out / "run-config.json").is_file():
+            save_run_config(cfg)
         if ckpt is not None:
-            self.student.load_state_dict(ckpt["student"])
+            try:
+                self.student.load_state_dict(ckpt["student"])
+            except RuntimeError as exc:
+                raise OutDirInUse(
+                    f"the checkpoint in {cfg.out_dir!r} does not fit student-model="
+                    f"{cfg.student_model!r}: {str(exc).splitlines()[0]}"
+                ) from None
             self.rows, self.consensus = ckpt["rows"], ckpt["consensus"]
             self.start_round, self.wall_offset = int(ckpt["round"]), float(ckpt["wall_seconds"])
             logger.info(

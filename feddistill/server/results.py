@@ -10,9 +10,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from feddistill.config import RunConfig
+
 logger = logging.getLogger(__name__)
 
 TIMING_COLUMNS = ("round_seconds", "wall_seconds")
+RUN_CONFIG_FILE = "run-config.json"  # marks a folder as a feddistill run; holds its config
+
+
+def save_run_config(cfg: RunConfig) -> None:
+    """Write ``<out-dir>/run-config.json`` (kebab-case keys), which --resume reads back."""
+    config = {k: v for k, v in cfg.to_kebab().items() if k != "resume"}
+    (Path(cfg.out_dir) / RUN_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
 
 def write_rows(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -130,7 +139,9 @@ def plot_curves(
             xs = [r[x_key] for r in rows if x_key in r]
             ys = [100 * r["accuracy"] for r in rows if x_key in r]
             ax.plot(xs, ys, marker="o", label=label)
-        if x_key == "cumulative_uplink_bytes":
+        if x_key == "cumulative_uplink_bytes" and any(
+            r.get(x_key, 0) > 0 for rows in curves.values() for r in rows
+        ):
             ax.set_xscale("log")
         ax.set_xlabel(x_label)
         ax.set_ylabel("test accuracy (%)")

@@ -64,7 +64,8 @@ def _short_reason(reason: str | None) -> str:
     marker = "Message: "
     if marker in reason:
         reason = reason[reason.rindex(marker) + len(marker) :]
-    return reason.strip().splitlines()[0][:300] if reason.strip() else "unknown error"
+    reason = reason.strip().removesuffix("'>").strip()  # the end of Ray's repr
+    return reason.splitlines()[0][:300] if reason else "unknown error"
 
 
 class FedDistill(FedAvg):

@@ -14,7 +14,7 @@ from flwr.app import Context, Error, Message, RecordDict
 
 from feddistill.clients.app import app as client_app
 from feddistill.config import from_mapping
-from feddistill.server.loop import FederationRun, discover_partitions
+from feddistill.server.loop import FederationRun, OutDirInUse, discover_partitions
 
 SMALL = {
     "dataset": "digits",
@@ -103,3 +103,24 @@ def test_missing_nodes_time_out_with_a_clear_error(tmp_path):
     grid = InProcessGrid(make_cfg(tmp_path, **{"num-partitions": 2}))
     with pytest.raises(RuntimeError, match="only 2 of num-partitions=3 nodes connected within 1 s"):
         discover_partitions(grid, cfg.num_partitions, timeout_s=1)
+
+
+def test_checkpoint_without_resume_is_refused_and_summary_kept(tmp_path):
+    # Prepare: a finished 2-round run
+    cfg = make_cfg(tmp_path)
+    FederationRun(cfg).run(InProcessGrid(cfg))
+    before = (tmp_path / "summary.json").read_text()
+    # Execute / Assert: the same out-dir again without resume
+    with pytest.raises(
+        OutDirInUse, match=r"holds a previous run \(checkpoint after round 2\); set resume=true"
+    ):
+        FederationRun(cfg)
+    assert (tmp_path / "summary.json").read_text() == before
+
+
+def test_resume_with_another_student_model_is_a_clear_error(tmp_path):
+    cfg = make_cfg(tmp_path)
+    FederationRun(cfg).run(InProcessGrid(cfg))
+    other = make_cfg(tmp_path, **{"student-model": "cnn-small", "resume": True})
+    with pytest.raises(OutDirInUse, match="does not fit student-model='cnn-small'"):
+        FederationRun(other)

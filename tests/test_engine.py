@@ -1,0 +1,115 @@
+"""Engine pieces that need no SuperLink: out-dir safety, resume config, failure triage."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from feddistill import cli
+from feddistill.config import RunConfig
+from feddistill.engine import (
+    ProcessGroup,
+    _runtime_failure,
+    check_local_resources,
+    load_run_config,
+    prepare_out_dir,
+)
+
+
+def test_out_dir_with_foreign_files_is_refused_and_untouched(tmp_path):
+    # Prepare
+    (tmp_path / "holiday.png").write_bytes(b"png")
+    (tmp_path / "report.md").write_text("mine")
+    # Execute / Assert
+    with pytest.raises(ValueError, match="is not empty and holds no previous feddistill run"):
+        prepare_out_dir(RunConfig(out_dir=str(tmp_path)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["holiday.png", "report.md"]
+
+
+def test_previous_run_folder_is_cleared_of_run_files_only(tmp_path):
+    # Prepare: a previous run's files plus one of the user's
+    prepare_out_dir(RunConfig(out_dir=str(tmp_path)))
+    for name in ("metrics.csv", "summary.json", "accuracy_vs_round.png"):
+        (tmp_path / name).write_text("old")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "notes.txt").write_text("keep")
+    # Execute
+    prepare_out_dir(RunConfig(out_dir=str(tmp_path), num_server_rounds=3))
+    # Assert
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "run-config.json"]
+    assert json.loads((tmp_path / "run-config.json").read_text())["num-server-rounds"] == 3
+
+
+def test_out_dir_that_is_a_file_is_refused(tmp_path):
+    path = tmp_path / "job.toml"
+    path.write_text("")
+    with pytest.raises(ValueError, match="is a file; give a folder"):
+        prepare_out_dir(RunConfig(out_dir=str(path)))
+
+
+def test_out_dir_that_cannot_be_created_is_a_clear_error():
+    with pytest.raises(ValueError, match="out-dir '/proc/feddistill-x' cannot be used"):
+        prepare_out_dir(RunConfig(out_dir="/proc/feddistill-x"))
+
+
+def test_load_run_config_needs_checkpoint_and_config(tmp_path):
+    with pytest.raises(ValueError, match="no checkpoint found there"):
+        load_run_config(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "latest").write_text("round-1.pt")
+    with pytest.raises(ValueError, match="no run-config.json found there"):
+        load_run_config(tmp_path)
+
+
+def test_resume_uses_the_interrupted_runs_config_then_overrides(tmp_path, monkeypatch):
+    # Prepare: a run started with 4 rounds on digits, checkpointed
+    prepare_out_dir(RunConfig(out_dir=str(tmp_path), num_server_rounds=4, dataset="digits"))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "latest").write_text("round-2.pt")
+    seen = []
+    monkeypatch.setattr(cli, "run_job", lambda cfg, **kw: seen.append(cfg) or {"status": "failed"})
+    # Execute
+    cli.main(["run", "--resume", str(tmp_path), "--set", "alpha=0.5"])
+    # Assert
+    cfg = seen[0]
+    assert (cfg.num_server_rounds, cfg.dataset, cfg.alpha, cfg.resume) == (4, "digits", 0.5, True)
+    assert cfg.out_dir == str(tmp_path.resolve())
+
+
+def test_fresh_run_never_resumes(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(cli, "run_job", lambda cfg, **kw: seen.append(cfg) or {"status": "failed"})
+    assert cli.main(["run", "--out", str(tmp_path / "new"), "--set", "resume=true"]) == 1
+    assert seen[0].resume is False
+
+
+def test_permanent_runtime_failures_are_named(tmp_path):
+    log = tmp_path / "flower.log"
+    log.write_text("old: ActorPool is empty\n")
+    offset = log.stat().st_size
+    assert _runtime_failure(log, offset) is None  # only what this attempt wrote counts
+    with log.open("a") as fh:
+        fh.write("ERROR ... ActorPool is empty. ...\n")
+    assert "client-num-cpus / client-num-gpus" in _runtime_failure(log, offset)
+
+
+def test_resources_this_machine_lacks_fail_before_start(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    with pytest.raises(ValueError, match="client-num-cpus=4 exceeds this machine's 2 CPUs"):
+        check_local_resources(RunConfig(client_num_cpus=4))
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    with pytest.raises(ValueError, match="client-num-gpus=0.5 but this machine has no CUDA device"):
+        check_local_resources(RunConfig(client_num_gpus=0.5))
+
+
+def test_process_group_stops_what_it_tracked():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    group = ProcessGroup()
+    group.track(proc.pid)
+    group.stop(grace_s=5)
+    assert proc.wait(timeout=5) is not None
+    assert group.alive() == []
