@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
-import os
 import subprocess
 import sys
 import time
@@ -31,7 +30,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from feddistill.config import RunConfig
-from feddistill.engine import ProcessGroup, _toml_literal, _wait_for_port, app_dir, free_port
+from feddistill.engine import (
+    ProcessGroup,
+    _toml_literal,
+    _wait_for_port,
+    app_dir,
+    flower_env,
+    free_port,
+    write_run_toml,
+)
 
 CONNECTION = "feddistill-deployment"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -286,17 +293,7 @@ class LocalDeployment:
 
     def env(self, home: Path) -> dict[str, str]:
         """Environment of a Flower process: its own FLWR_HOME, the venv's bin on PATH."""
-        home.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.update(
-            FLWR_HOME=str(home),
-            FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
-            FLWR_DISABLE_UPDATE_CHECK="1",
-            PYTHONUNBUFFERED="1",
-        )
-        bin_dir = Path(sys.executable).parent  # flower-superexec, flwr-serverapp, flwr-clientapp
-        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-        return env
+        return flower_env(home)
 
     def _spawn(self, name: str, argv: list[str], home: Path) -> subprocess.Popen:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -500,9 +497,7 @@ class LocalDeployment:
         summary_path = out / "summary.json"
         summary_path.unlink(missing_ok=True)
         run_toml = self.cli_home / "run-config.toml"
-        run_toml.write_text(
-            "".join(f"{k} = {_toml_literal(v)}\n" for k, v in cfg.to_kebab().items())
-        )
+        write_run_toml(cfg, run_toml)
         t = time.monotonic()
         log_path = out / "flower.log"
         with log_path.open("ab") as log:

@@ -59,6 +59,29 @@ def app_dir() -> Path:
     return root
 
 
+def flower_env(home: Path) -> dict[str, str]:
+    """Environment for a Flower process: its own FLWR_HOME, no runtime dependency
+    installation or update check, unbuffered output, and this venv's bin on PATH
+    (Flower starts flower-superexec, flwr-simulation, flwr-serverapp and flwr-clientapp
+    from PATH)."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(
+        FLWR_HOME=str(home),
+        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        PYTHONUNBUFFERED="1",
+    )
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def write_run_toml(cfg: RunConfig, path: Path) -> Path:
+    """The whole config as a flat TOML file for ``flwr run --run-config``."""
+    path.write_text("".join(f"{k} = {_toml_literal(v)}\n" for k, v in cfg.to_kebab().items()))
+    return path
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -313,17 +336,9 @@ def _submit_once(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
         f'address = "127.0.0.1:{port}"\ninsecure = true\n'
     )
-    run_toml = home / "run-config.toml"
-    run_toml.write_text("".join(f"{k} = {_toml_literal(v)}\n" for k, v in cfg.to_kebab().items()))
-    env = dict(os.environ)
-    env.update(
-        FLWR_HOME=str(home),
-        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
-        FLWR_DISABLE_UPDATE_CHECK="1",
-        PYTHONUNBUFFERED="1",
-    )
+    run_toml = write_run_toml(cfg, home / "run-config.toml")
+    env = flower_env(home)
     bin_dir = Path(sys.executable).parent
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"  # flower-superexec, flwr-simulation
     if ray_address:
         env["RAY_ADDRESS"] = ray_address
     superlink_cmd = [
