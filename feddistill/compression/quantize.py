@@ -106,8 +106,9 @@ def affine_qparams(lo: Tensor, hi: Tensor, bit_width: int) -> QParams:
         bit_width: one of {1, 2, 4, 8}.
 
     Returns:
-        :class:`QParams` with scales of shape (C,). A row with ``lo == hi == 0`` gets
-        ``scale = 1.0, zero_point = 0``.
+        :class:`QParams` with scales of shape (C,). A row with ``lo == hi == 0``, or
+        with a range too small for a normal float32 step (denormals), gets
+        ``scale = 1.0, zero_point = 0`` and decodes to exactly 0.
 
     Raises:
         ValueError: if ``bit_width`` is not in {1, 2, 4, 8}.
@@ -118,6 +119,11 @@ def affine_qparams(lo: Tensor, hi: Tensor, bit_width: int) -> QParams:
     one = np.float32(1.0)
     low = np.minimum(lo.detach().cpu().numpy().astype(np.float32), np.float32(0.0))
     high = np.maximum(hi.detach().cpu().numpy().astype(np.float32), np.float32(0.0))
+    # A span whose step would not be a normal float32 (e.g. denormal weights around
+    # 1e-45) counts as zero-range: 1/scale must stay finite. Such rows decode to 0.
+    flush = (high - low) < np.finfo(np.float32).tiny * qmax
+    low = np.where(flush, np.float32(0.0), low)
+    high = np.where(flush, np.float32(0.0), high)
     span = high - low
     scale0 = np.where(span > 0, span / qmax, one)
     zp = np.round(-low / scale0)

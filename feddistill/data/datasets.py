@@ -132,7 +132,7 @@ def _load_torchvision(name: str, data_root: str, download: bool) -> ArrayDataset
             raise FileNotFoundError(
                 f"dataset {name!r} ({split} split) was not found under "
                 f"data-root={str(Path(data_root))!r} and downloads are off; pass "
-                "download=true (config key `download`; `--download` for `feddistill partition`) to fetch it, or point "
+                "--set download=true (config key `download`; `feddistill partition --download`) to fetch it, or point "
                 "--set data-root=... at a folder that holds it"
             ) from err
     if name == "cifar10":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from feddistill.compression import UpdateCompression, compress_update, decode_update
 from feddistill.compression.quantize import (
     affine_qparams,
     all_finite,
@@ -158,3 +159,16 @@ def test_all_finite_detects_nan_and_inf() -> None:
     assert all_finite(torch.ones(3)) and all_finite(torch.ones(0))
     assert not all_finite(torch.tensor([1.0, float("nan")]))
     assert not all_finite(torch.tensor([float("-inf"), 1.0]))
+
+
+@pytest.mark.parametrize("bit_width", [1, 2, 4, 8])
+def test_denormal_range_decodes_to_zero_not_garbage(bit_width):
+    # Regression (found by hypothesis): x = 1e-45 gave a zero/denormal scale and decoded
+    # to -9.2e18. Such a row is treated as zero-range: scale 1, zero point 0, decodes to 0.
+    from feddistill.compression.quantize import affine_qparams
+
+    x = torch.tensor([1e-45, -1e-45, 0.0])
+    qp = affine_qparams(x.min().reshape(1), x.max().reshape(1), bit_width)
+    assert qp.scale.item() == 1.0 and qp.zero_point.item() == 0
+    payload, _ = compress_update({"w": x}, UpdateCompression(bit_width=bit_width))
+    assert torch.equal(decode_update(payload)["w"], torch.zeros(3))
