@@ -86,7 +86,13 @@ def run_local_deployment(cfg: RunConfig, on_row: Any) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from feddistill.config import from_mapping
-    from feddistill.engine import load_run_config, prepare_out_dir
+    from feddistill.engine import (
+        check_dataset_available,
+        check_local_resources,
+        load_run_config,
+        prepare_out_dir,
+        run_is_complete,
+    )
 
     if args.resume:
         # the interrupted run's own config, then whatever --config / --set change
@@ -94,6 +100,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         base = from_mapping({**load_run_config(out), "out-dir": str(out)})
         cfg = load_config(args.config, list(args.set or []), base=base)
         cfg = dataclasses.replace(cfg, out_dir=str(out), resume=True)
+        if run_is_complete(cfg):
+            console.print(f"{out}: the run is already complete ({cfg.num_server_rounds} rounds)")
+            return 0
     else:
         overrides = list(args.set or [])
         if args.out:
@@ -105,6 +114,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             data_root=str(Path(cfg.data_root).resolve()),
             resume=False,
         )
+    # every check that can fail fast runs before the out-dir is touched
+    if cfg.strategy != "centralized" and args.engine == "simulation" and not args.ray_address:
+        check_local_resources(cfg)
+    check_dataset_available(cfg)
+    if not args.resume:
         prepare_out_dir(cfg)
     console.print(
         f"feddistill: strategy={cfg.strategy} dataset={cfg.dataset} clients={cfg.num_partitions} "
@@ -222,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         err_console.print("interrupted; every process this run started was stopped.")
         out = getattr(args, "resume", None) or getattr(args, "out", None)
-        if out and (Path(out) / "checkpoints" / "latest").is_file():
+        summary = Path(out) / "summary.json" if out else None
+        if summary is not None and summary.is_file() and '"completed"' in summary.read_text():
+            err_console.print(f"the run had already completed; results in {out}")
+        elif out and (Path(out) / "checkpoints" / "latest").is_file():
             err_console.print(f"continue with: feddistill run --resume {out}")
         return 143 if isinstance(exc, Terminated) else 130
 

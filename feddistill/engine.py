@@ -111,6 +111,11 @@ def prepare_out_dir(cfg: RunConfig) -> None:
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out-dir {str(out)!r} is a file; give a folder")
+    if (out / "checkpoints" / "latest").is_file() and not (out / "summary.json").is_file():
+        raise ValueError(
+            f"out-dir {str(out)!r} holds an interrupted run; continue it with "
+            f"`feddistill run --resume {out}`, or delete the folder / choose another out-dir"
+        )
     if out.is_dir() and any(out.iterdir()) and not (out / RUN_CONFIG_FILE).is_file():
         raise ValueError(
             f"out-dir {str(out)!r} is not empty and holds no previous feddistill run; "
@@ -127,6 +132,29 @@ def prepare_out_dir(cfg: RunConfig) -> None:
         save_run_config(cfg)
     except OSError as exc:
         raise ValueError(f"out-dir {str(out)!r} cannot be used: {exc}") from None
+
+
+def run_is_complete(cfg: RunConfig) -> bool:
+    """True if out-dir's summary says the run completed all ``num_server_rounds``."""
+    path = Path(cfg.out_dir) / "summary.json"
+    if not path.is_file():
+        return False
+    summary = json.loads(path.read_text())
+    return bool(
+        summary.get("status") == "completed" and summary.get("rounds") == cfg.num_server_rounds
+    )
+
+
+def check_dataset_available(cfg: RunConfig) -> None:
+    """Fail before anything starts if a torchvision dataset is missing and downloads are off.
+
+    Raises:
+        FileNotFoundError: naming the data root and the ``download`` key.
+    """
+    if cfg.dataset in ("mnist", "fashion-mnist", "cifar10") and not cfg.download:
+        from feddistill.data import load_dataset
+
+        load_dataset(cfg.dataset, cfg.data_root, download=False)
 
 
 def load_run_config(out: Path) -> dict[str, Any]:

@@ -113,3 +113,57 @@ def test_process_group_stops_what_it_tracked():
     group.stop(grace_s=5)
     assert proc.wait(timeout=5) is not None
     assert group.alive() == []
+
+
+def finished_run(tmp_path, status="completed", rounds=2):
+    """A folder that looks like a previous run with a checkpoint and a summary."""
+    prepare_out_dir(RunConfig(out_dir=str(tmp_path), num_server_rounds=rounds))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "latest").write_text(f"round-{rounds}.pt")
+    if status:
+        (tmp_path / "summary.json").write_text(json.dumps({"status": status, "rounds": rounds}))
+    return tmp_path
+
+
+def test_rejected_resources_leave_the_previous_run_untouched(tmp_path, monkeypatch):
+    # Prepare
+    out = finished_run(tmp_path)
+    before = sorted(p.name for p in out.iterdir())
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    # Execute
+    code = cli.main(["run", "--out", str(out), "--set", "client-num-cpus=4"])
+    # Assert
+    assert code == 2
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert json.loads((out / "run-config.json").read_text())["client-num-cpus"] == 1
+
+
+def test_interrupted_run_is_not_silently_replaced(tmp_path):
+    out = finished_run(tmp_path, status=None)
+    with pytest.raises(
+        ValueError, match="holds an interrupted run; continue it with `feddistill run --resume"
+    ):
+        prepare_out_dir(RunConfig(out_dir=str(out)))
+
+
+def test_resuming_a_complete_run_does_nothing(tmp_path, monkeypatch, capsys):
+    out = finished_run(tmp_path, rounds=2)
+    monkeypatch.setattr(cli, "run_job", lambda cfg, **kw: pytest.fail("must not run"))
+    assert cli.main(["run", "--resume", str(out)]) == 0
+    assert "already complete (2 rounds)" in capsys.readouterr().out.replace("\n", "")
+
+
+def test_missing_torchvision_data_fails_before_the_out_dir_is_touched(tmp_path):
+    out = tmp_path / "out"
+    code = cli.main(
+        [
+            "run",
+            "--out",
+            str(out),
+            "--set",
+            "dataset=mnist",
+            "--set",
+            f"data-root='{tmp_path / 'none'}'",
+        ]
+    )
+    assert code == 2 and not out.exists()

@@ -130,8 +130,8 @@ def run_plan(args: argparse.Namespace) -> int:
     rows = [
         ("cluster", f"{cpus} CPUs, {gpus} GPUs x {gpu_memory / 1e9:.3g} GB"),
         ("one client's training memory", f"{per_client / 1e9:.3g} GB"),
-        ("client-resources-num-cpus", str(plan.client_num_cpus)),
-        ("client-resources-num-gpus", f"{plan.client_num_gpus:.4g}"),
+        ("client-num-cpus", str(plan.client_num_cpus)),
+        ("client-num-gpus", f"{plan.client_num_gpus:.4g}"),
         ("clients per GPU", str(plan.clients_per_gpu)),
         ("concurrent clients", f"{plan.concurrency} of {cfg.num_partitions}"),
     ]

@@ -77,6 +77,6 @@ def run_centralized(cfg: RunConfig, on_row: Any = None) -> dict[str, Any]:
     )
     write_summary(out, summary)
     write_report(out, summary, rows)
-    plot_curves(out, {cfg.strategy: rows})
+    plot_curves(out, {cfg.strategy: rows}, uplink=False)  # nothing is sent
     save_label_plot(data, cfg, out)
     return summary

@@ -112,7 +112,10 @@ def write_report(
 
 
 def plot_curves(
-    out_dir: Path, curves: Mapping[str, Sequence[Mapping[str, Any]]], suffix: str = ""
+    out_dir: Path,
+    curves: Mapping[str, Sequence[Mapping[str, Any]]],
+    suffix: str = "",
+    uplink: bool = True,
 ) -> list[Path]:
     """Accuracy vs round and accuracy vs cumulative uplink bytes, one line per run.
 
@@ -120,9 +123,10 @@ def plot_curves(
         out_dir: where the PNGs go.
         curves: label -> rows (each with round, accuracy, cumulative_uplink_bytes).
         suffix: appended to the file names.
+        uplink: also plot accuracy vs uplink bytes (False when nothing is sent).
 
     Returns:
-        The two PNG paths.
+        The PNG paths written.
     """
     import matplotlib
 
@@ -130,10 +134,16 @@ def plot_curves(
     import matplotlib.pyplot as plt
 
     paths = []
-    for x_key, x_label, name in (
-        ("round", "round", "accuracy_vs_round"),
-        ("cumulative_uplink_bytes", "cumulative uplink bytes (all clients)", "accuracy_vs_uplink"),
-    ):
+    plots = [("round", "round", "accuracy_vs_round")]
+    if uplink:
+        plots.append(
+            (
+                "cumulative_uplink_bytes",
+                "cumulative uplink bytes (all clients)",
+                "accuracy_vs_uplink",
+            )
+        )
+    for x_key, x_label, name in plots:
         fig, ax = plt.subplots(figsize=(6, 4))
         for label, rows in curves.items():
             xs = [r[x_key] for r in rows if x_key in r]

@@ -187,7 +187,7 @@ def test_plan_cli_table_for_this_machine(capsys, monkeypatch):
     args = _plan(["--set", 'dataset="digits"', "--set", 'teacher-models="mlp"'])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "| client-resources-num-gpus |" in out and "use: --set client-num-gpus=" in out
+    assert "| client-num-gpus |" in out and "use: --set client-num-gpus=" in out
 
 
 def test_plan_cli_rejects_bad_gpu_memory():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import torch
@@ -51,6 +52,10 @@ def test_gpus_held_by_client_actors_keep_the_work_here(local_ray, caplog):
 
     holder = Holder.remote()
     local_ray.get(holder.ready.remote(), timeout=120)
+    # Ray's resource view lags the actor start under load: wait (bounded) until it shows
+    deadline = time.monotonic() + 60
+    while local_ray.available_resources().get("GPU", 0.0) > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
     try:
         # Execute
         pid, value = run_on_gpu_node(_pid_plus, 1, num_gpus=0.5, timeout_s=120)
