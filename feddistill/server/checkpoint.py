@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -36,5 +37,5 @@ def load_latest_checkpoint(ckpt_dir: Path) -> dict[str, Any] | None:
     path = ckpt_dir / latest.read_text().strip()
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as exc:
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise ValueError(f"checkpoint {str(path)!r} cannot be read: {exc}") from exc
