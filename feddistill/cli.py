@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from feddistill.config import RunConfig, load_config
+from feddistill.terminal import make_console
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 def _format_row(row: dict[str, Any], rounds: int) -> str:
@@ -126,7 +127,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     summary = run_job(cfg, ray_address=args.ray_address, quiet=args.quiet, engine=args.engine)
     if summary.get("status") != "completed":
-        err_console.print(f"[red]run failed:[/] {summary.get('error', 'unknown error')}")
+        err_console.print(
+            f"[red]run failed:[/] {escape(str(summary.get('error', 'unknown error')))}"
+        )
         err_console.print(f"logs: {Path(cfg.out_dir) / 'flower.log'}")
         return 1
     console.print(
@@ -228,10 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ValueError, FileNotFoundError) as exc:
-        err_console.print(f"[red]error:[/] {exc}")
+        err_console.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     except RuntimeError as exc:
-        err_console.print(f"[red]run failed:[/] {exc}")
+        err_console.print(f"[red]run failed:[/] {escape(str(exc))}")
         return 1
     except KeyboardInterrupt as exc:
         err_console.print("interrupted; every process this run started was stopped.")

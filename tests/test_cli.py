@@ -1,6 +1,7 @@
 """The `feddistill` command's wiring (the e2e tests run `feddistill run` for real)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -61,3 +62,35 @@ def test_run_with_bad_set_is_a_clean_error(capsys):
 def test_unknown_subcommand_is_rejected():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train"])
+
+
+def test_long_messages_to_a_pipe_are_one_line(tmp_path):
+    # Prepare: an error message far longer than 80 columns, naming a long path
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 12) / "job.toml"
+    # Execute: stdout and stderr are pipes; COLUMNS would narrow a wrapping console
+    proc = subprocess.run(
+        [sys.executable, "-m", "feddistill.cli", "run", "--config", str(deep)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "40"},
+    )
+    # Assert: the path is in the output unbroken, on a single line
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and str(deep) in lines[0], proc.stderr
+
+
+def test_round_lines_are_never_wrapped():
+    # Prepare: a console writing to a pipe-like buffer
+    import io
+
+    from feddistill.terminal import make_console
+
+    buffer = io.StringIO()
+    console = make_console(file=buffer)
+    text = "round   1/10 | " + "x" * 300 + " | /a/path/that/must/stay/whole"
+    # Execute
+    console.print(text)
+    # Assert
+    assert buffer.getvalue() == text + "\n"

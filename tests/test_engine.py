@@ -150,7 +150,8 @@ def test_resuming_a_complete_run_does_nothing(tmp_path, monkeypatch, capsys):
     out = finished_run(tmp_path, rounds=2)
     monkeypatch.setattr(cli, "run_job", lambda cfg, **kw: pytest.fail("must not run"))
     assert cli.main(["run", "--resume", str(out)]) == 0
-    assert "already complete (2 rounds)" in capsys.readouterr().out.replace("\n", "")
+    # the whole message on one line, whatever the length of the temporary path
+    assert f"{out}: the run is already complete (2 rounds)\n" in capsys.readouterr().out
 
 
 def test_missing_torchvision_data_fails_before_the_out_dir_is_touched(tmp_path):

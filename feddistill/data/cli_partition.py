@@ -178,8 +178,9 @@ def _spark(counts: np.ndarray) -> str:
 def print_table(cfg: RunConfig, data: FederatedData, files: list[Path]) -> None:
     """Print the partition table with rich on stdout."""
     from rich import box
-    from rich.console import Console
     from rich.table import Table
+
+    from feddistill.terminal import make_console
 
     counts = data.partition_label_counts()
     table = Table(
@@ -207,9 +208,7 @@ def print_table(cfg: RunConfig, data: FederatedData, files: list[Path]) -> None:
             _spark(counts[k]),
             *(str(int(n)) for n in counts[k]),
         )
-    console = Console(file=sys.stdout)
-    if not console.is_terminal:
-        console = Console(file=sys.stdout, width=200)  # a pipe or file: never wrap rows
+    console = make_console(file=sys.stdout)
     console.print(table)
     for path in files:
         console.print(f"wrote {path}")
