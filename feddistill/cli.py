@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("simulation", "deployment"),
         default="simulation",
         help="simulation: Flower simulation on Ray (default); deployment: local TLS SuperLink "
-        "+ one authenticated SuperNode per partition",
+        "behind a Fleet-only nginx proxy + one authenticated SuperNode per partition",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar or per-round lines")
     run.set_defaults(func=cmd_run)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -399,13 +398,14 @@ class LocalDeployment:
             superlink=self.address,
             cert_dir=self.tls.ca_cert.parent,
         )
+        pid_file = conf.parent / "nginx.pid"  # nginx writes it once it listens
+        pid_file.unlink(missing_ok=True)
         self.proxy = self._spawn("proxy", nginx_argv(conf), self.workdir / "proxy")
         deadline = time.monotonic() + self.startup_timeout_s
         while self.proxy.poll() is None and time.monotonic() < deadline:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                if sock.connect_ex(("127.0.0.1", self.fleet_port)) == 0:
-                    self.group.track(self.proxy.pid)  # its worker process too
-                    return
+            if pid_file.is_file() and pid_file.read_text().strip() == str(self.proxy.pid):
+                self.group.track(self.proxy.pid)  # its worker process too
+                return
             time.sleep(0.2)
         state = "did not listen in time" if self.proxy.poll() is None else "exited"
         raise RuntimeError(

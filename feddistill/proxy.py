@@ -11,7 +11,7 @@ with a JSON ``detail`` that the ``flwr`` CLI prints. The operator uses the Contr
 on the SuperLink machine's loopback (locally or through an SSH tunnel). See
 ``deploy/README.md`` for the threat model.
 
-``python -m feddistill.proxy --listen 0.0.0.0:9092 --superlink 127.0.0.1:9091
+``python -m feddistill.proxy --listen 0.0.0.0:9093 --superlink 127.0.0.1:9091
 --cert-dir deploy/tls/certificates --prefix DIR`` writes ``DIR/nginx.conf``;
 ``nginx -p DIR -c DIR/nginx.conf -e DIR/error.log`` serves it (``deploy/proxy.sh``).
 
@@ -56,7 +56,7 @@ def nginx_config(
     """The nginx configuration of the Fleet-only proxy.
 
     Args:
-        listen: ``HOST:PORT`` the proxy listens on (``0.0.0.0:9092`` for SuperNodes on
+        listen: ``HOST:PORT`` the proxy listens on (``0.0.0.0:9093`` for SuperNodes on
             other machines).
         superlink: ``HOST:PORT`` of the SuperLink (bound to loopback).
         cert_dir: folder with ``ca.crt``, ``server.crt`` and ``server.key`` (from
@@ -179,7 +179,7 @@ def nginx_argv(conf: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     """``python -m feddistill.proxy``: write the proxy's nginx.conf, print its path."""
     parser = argparse.ArgumentParser(prog="python -m feddistill.proxy", description=__doc__)
-    parser.add_argument("--listen", default="0.0.0.0:9092", help="public HOST:PORT")
+    parser.add_argument("--listen", default="0.0.0.0:9093", help="public HOST:PORT")
     parser.add_argument("--superlink", default="127.0.0.1:9091", help="loopback HOST:PORT")
     parser.add_argument("--cert-dir", type=Path, required=True)
     parser.add_argument("--prefix", type=Path, required=True, help="nginx prefix folder")
