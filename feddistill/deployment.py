@@ -245,8 +245,10 @@ def connection_toml(address: str, root_certificates: Path | None) -> str:
 
 
 class LocalDeployment:
-    """A SuperLink and SuperNodes on 127.0.0.1 with TLS and SuperNode auth, by PID.
+    """A SuperLink, its Fleet-only proxy and SuperNodes on 127.0.0.1, TLS and auth, by PID.
 
+    ``address`` is the SuperLink's own (Control API: the operator's ``flwr``, through
+    ``cli_home``); ``fleet_address`` is the nginx proxy's, the only one SuperNodes use.
     Use as a context manager (``with LocalDeployment(d, 2) as dep: dep.run_job(cfg)``):
     leaving the block stops every process started, on success or error.
     ``timings`` records seconds spent in each start-up step.
