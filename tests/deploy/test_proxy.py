@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from feddistill import deployment as D
 from feddistill import proxy as P
@@ -116,3 +117,25 @@ def test_superlink_script_refuses_a_public_host():
     # Assert
     assert proc.returncode == 2
     assert "HOST=0.0.0.0 is not allowed" in proc.stderr
+
+
+def test_docker_compose_publishes_only_the_proxy_port():
+    # Prepare
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    # Execute
+    link = " ".join(services["superlink"]["command"])
+    published = {name: s.get("ports", []) for name, s in services.items()}
+    # Assert: SuperLink on its namespace's loopback; the proxy shares that namespace
+    assert "--host=127.0.0.1" in link and "--port=9091" in link
+    assert services["proxy"]["network_mode"] == "service:superlink"
+    assert services["proxy"]["environment"]["SUPERLINK"] == "127.0.0.1:9091"
+    assert services["proxy"]["environment"]["LISTEN"] == "0.0.0.0:9093"
+    assert published == {
+        "superlink": ["9093:9093"],
+        "proxy": [],
+        "supernode-0": [],
+        "supernode-1": [],
+    }
+    assert all(
+        "--superlink=superlink:9093" in services[f"supernode-{i}"]["command"] for i in (0, 1)
+    )
