@@ -14,12 +14,14 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +30,7 @@ from typing import Any
 import psutil
 
 from feddistill.config import RunConfig
+from feddistill.progress import read_new_phases
 from feddistill.server.results import RUN_CONFIG_FILE, save_run_config
 
 logger = logging.getLogger(__name__)
@@ -39,9 +42,18 @@ RESULT_FILES = (
     "report.md",
     "placement.jsonl",
     "flower.log",
+    "phases.jsonl",
+    "command.txt",
 )
-RESULT_DIRS = ("checkpoints", "client-state", "student", "deployment")
-PLOTS = ("accuracy_vs_round.png", "accuracy_vs_uplink.png", "label_distribution.png")
+RESULT_DIRS = ("checkpoints", "client-state", "student", "deployment", "tensorboard", "mlruns")
+PLOTS = (
+    "accuracy_vs_round.png",
+    "accuracy_vs_uplink.png",
+    "bytes_vs_round.png",
+    "label_distribution.png",
+)
+# ANSI escape sequences (colours, cursor moves) that Flower and Ray print to terminals
+ANSI_ESCAPE = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 def app_dir() -> Path:
@@ -247,6 +259,7 @@ def run_simulation_job(
     ray_address: str | None = None,
     startup_timeout_s: float = 60.0,
     attempts: int = 3,
+    on_phase: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the job through a private SuperLink and ``flwr run``; return summary.json.
 
@@ -263,6 +276,8 @@ def run_simulation_job(
         ray_address: attach the simulation to this Ray cluster (sets RAY_ADDRESS).
         startup_timeout_s: how long the SuperLink may take to answer.
         attempts: submissions at most, >= 1.
+        on_phase: called with each start-up phase ("starting SuperLink", ...) and each
+            phase the ServerApp records in ``phases.jsonl`` ("loading data", ...).
 
     Returns:
         The parsed summary.json (``status`` is "completed" or "failed").
@@ -285,7 +300,9 @@ def run_simulation_job(
         # a later attempt continues from the checkpoint the earlier one left
         attempt_cfg = cfg if attempt == 1 else dataclasses.replace(cfg, resume=True)
         log_size = (out / "flower.log").stat().st_size if (out / "flower.log").is_file() else 0
-        seen_rows = _submit_once(attempt_cfg, on_row, ray_address, startup_timeout_s, seen_rows)
+        seen_rows = _submit_once(
+            attempt_cfg, on_row, ray_address, startup_timeout_s, seen_rows, on_phase
+        )
         if summary_path.is_file():
             return json.loads(summary_path.read_text())
         reason = _runtime_failure(out / "flower.log", log_size)
@@ -355,6 +372,7 @@ def _submit_once(
     ray_address: str | None,
     startup_timeout_s: float,
     seen_rows: int,
+    on_phase: Callable[[str], None] | None = None,
 ) -> int:
     """One private SuperLink, one ``flwr run``; everything stopped on return."""
     out = Path(cfg.out_dir)
@@ -398,18 +416,32 @@ def _submit_once(
     group = ProcessGroup()
     log_path = out / "flower.log"
     summary_path = out / "summary.json"
+    _, seen_phases = read_new_phases(out, 0)  # phases of earlier attempts were shown
+    phase = on_phase or (lambda text: None)
     with log_path.open("ab") as log:
+        pumps: list[threading.Thread] = []
         try:
             popen = dict(
-                env=env, cwd=out, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                env=env,
+                cwd=out,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
+            phase("starting SuperLink")
             superlink = subprocess.Popen(superlink_cmd, **popen)  # type: ignore[call-overload]
             group.track(superlink.pid)
+            pumps.append(pump_without_ansi(superlink.stdout, log))
             _wait_for_port(port, superlink, startup_timeout_s, log_path)
+            phase("starting Ray and the Flower simulation")
             flwr = subprocess.Popen(flwr_cmd, **popen)  # type: ignore[call-overload]
             group.track(flwr.pid)
+            pumps.append(pump_without_ansi(flwr.stdout, log))
             while True:
                 group.track(superlink.pid)
+                new_phases, seen_phases = read_new_phases(out, seen_phases)
+                for text in new_phases:
+                    phase(text)
                 seen_rows = _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row)
                 if summary_path.is_file() or superlink.poll() is not None:
                     break
@@ -421,7 +453,35 @@ def _submit_once(
             return _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row)
         finally:
             group.stop()
+            for pump in pumps:
+                pump.join(timeout=10)
             shutil.rmtree(home, ignore_errors=True)
+
+
+def pump_without_ansi(source: Any, log: Any) -> threading.Thread:
+    """Copy a child's output to `log` line by line without ANSI escape codes.
+
+    Flower's console handler colours its log lines unconditionally (``colored=True``
+    in ``flwr.supercore.logger``; it reads no NO_COLOR-style variable), so the codes
+    are removed here, as each line is written to ``flower.log``.
+
+    Args:
+        source: the child's stdout (a binary pipe).
+        log: the binary log file; lines are written whole and flushed.
+
+    Returns:
+        The started daemon thread; it ends when the pipe closes.
+    """
+
+    def copy() -> None:
+        for line in iter(source.readline, b""):
+            log.write(ANSI_ESCAPE.sub(b"", line))
+            log.flush()
+        source.close()
+
+    thread = threading.Thread(target=copy, daemon=True)
+    thread.start()
+    return thread
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float, log_path: Path) -> None:
