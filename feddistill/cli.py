@@ -251,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_plan_parser(sub)
 
+    from feddistill.compare import add_compare_parser
+
+    add_compare_parser(sub)
+
     bench = sub.add_parser(
         "bench",
         help="benchmarks: " + " | ".join(BENCHMARKS),

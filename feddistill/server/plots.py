@@ -57,6 +57,16 @@ def domain_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return sorted(keys, key=lambda k: int(k.split("_")[1]))
 
 
+def readable_log_axis(axis: Any) -> None:
+    """Log scale on `axis` with ticks at 1, 2, 5 x 10^k labelled as plain numbers."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.axes.set_xscale("log") if axis.axis_name == "x" else axis.axes.set_yscale("log")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _figure(title: str, description: str) -> tuple[Any, Any]:
     import matplotlib
 
@@ -141,7 +151,7 @@ def plot_run(
     fig, ax = _figure(f"{name}: accuracy vs bytes sent", description)
     ax.plot(up, acc, "o-", label="vs cumulative uplink (clients -> server)")
     ax.plot(total, acc, "s--", label="vs cumulative uplink + downlink")
-    ax.set_xscale("log")
+    readable_log_axis(ax.xaxis)
     ax.set_xlabel("cumulative MB sent, all clients (log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
@@ -151,7 +161,7 @@ def plot_run(
     ax.plot(rounds, total, "o-", color="black", lw=2, label="total")
     ax.plot(rounds, down, "s--", label="downlink (server -> clients)")
     ax.plot(rounds, up, "^-", label="uplink (clients -> server)")
-    ax.set_yscale("log")
+    readable_log_axis(ax.yaxis)
     ax.set_xlabel("round")
     ax.set_ylabel("cumulative MB, all clients (log scale)")
     ax.xaxis.get_major_locator().set_params(integer=True)
