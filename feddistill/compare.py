@@ -176,6 +176,7 @@ def plot(groups: Sequence[Group], out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from feddistill.server.plots import readable_log_axis
 
@@ -208,7 +209,7 @@ def plot(groups: Sequence[Group], out: Path) -> list[Path]:
                 ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
         if name.endswith("round.png"):
             ax.set_xlabel("round")
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         else:
             readable_log_axis(ax.xaxis)
             ax.set_xlabel("cumulative MB sent, all clients (log scale)")

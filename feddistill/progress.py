@@ -41,6 +41,20 @@ def ratio_phrase(ratio: float) -> str:
     return f"{inverse:.1f}x larger" if inverse >= 1.995 else f"{inverse:.2f}x larger"
 
 
+def format_bytes(num_bytes: float) -> str:
+    """Bytes with a decimal unit, 3 digits: ``"512 B"``, ``"89.3 kB"``, ``"1.00 GB"``."""
+    value, unit = float(num_bytes), "B"
+    for next_unit in ("kB", "MB", "GB", "TB"):
+        if value < 999.5:
+            break
+        value, unit = value / 1000, next_unit
+    if unit == "B":
+        return f"{value:.0f} B"
+    if value >= 99.95:
+        return f"{value:.0f} {unit}"
+    return f"{value:.1f} {unit}" if value >= 9.995 else f"{value:.2f} {unit}"
+
+
 def format_round_line(row: Mapping[str, Any], rounds: int) -> str:
     """One line per finished round, at most :data:`ROUND_LINE_MAX` characters.
 
@@ -51,17 +65,20 @@ def format_round_line(row: Mapping[str, Any], rounds: int) -> str:
         rounds: the run's number of rounds.
 
     Returns:
-        e.g. ``round  3/10 | acc  91.2% worst  85.0% | loss 0.312 | up 0.153 MB,
-        4.0x smaller than fp32 | failed 0 | 2.1 s``.
+        e.g. ``round   3/10 | acc  91.2% worst  85.0% | loss 0.312 | up 1.23 MB (4.0x
+        smaller than fp32) | 12.3 s``; ``| 2 failed`` is added when clients failed.
     """
     ratio = row.get("ratio_vs_fedavg_fp32")
-    vs = f", {ratio_phrase(ratio)} than fp32" if isinstance(ratio, float) and ratio > 0 else ""
-    vs = vs.replace("same size than", "same size as")
+    vs = ""
+    if isinstance(ratio, float) and ratio > 0:
+        phrase = ratio_phrase(ratio)
+        vs = f" ({phrase} {'as' if phrase == 'same size' else 'than'} fp32)"
+    failed = int(row.get("failed", 0) or 0)
     return (
         f"round {row['round']:>3}/{rounds} | acc {100 * row['accuracy']:5.1f}% "
         f"worst {100 * row['worst_domain_accuracy']:5.1f}% | loss {row['loss']:.3f} | "
-        f"up {row['uplink_bytes'] / 1e6:.3f} MB{vs} | failed {row.get('failed', 0)} | "
-        f"{row['round_seconds']:.1f} s"
+        f"up {format_bytes(row['uplink_bytes'])}{vs}"
+        f"{f' | {failed} failed' if failed else ''} | {row['round_seconds']:.1f} s"
     )
 
 
