@@ -168,3 +168,20 @@ def test_missing_torchvision_data_fails_before_the_out_dir_is_touched(tmp_path):
         ]
     )
     assert code == 2 and not out.exists()
+
+
+def test_flower_log_is_written_without_ansi_colour_codes(tmp_path):
+    # Prepare: a child printing Flower-style coloured log lines
+    import subprocess
+    import sys
+
+    from feddistill.engine import pump_without_ansi
+
+    code = r"print('\x1b[92mINFO \x1b[0m:      Starting\n\x1b[93mWARNING \x1b[0m:   slow')"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    # Execute
+    with (tmp_path / "flower.log").open("ab") as log:
+        pump_without_ansi(child.stdout, log).join(timeout=60)
+    child.wait(timeout=60)
+    # Assert
+    assert (tmp_path / "flower.log").read_bytes() == b"INFO :      Starting\nWARNING :   slow\n"
