@@ -346,11 +346,13 @@ class FederationRun:
         summary = build_summary(self.cfg, self.rows, wall_seconds, status="completed")
         summary["student_export"] = export
         summary["final_worst_domain_accuracy"] = last.get("worst_domain_accuracy")
-        write_summary(self.out, summary)
         record_phase(self.out, "writing report.md and plots")
         write_report(self.out, summary, self.rows)
         plot_run(self.out, self.rows, summary)
         save_label_plot(self.data, self.cfg, self.out)
+        # last: summary.json tells `feddistill run` the run is over, and it then stops
+        # every process of the run, this one included
+        write_summary(self.out, summary)
         return summary
 
 

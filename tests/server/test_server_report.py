@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from feddistill.clients.app import app as client_app
 from feddistill.config import from_mapping, load_config
 from feddistill.server import app as server_app
+from feddistill.server import loop, results
 from feddistill.server.loop import FederationRun
 
 SMALL = {
@@ -64,9 +65,32 @@ def finished_run(tmp_path_factory):
     TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 1
     out = tmp_path_factory.mktemp("run")
     cfg = from_mapping({**SMALL, "out-dir": str(out)})
-    summary = FederationRun(cfg).run(InProcessGrid(cfg))
+    present_at_summary: list[str] = []  # files in out-dir when summary.json is written
+
+    def write_summary(out_dir, summary):
+        present_at_summary.extend(sorted(p.name for p in out_dir.iterdir()))
+        results.write_summary(out_dir, summary)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loop, "write_summary", write_summary)
+        summary = FederationRun(cfg).run(InProcessGrid(cfg))
     TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+    summary["present_at_summary"] = present_at_summary
     return out, cfg, summary
+
+
+def test_summary_is_written_after_report_and_plots(finished_run):
+    # summary.json ends the run for `feddistill run`, which then stops the ServerApp: a
+    # plot written after it was lost (seen: only accuracy_vs_round.png left)
+    _, _, summary = finished_run
+    for name in (
+        "report.md",
+        "accuracy_vs_round.png",
+        "accuracy_vs_uplink.png",
+        "bytes_vs_round.png",
+        "label_distribution.png",
+    ):
+        assert name in summary["present_at_summary"], name
 
 
 def test_report_title_names_strategy_and_dataset(finished_run):
