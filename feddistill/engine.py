@@ -439,10 +439,7 @@ def _submit_once(
             pumps.append(pump_without_ansi(flwr.stdout, log))
             while True:
                 group.track(superlink.pid)
-                new_phases, seen_phases = read_new_phases(out, seen_phases)
-                for text in new_phases:
-                    phase(text)
-                seen_rows = _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row)
+                seen_rows, seen_phases = follow_progress(out, seen_rows, seen_phases, on_row, phase)
                 if summary_path.is_file() or superlink.poll() is not None:
                     break
                 # `flwr run --stream` can end early when the log stream breaks; the run
@@ -500,10 +497,39 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float, log_path
     )
 
 
-def _emit_new_rows(path: Path, seen: int, on_row: Callable[[dict[str, Any]], None] | None) -> int:
+def follow_progress(
+    out: Path,
+    seen_rows: int,
+    seen_phases: int,
+    on_row: Callable[[dict[str, Any]], None] | None,
+    on_phase: Callable[[str], None],
+) -> tuple[int, int]:
+    """Pass new metrics rows and phases on in the order the run wrote them.
+
+    A phase is shown after the rows written before it began (its ``rows`` field), so
+    "round 2/3" follows round 1's line even when both are new at one poll.
+
+    Returns:
+        (rows seen, phase lines seen) after this call.
+    """
+    new_phases, seen_phases = read_new_phases(out, seen_phases)
+    for text, rows_done in new_phases:
+        seen_rows = _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row, rows_done)
+        on_phase(text)
+    return _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row), seen_phases
+
+
+def _emit_new_rows(
+    path: Path,
+    seen: int,
+    on_row: Callable[[dict[str, Any]], None] | None,
+    upto: int | None = None,
+) -> int:
+    """Pass rows ``seen..upto`` (all new rows if `upto` is None) to `on_row`."""
     if not path.is_file():
         return seen
     lines = [line for line in path.read_text().splitlines() if line.strip()]
+    lines = lines if upto is None else lines[:upto]
     for line in lines[seen:]:
         if on_row is not None:
             on_row(json.loads(line))

@@ -82,22 +82,36 @@ def format_round_line(row: Mapping[str, Any], rounds: int) -> str:
     )
 
 
-def record_phase(out_dir: Path, phase: str) -> None:
-    """Append `phase` (e.g. ``"loading data"``) to ``<out_dir>/phases.jsonl``."""
+def record_phase(out_dir: Path, phase: str, rows_done: int | None = None) -> None:
+    """Append `phase` (e.g. ``"loading data"``) to ``<out_dir>/phases.jsonl``.
+
+    Args:
+        out_dir: the run's out-dir.
+        phase: what starts now, as shown to the user.
+        rows_done: metrics rows written so far, so that a reader following both files
+            shows the phase after those rows and before later ones.
+    """
     with (Path(out_dir) / PHASES_FILE).open("a") as fh:
-        fh.write(json.dumps({"phase": phase}) + "\n")
+        fh.write(json.dumps({"phase": phase, "rows": rows_done}) + "\n")
 
 
-def read_new_phases(out_dir: Path, seen: int) -> tuple[list[str], int]:
-    """Phases recorded after the first `seen` lines: (new phases, lines seen now)."""
+def read_new_phases(out_dir: Path, seen: int) -> tuple[list[tuple[str, int | None]], int]:
+    """Phases recorded after the first `seen` lines.
+
+    Returns:
+        ([(phase, rows_done), ...], lines seen now); a partial last line is left for
+        the next call.
+    """
     path = Path(out_dir) / PHASES_FILE
     if not path.is_file():
         return [], seen
     lines = path.read_text().split("\n")[:-1]  # the last piece is "" or a partial line
-    phases = []
+    phases: list[tuple[str, int | None]] = []
     for line in lines[seen:]:
         try:
-            phases.append(str(json.loads(line)["phase"]))
-        except (ValueError, KeyError, TypeError):
+            record = json.loads(line)
+            rows = record.get("rows")
+            phases.append((str(record["phase"]), int(rows) if rows is not None else None))
+        except (ValueError, KeyError, TypeError, AttributeError):
             continue  # not a phase record
     return phases, max(seen, len(lines))

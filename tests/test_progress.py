@@ -111,14 +111,14 @@ def test_wide_round_line_with_failures_fits_a_120_column_terminal():
 def test_phases_are_read_once_each_and_a_partial_line_waits(tmp_path):
     # Prepare
     record_phase(tmp_path, "loading data")
-    record_phase(tmp_path, "round 1/2")
+    record_phase(tmp_path, "round 1/2", rows_done=0)
     with (tmp_path / "phases.jsonl").open("a") as fh:
         fh.write('{"phase": "round 2')  # being written
     # Execute
     first, seen = read_new_phases(tmp_path, 0)
     with (tmp_path / "phases.jsonl").open("a") as fh:
-        fh.write('/2"}\n')
+        fh.write('/2", "rows": 1}\n')
     second, seen = read_new_phases(tmp_path, seen)
     # Assert
-    assert first == ["loading data", "round 1/2"]
-    assert second == ["round 2/2"] and seen == 3
+    assert first == [("loading data", None), ("round 1/2", 0)]
+    assert second == [("round 2/2", 1)] and seen == 3

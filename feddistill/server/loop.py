@@ -181,7 +181,11 @@ class FederationRun:
         tracker = RunTracker(self.out, self.cfg.to_kebab(), run_name=self.cfg.strategy)
         try:
             for server_round in range(self.start_round + 1, self.cfg.num_server_rounds + 1):
-                record_phase(self.out, f"round {server_round}/{self.cfg.num_server_rounds}")
+                record_phase(
+                    self.out,
+                    f"round {server_round}/{self.cfg.num_server_rounds}",
+                    rows_done=len(self.rows),
+                )
                 tracker.log_round(self.run_round(grid, server_round, t_start))
         finally:
             tracker.close()
@@ -333,7 +337,11 @@ class FederationRun:
         from feddistill.compression import export_student  # heavy (quantization backends)
 
         splits = self.data.splits
-        record_phase(self.out, f"exporting student ({self.cfg.student_model}, int8 and pruned)")
+        record_phase(
+            self.out,
+            f"exporting student ({self.cfg.student_model}, int8 and pruned)",
+            rows_done=len(self.rows),
+        )
         export = export_student(
             self.student,
             splits.proxy_x,
@@ -346,7 +354,7 @@ class FederationRun:
         summary = build_summary(self.cfg, self.rows, wall_seconds, status="completed")
         summary["student_export"] = export
         summary["final_worst_domain_accuracy"] = last.get("worst_domain_accuracy")
-        record_phase(self.out, "writing report.md and plots")
+        record_phase(self.out, "writing report.md and plots", rows_done=len(self.rows))
         write_report(self.out, summary, self.rows)
         plot_run(self.out, self.rows, summary)
         save_label_plot(self.data, self.cfg, self.out)

@@ -133,15 +133,15 @@ def test_phases_cover_loading_rounds_and_export_in_order(finished_run):
     # Prepare
     out, _, _ = finished_run
     # Execute
-    phases = [json.loads(line)["phase"] for line in (out / "phases.jsonl").read_text().splitlines()]
-    # Assert
-    assert phases == [
-        "loading data (digits, 3 partitions)",
-        "waiting for 3 clients to connect",
-        "round 1/2",
-        "round 2/2",
-        "exporting student (mlp, int8 and pruned)",
-        "writing report.md and plots",
+    records = [json.loads(line) for line in (out / "phases.jsonl").read_text().splitlines()]
+    # Assert: each phase with the number of metrics rows written before it
+    assert [(r["phase"], r["rows"]) for r in records] == [
+        ("loading data (digits, 3 partitions)", None),
+        ("waiting for 3 clients to connect", None),
+        ("round 1/2", 0),
+        ("round 2/2", 1),
+        ("exporting student (mlp, int8 and pruned)", 2),
+        ("writing report.md and plots", 2),
     ]
 
 
