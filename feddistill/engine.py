@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -30,7 +29,8 @@ from typing import Any
 import psutil
 
 from feddistill.config import RunConfig
-from feddistill.progress import read_new_phases
+from feddistill.progress import emit_new_rows as _emit_new_rows
+from feddistill.progress import follow_progress, pump_without_ansi, read_new_phases
 from feddistill.server.results import RUN_CONFIG_FILE, save_run_config
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,6 @@ PLOTS = (
     "bytes_vs_round.png",
     "label_distribution.png",
 )
-# ANSI escape sequences (colours, cursor moves) that Flower and Ray print to terminals
-ANSI_ESCAPE = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 def app_dir() -> Path:
@@ -455,32 +453,6 @@ def _submit_once(
             shutil.rmtree(home, ignore_errors=True)
 
 
-def pump_without_ansi(source: Any, log: Any) -> threading.Thread:
-    """Copy a child's output to `log` line by line without ANSI escape codes.
-
-    Flower's console handler colours its log lines unconditionally (``colored=True``
-    in ``flwr.supercore.logger``; it reads no NO_COLOR-style variable), so the codes
-    are removed here, as each line is written to ``flower.log``.
-
-    Args:
-        source: the child's stdout (a binary pipe).
-        log: the binary log file; lines are written whole and flushed.
-
-    Returns:
-        The started daemon thread; it ends when the pipe closes.
-    """
-
-    def copy() -> None:
-        for line in iter(source.readline, b""):
-            log.write(ANSI_ESCAPE.sub(b"", line))
-            log.flush()
-        source.close()
-
-    thread = threading.Thread(target=copy, daemon=True)
-    thread.start()
-    return thread
-
-
 def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float, log_path: Path) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -495,42 +467,3 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float, log_path
     raise RuntimeError(
         f"flower-superlink did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s; see {log_path}"
     )
-
-
-def follow_progress(
-    out: Path,
-    seen_rows: int,
-    seen_phases: int,
-    on_row: Callable[[dict[str, Any]], None] | None,
-    on_phase: Callable[[str], None],
-) -> tuple[int, int]:
-    """Pass new metrics rows and phases on in the order the run wrote them.
-
-    A phase is shown after the rows written before it began (its ``rows`` field), so
-    "round 2/3" follows round 1's line even when both are new at one poll.
-
-    Returns:
-        (rows seen, phase lines seen) after this call.
-    """
-    new_phases, seen_phases = read_new_phases(out, seen_phases)
-    for text, rows_done in new_phases:
-        seen_rows = _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row, rows_done)
-        on_phase(text)
-    return _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row), seen_phases
-
-
-def _emit_new_rows(
-    path: Path,
-    seen: int,
-    on_row: Callable[[dict[str, Any]], None] | None,
-    upto: int | None = None,
-) -> int:
-    """Pass rows ``seen..upto`` (all new rows if `upto` is None) to `on_row`."""
-    if not path.is_file():
-        return seen
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    lines = lines if upto is None else lines[:upto]
-    for line in lines[seen:]:
-        if on_row is not None:
-            on_row(json.loads(line))
-    return max(seen, len(lines))

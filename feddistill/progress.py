@@ -4,17 +4,22 @@ A run goes through named phases (starting the SuperLink, starting Ray and the
 simulation, loading data, each round, exporting the student). The ServerApp, which runs
 in another process, appends its phases to ``<out-dir>/phases.jsonl``; the command line
 follows that file (as it follows ``metrics.jsonl``) and prints one plain line per phase,
-so a piped or logged run shows where its time goes.
+so a piped or logged run shows where its time goes. The Flower and Ray output copied to
+``flower.log`` goes through :func:`pump_without_ansi`, which drops colour codes.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 PHASES_FILE = "phases.jsonl"
+# ANSI escape sequences (colours, cursor moves) that Flower and Ray print to terminals
+ANSI_ESCAPE = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]")
 ROUND_LINE_MAX = 100  # characters; a round line stays one line in a 100-column log
 
 
@@ -115,3 +120,68 @@ def read_new_phases(out_dir: Path, seen: int) -> tuple[list[tuple[str, int | Non
         except (ValueError, KeyError, TypeError, AttributeError):
             continue  # not a phase record
     return phases, max(seen, len(lines))
+
+
+def emit_new_rows(
+    path: Path,
+    seen: int,
+    on_row: Callable[[dict[str, Any]], None] | None,
+    upto: int | None = None,
+) -> int:
+    """Pass rows ``seen..upto`` (all new rows if `upto` is None) to `on_row`."""
+    if not path.is_file():
+        return seen
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    lines = lines if upto is None else lines[:upto]
+    for line in lines[seen:]:
+        if on_row is not None:
+            on_row(json.loads(line))
+    return max(seen, len(lines))
+
+
+def follow_progress(
+    out: Path,
+    seen_rows: int,
+    seen_phases: int,
+    on_row: Callable[[dict[str, Any]], None] | None,
+    on_phase: Callable[[str], None],
+) -> tuple[int, int]:
+    """Pass new metrics rows and phases on in the order the run wrote them.
+
+    A phase is shown after the rows written before it began (its ``rows`` field), so
+    "round 2/3" follows round 1's line even when both are new at one poll.
+
+    Returns:
+        (rows seen, phase lines seen) after this call.
+    """
+    new_phases, seen_phases = read_new_phases(out, seen_phases)
+    for text, rows_done in new_phases:
+        seen_rows = emit_new_rows(out / "metrics.jsonl", seen_rows, on_row, rows_done)
+        on_phase(text)
+    return emit_new_rows(out / "metrics.jsonl", seen_rows, on_row), seen_phases
+
+
+def pump_without_ansi(source: Any, log: Any) -> threading.Thread:
+    """Copy a child's output to `log` line by line without ANSI escape codes.
+
+    Flower's console handler colours its log lines unconditionally (``colored=True``
+    in ``flwr.supercore.logger``; it reads no NO_COLOR-style variable), so the codes
+    are removed here, as each line is written to ``flower.log``.
+
+    Args:
+        source: the child's stdout (a binary pipe).
+        log: the binary log file; lines are written whole and flushed.
+
+    Returns:
+        The started daemon thread; it ends when the pipe closes.
+    """
+
+    def copy() -> None:
+        for line in iter(source.readline, b""):
+            log.write(ANSI_ESCAPE.sub(b"", line))
+            log.flush()
+        source.close()
+
+    thread = threading.Thread(target=copy, daemon=True)
+    thread.start()
+    return thread

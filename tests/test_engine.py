@@ -175,7 +175,7 @@ def test_flower_log_is_written_without_ansi_colour_codes(tmp_path):
     import subprocess
     import sys
 
-    from feddistill.engine import pump_without_ansi
+    from feddistill.progress import pump_without_ansi
 
     code = r"print('\x1b[92mINFO \x1b[0m:      Starting\n\x1b[93mWARNING \x1b[0m:   slow')"
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
@@ -189,8 +189,7 @@ def test_flower_log_is_written_without_ansi_colour_codes(tmp_path):
 
 def test_round_lines_and_phases_keep_the_order_they_were_written(tmp_path):
     # Prepare: both rounds finished between two polls
-    from feddistill.engine import follow_progress
-    from feddistill.progress import record_phase
+    from feddistill.progress import follow_progress, record_phase
 
     record_phase(tmp_path, "round 1/2", rows_done=0)
     (tmp_path / "metrics.jsonl").write_text('{"round": 1}\n')
