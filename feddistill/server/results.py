@@ -151,8 +151,7 @@ def write_report(
     plots = ["accuracy_vs_round.png"]
     if summary.get("uplink_bytes"):
         plots += ["accuracy_vs_uplink.png", "bytes_vs_round.png"]
-    if summary.get("strategy") != "centralized":
-        plots.append("label_distribution.png")
+    plots.append("label_distribution.png")
     lines += [
         "",
         "## Plots",
