@@ -9,6 +9,7 @@ range-checked here, so library code takes typed arguments only.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -242,10 +243,17 @@ def from_mapping(values: Mapping[str, Any], base: RunConfig | None = None) -> Ru
     for key, value in values.items():
         field_name = key.replace("-", "_")
         if field_name not in _FIELDS:
-            valid = ", ".join(sorted(n.replace("_", "-") for n in _FIELDS))
-            raise ValueError(f"unknown config key {key!r}; valid keys: {valid}")
+            raise ValueError(unknown_key_message(key))
         changes[field_name] = _coerce(key, value)
     return dataclasses.replace(base or RunConfig(), **changes)
+
+
+def unknown_key_message(key: str) -> str:
+    """The error text for an unknown key: the closest valid keys (difflib), then all."""
+    keys = sorted(n.replace("_", "-") for n in _FIELDS)
+    close = difflib.get_close_matches(key.replace("_", "-"), keys, n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(k) for k in close)}?)" if close else ""
+    return f"unknown config key {key!r}{hint}; valid keys: {', '.join(keys)}"
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:

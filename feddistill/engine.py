@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,8 @@ from typing import Any
 import psutil
 
 from feddistill.config import RunConfig
+from feddistill.progress import emit_new_rows as _emit_new_rows
+from feddistill.progress import follow_progress, pump_without_ansi, read_new_phases
 from feddistill.server.results import RUN_CONFIG_FILE, save_run_config
 
 logger = logging.getLogger(__name__)
@@ -39,9 +42,16 @@ RESULT_FILES = (
     "report.md",
     "placement.jsonl",
     "flower.log",
+    "phases.jsonl",
+    "command.txt",
 )
-RESULT_DIRS = ("checkpoints", "client-state", "student", "deployment")
-PLOTS = ("accuracy_vs_round.png", "accuracy_vs_uplink.png", "label_distribution.png")
+RESULT_DIRS = ("checkpoints", "client-state", "student", "deployment", "tensorboard", "mlruns")
+PLOTS = (
+    "accuracy_vs_round.png",
+    "accuracy_vs_uplink.png",
+    "bytes_vs_round.png",
+    "label_distribution.png",
+)
 
 
 def app_dir() -> Path:
@@ -247,6 +257,7 @@ def run_simulation_job(
     ray_address: str | None = None,
     startup_timeout_s: float = 60.0,
     attempts: int = 3,
+    on_phase: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the job through a private SuperLink and ``flwr run``; return summary.json.
 
@@ -263,6 +274,8 @@ def run_simulation_job(
         ray_address: attach the simulation to this Ray cluster (sets RAY_ADDRESS).
         startup_timeout_s: how long the SuperLink may take to answer.
         attempts: submissions at most, >= 1.
+        on_phase: called with each start-up phase ("starting SuperLink", ...) and each
+            phase the ServerApp records in ``phases.jsonl`` ("loading data", ...).
 
     Returns:
         The parsed summary.json (``status`` is "completed" or "failed").
@@ -285,7 +298,9 @@ def run_simulation_job(
         # a later attempt continues from the checkpoint the earlier one left
         attempt_cfg = cfg if attempt == 1 else dataclasses.replace(cfg, resume=True)
         log_size = (out / "flower.log").stat().st_size if (out / "flower.log").is_file() else 0
-        seen_rows = _submit_once(attempt_cfg, on_row, ray_address, startup_timeout_s, seen_rows)
+        seen_rows = _submit_once(
+            attempt_cfg, on_row, ray_address, startup_timeout_s, seen_rows, on_phase
+        )
         if summary_path.is_file():
             return json.loads(summary_path.read_text())
         reason = _runtime_failure(out / "flower.log", log_size)
@@ -355,6 +370,7 @@ def _submit_once(
     ray_address: str | None,
     startup_timeout_s: float,
     seen_rows: int,
+    on_phase: Callable[[str], None] | None = None,
 ) -> int:
     """One private SuperLink, one ``flwr run``; everything stopped on return."""
     out = Path(cfg.out_dir)
@@ -398,19 +414,30 @@ def _submit_once(
     group = ProcessGroup()
     log_path = out / "flower.log"
     summary_path = out / "summary.json"
+    _, seen_phases = read_new_phases(out, 0)  # phases of earlier attempts were shown
+    phase = on_phase or (lambda text: None)
     with log_path.open("ab") as log:
+        pumps: list[threading.Thread] = []
         try:
             popen = dict(
-                env=env, cwd=out, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                env=env,
+                cwd=out,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
+            phase("starting SuperLink")
             superlink = subprocess.Popen(superlink_cmd, **popen)  # type: ignore[call-overload]
             group.track(superlink.pid)
+            pumps.append(pump_without_ansi(superlink.stdout, log))
             _wait_for_port(port, superlink, startup_timeout_s, log_path)
+            phase("starting Ray and the Flower simulation")
             flwr = subprocess.Popen(flwr_cmd, **popen)  # type: ignore[call-overload]
             group.track(flwr.pid)
+            pumps.append(pump_without_ansi(flwr.stdout, log))
             while True:
                 group.track(superlink.pid)
-                seen_rows = _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row)
+                seen_rows, seen_phases = follow_progress(out, seen_rows, seen_phases, on_row, phase)
                 if summary_path.is_file() or superlink.poll() is not None:
                     break
                 # `flwr run --stream` can end early when the log stream breaks; the run
@@ -421,6 +448,8 @@ def _submit_once(
             return _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row)
         finally:
             group.stop()
+            for pump in pumps:
+                pump.join(timeout=10)
             shutil.rmtree(home, ignore_errors=True)
 
 
@@ -438,13 +467,3 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float, log_path
     raise RuntimeError(
         f"flower-superlink did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s; see {log_path}"
     )
-
-
-def _emit_new_rows(path: Path, seen: int, on_row: Callable[[dict[str, Any]], None] | None) -> int:
-    if not path.is_file():
-        return seen
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    for line in lines[seen:]:
-        if on_row is not None:
-            on_row(json.loads(line))
-    return max(seen, len(lines))

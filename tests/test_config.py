@@ -25,6 +25,25 @@ def test_unknown_key_lists_valid_keys():
         from_mapping({"num-round": 3})
 
 
+def test_unknown_key_suggests_the_closest_key():
+    # Prepare: a typo of learning-rate, one letter short
+    # Execute
+    with pytest.raises(ValueError) as info:
+        from_mapping({"learning-rat": 0.1})
+    # Assert: difflib ranks learning-rate first
+    assert str(info.value).startswith(
+        "unknown config key 'learning-rat' (did you mean 'learning-rate' or"
+    )
+
+
+def test_unknown_key_far_from_every_key_has_no_suggestion():
+    # Execute
+    with pytest.raises(ValueError) as info:
+        from_mapping({"zzz": 1})
+    # Assert
+    assert str(info.value).startswith("unknown config key 'zzz'; valid keys: alpha, batch-size")
+
+
 @pytest.mark.parametrize(
     ("key", "value", "match"),
     [

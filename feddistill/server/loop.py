@@ -26,11 +26,12 @@ from feddistill.config import RunConfig
 from feddistill.data import FederatedData, prepare_federated_data
 from feddistill.distill import consensus as build_consensus
 from feddistill.models import build_model
+from feddistill.progress import record_phase
 from feddistill.server.aggregate import apply_update
 from feddistill.server.checkpoint import load_latest_checkpoint, save_checkpoint
 from feddistill.server.evaluate import evaluate_by_domain
+from feddistill.server.plots import plot_run
 from feddistill.server.results import (
-    plot_curves,
     save_run_config,
     write_report,
     write_rows,
@@ -123,6 +124,7 @@ class FederationRun:
         self.timeout_s = cfg.round_timeout_s
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        record_phase(self.out, f"loading data ({cfg.dataset}, {cfg.num_partitions} partitions)")
         self.data: FederatedData = prepare_federated_data(cfg)
         self.device = resolve_device(cfg.device)
         self.plan = P.plan_for(cfg)
@@ -169,12 +171,24 @@ class FederationRun:
 
     def run(self, grid: Grid) -> dict[str, Any]:
         """Run rounds start_round+1..num_server_rounds, then write the final results."""
+        from feddistill.server.tracking import RunTracker
+
         t_start = time.perf_counter() - self.wall_offset
+        record_phase(self.out, f"waiting for {self.cfg.num_partitions} clients to connect")
         self.strategy.node_partitions = discover_partitions(
             grid, self.cfg.num_partitions, self.timeout_s
         )
-        for server_round in range(self.start_round + 1, self.cfg.num_server_rounds + 1):
-            self.run_round(grid, server_round, t_start)
+        tracker = RunTracker(self.out, self.cfg.to_kebab(), run_name=self.cfg.strategy)
+        try:
+            for server_round in range(self.start_round + 1, self.cfg.num_server_rounds + 1):
+                record_phase(
+                    self.out,
+                    f"round {server_round}/{self.cfg.num_server_rounds}",
+                    rows_done=len(self.rows),
+                )
+                tracker.log_round(self.run_round(grid, server_round, t_start))
+        finally:
+            tracker.close()
         return self.finish(time.perf_counter() - t_start)
 
     def run_round(self, grid: Grid, server_round: int, t_start: float) -> dict[str, Any]:
@@ -323,6 +337,11 @@ class FederationRun:
         from feddistill.compression import export_student  # heavy (quantization backends)
 
         splits = self.data.splits
+        record_phase(
+            self.out,
+            f"exporting student ({self.cfg.student_model}, int8 and pruned)",
+            rows_done=len(self.rows),
+        )
         export = export_student(
             self.student,
             splits.proxy_x,
@@ -335,10 +354,13 @@ class FederationRun:
         summary = build_summary(self.cfg, self.rows, wall_seconds, status="completed")
         summary["student_export"] = export
         summary["final_worst_domain_accuracy"] = last.get("worst_domain_accuracy")
-        write_summary(self.out, summary)
+        record_phase(self.out, "writing report.md and plots", rows_done=len(self.rows))
         write_report(self.out, summary, self.rows)
-        plot_curves(self.out, {self.cfg.strategy: self.rows})
+        plot_run(self.out, self.rows, summary)
         save_label_plot(self.data, self.cfg, self.out)
+        # last: summary.json tells `feddistill run` the run is over, and it then stops
+        # every process of the run, this one included
+        write_summary(self.out, summary)
         return summary
 
 

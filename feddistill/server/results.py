@@ -56,9 +56,28 @@ def write_summary(out_dir: Path, summary: Mapping[str, Any]) -> None:
 def write_report(
     out_dir: Path, summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
 ) -> None:
-    """report.md: the summary and a per-round table."""
+    """report.md: what was run and how to repeat it, the results, a per-round table.
+
+    Sections: title (strategy and dataset) and a one-line run description; results;
+    how to reproduce (the command as typed, an equivalent command from the config, the
+    full config table, package versions, the machine); the exported student; rounds.
+    """
+    from feddistill.progress import ratio_phrase
+    from feddistill.server.plots import describe_run, domain_keys
+    from feddistill.server.provenance import (
+        equivalent_command,
+        machine,
+        package_versions,
+        typed_command,
+    )
+
+    config = dict(summary.get("config", {}))
     lines = [
-        f"# feddistill run: {summary.get('strategy')}",
+        f"# {summary.get('strategy')} on {config.get('dataset')}: feddistill run report",
+        "",
+        describe_run(config) + ".",
+        "",
+        "## Results",
         "",
         "| metric | value |",
         "|---|---|",
@@ -74,11 +93,34 @@ def write_report(
         "uplink_ratio_vs_fedavg_fp32",
         "wall_seconds",
     ):
-        if key in summary:
+        if key in summary and summary[key] is not None:
             value = summary[key]
             lines.append(
                 f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |"
             )
+    ratio = summary.get("uplink_ratio_vs_fedavg_fp32")
+    if isinstance(ratio, float) and ratio > 0:
+        lines += ["", f"Uplink: {ratio_phrase(ratio)} than FedAvg sending fp32 updates."]
+    typed = typed_command(out_dir)
+    lines += ["", "## Reproduce", ""]
+    if typed:
+        lines += ["Command as typed:", "", "```sh", typed, "```", ""]
+    lines += [
+        "The same run from its config (every key that differs from the default):",
+        "",
+        "```sh",
+        equivalent_command(config),
+        "```",
+        "",
+        "### Configuration",
+        "",
+        "| key | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {key} | {config[key]} |" for key in sorted(config)]
+    lines += ["", "### Environment", "", "| | |", "|---|---|"]
+    lines += [f"| {name} | {version} |" for name, version in package_versions().items()]
+    lines += [f"| {name} | {value} |" for name, value in machine().items()]
     if "student_export" in summary:
         lines += [
             "",
@@ -91,21 +133,33 @@ def write_report(
     cols = [
         "round",
         "accuracy",
-        "loss",
         "worst_domain_accuracy",
+        *domain_keys(rows),
+        "loss",
         "teacher_accuracy",
         "sampled",
         "failed",
         "uplink_bytes",
+        "downlink_bytes",
         "cumulative_uplink_bytes",
         "round_seconds",
     ]
+    cols = [c for c in cols if any(c in row for row in rows)]
     lines += ["", "## Rounds", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
         lines.append("| " + " | ".join(str(_fmt(row.get(c, ""))) for c in cols) + " |")
+    plots = ["accuracy_vs_round.png"]
+    if summary.get("uplink_bytes"):
+        plots += ["accuracy_vs_uplink.png", "bytes_vs_round.png"]
+    plots.append("label_distribution.png")
     lines += [
         "",
-        "Plots: `accuracy_vs_round.png`, `accuracy_vs_uplink.png`, `label_distribution.png`.",
+        "## Plots",
+        "",
+        "![accuracy per round](accuracy_vs_round.png)",
+        "",
+        "Also: " + ", ".join(f"`{p}`" for p in plots[1:]) + "; per-round scalars for "
+        "TensorBoard: `tensorboard --logdir tensorboard`.",
         "",
     ]
     (out_dir / "report.md").write_text("\n".join(lines))
