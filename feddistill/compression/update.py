@@ -140,21 +140,25 @@ def compress_update(
     return pack_payload(records), new_residual
 
 
-def decode_update(payload: bytes) -> dict[str, Tensor]:
+def decode_update(
+    payload: bytes, expected: Mapping[str, tuple[int, ...]] | None = None
+) -> dict[str, Tensor]:
     """Decode a payload of :func:`compress_update` or :func:`encode_tensors`.
 
     Args:
         payload: the exact bytes produced by the encoder.
+        expected: name -> shape the receiver knows; a tensor of another name or shape
+            is rejected before it is allocated (pass it for untrusted payloads).
 
     Returns:
         name -> dense tensor in the encoder's order: float tensors as float32 with
         their original shape, integer and bool tensors with their dtype.
 
     Raises:
-        CodecError: (a ``ValueError``) if the payload is truncated, corrupted or not a
-            payload of this codec.
+        CodecError: (a ``ValueError``) if the payload is truncated, corrupted, not a
+            payload of this codec, or holds a tensor other than ``expected``.
     """
-    return decode_payload(payload)
+    return decode_payload(payload, expected)
 
 
 def encode_tensors(
