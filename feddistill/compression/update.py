@@ -161,6 +161,25 @@ def decode_update(
     return decode_payload(payload, expected)
 
 
+def encode_state(state: Mapping[str, Tensor]) -> bytes:
+    """Model state that is not an update (buffers): dense, lossless, no residual.
+
+    Float tensors as fp32 (exact zeros skipped when that is smaller), integer and bool
+    tensors with their dtype. Nothing is sparsified or quantized, so BatchNorm
+    statistics arrive exactly as the client had them.
+
+    Args:
+        state: name -> tensor, e.g. ``{"bn.running_var": (C,), ...}``; floats finite.
+
+    Returns:
+        Payload bytes; decode with :func:`decode_update`.
+
+    Raises:
+        ValueError: if a float tensor holds NaN or Inf (the message names the key).
+    """
+    return encode_tensors(state, bit_width=32, per_channel=False)
+
+
 def encode_tensors(
     tensors: Mapping[str, Tensor], bit_width: int, per_channel: bool = True, ch_axis: int = 0
 ) -> bytes:

@@ -52,10 +52,10 @@ def test_error_reply_and_nan_update_are_failures_and_the_rest_is_averaged(monkey
 
     real_decode = strategy_module.decode_update
 
-    def decode_with_nan(payload):
+    def decode_with_nan(payload, expected=None):
         return {
             k: torch.where(v == 7.0, float("nan"), v) if v.is_floating_point() else v
-            for k, v in real_decode(payload).items()
+            for k, v in real_decode(payload, expected).items()
         }
 
     monkeypatch.setattr(strategy_module, "decode_update", decode_with_nan)
@@ -98,7 +98,8 @@ def test_wrong_shape_and_zero_examples_are_failures():
     empty = reply(2, 1, const(1.0), n=0)
     outcome = strategy().aggregate_round(1, [wrong, empty])
     assert outcome.accepted == [] and outcome.update is None
-    assert "has shape (2, 3), expected (4, 3)" in outcome.failures[0]
+    # the decoder checks the claimed shape against the model before allocating it
+    assert "'w' claims shape (2, 3), expected (4, 3)" in outcome.failures[0]
     assert "0 examples" in outcome.failures[1]
 
 
