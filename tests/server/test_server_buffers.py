@@ -11,6 +11,7 @@ from torch import nn
 from feddistill import protocol as P
 from feddistill.clients.round import encode_student
 from feddistill.compression import UpdateCompression, encode_state, encode_tensors
+from feddistill.compression.codec import encode_raw, pack_payload
 from feddistill.config import RunConfig
 from feddistill.models import buffer_names
 from feddistill.server.aggregate import apply_update
@@ -152,8 +153,6 @@ def test_non_finite_running_mean_is_a_failed_client() -> None:
     buffers = {k: v.clone() for k, v in model.state_dict().items() if k in buffer_names(model)}
     buffers["bn.running_mean"] = buffers["bn.running_mean"].to(torch.float64)  # raw record
     buffers["bn.running_mean"][0] = float("inf")
-    from feddistill.compression.codec import encode_raw, pack_payload
-
     raw = pack_payload(encode_raw(k, v) for k, v in buffers.items())
 
     # Execute
