@@ -20,11 +20,11 @@ from torch import Tensor
 
 from feddistill.compression.codec import (
     FloatEncoding,
-    decode_payload,
     encode_float,
     encode_raw,
     pack_payload,
 )
+from feddistill.compression.decode import decode_payload
 from feddistill.compression.quantize import BIT_WIDTHS, all_finite, check_bit_width
 from feddistill.compression.sparsify import check_density, check_k
 
