@@ -212,3 +212,18 @@ def test_any_exception_while_decoding_one_reply_fails_only_that_client(monkeypat
     assert [r.partition_id for r in outcome.accepted] == [0, 1]
     assert torch.equal(outcome.update["w"], torch.full((4, 3), 1.5))
     assert outcome.failures == ["node 3: rejected: MemoryError: cannot allocate 8 GiB"]
+
+
+def test_logits_class_count_is_checked_when_only_the_class_count_is_known():
+    # Prepare: K = 3 known, proxy size not: the decoded (5, 2) logits are compared.
+    s = FedDistill(TEMPLATE, P.plan_for(RunConfig()), 2.0, seed=0, num_classes=3)
+    replies = [reply(1, 0, const(1.0)), reply(2, 1, const(2.0), logits=torch.zeros(5, 2))]
+
+    # Execute
+    outcome = s.aggregate_round(1, replies)
+
+    # Assert
+    assert [r.partition_id for r in outcome.accepted] == [0]
+    assert outcome.failures == [
+        "partition 1: rejected: teacher logits have 2 classes, the student has 3"
+    ]
