@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from feddistill.server.aggregate import RejectedUpdate, apply_update, fedavg, validate_update
+from feddistill.server.aggregate import (
+    RejectedUpdate,
+    apply_update,
+    fedavg,
+    validate_buffers,
+    validate_update,
+)
 
 TEMPLATE = {"w": torch.zeros(2), "n": torch.tensor(0, dtype=torch.long)}
 
@@ -121,3 +127,29 @@ def test_apply_update_replaces_buffers_with_their_average():
 
     # Assert
     assert new["w"].tolist() == [1.5, 1.5] and new["running_var"].tolist() == [2.0, 2.0]
+
+
+BUFFERS = {"bn.running_var": torch.ones(2), "bn.num_batches_tracked": torch.tensor(3)}
+
+
+@pytest.mark.parametrize(
+    ("buffers", "match"),
+    [
+        (
+            {"bn.running_var": torch.ones(2)},
+            r"missing \['bn.num_batches_tracked'\], unexpected \[\]",
+        ),
+        ({**BUFFERS, "x": torch.ones(1)}, r"missing \[\], unexpected \['x'\]"),
+        ({**BUFFERS, "bn.running_var": torch.ones(3)}, r"has shape \(3,\), expected \(2,\)"),
+        ({**BUFFERS, "bn.running_var": torch.ones(2, dtype=torch.long)}, "dtype torch.int64"),
+        ({**BUFFERS, "bn.num_batches_tracked": torch.tensor(-1)}, "negative entry"),
+    ],
+)
+def test_validate_buffers_rejects_with_the_key_named(buffers, match):
+    with pytest.raises(RejectedUpdate, match=match):
+        validate_buffers(buffers, BUFFERS)
+
+
+def test_validate_buffers_accepts_zero_variance():
+    # Execute / Assert: a variance of exactly 0 (a dead channel) is valid; no exception
+    validate_buffers({**BUFFERS, "bn.running_var": torch.zeros(2)}, BUFFERS)
