@@ -25,7 +25,7 @@ from feddistill.compression import encode_tensors
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData, prepare_federated_data
 from feddistill.distill import consensus as build_consensus
-from feddistill.models import build_model
+from feddistill.models import buffer_names, build_model
 from feddistill.progress import record_phase
 from feddistill.server.aggregate import apply_update
 from feddistill.server.checkpoint import load_latest_checkpoint, save_checkpoint
@@ -139,6 +139,9 @@ class FederationRun:
             cfg.seed,
             cfg.fraction_train,
             cfg.min_train_nodes,
+            buffer_keys=buffer_names(self.student),
+            num_classes=splits.num_classes,
+            proxy_size=len(splits.proxy_x),
         )
         self.rows: list[dict[str, Any]] = []
         self.consensus: Tensor | None = None
@@ -215,7 +218,7 @@ class FederationRun:
                 f"round {server_round}: only {len(outcome.accepted)} of {len(messages)} sampled clients "
                 f"succeeded, fewer than min-train-nodes={self.cfg.min_train_nodes}; failures: {outcome.failures}"
             )
-        self.student.load_state_dict(apply_update(global_state, outcome.update))
+        self.student.load_state_dict(apply_update(global_state, outcome.update, outcome.buffers))
         self.consensus = outcome.consensus
         distill_loss = self.server_distill(global_state, outcome)
         metrics = evaluate_by_domain(
@@ -265,7 +268,9 @@ class FederationRun:
             client_model = build_model(self.cfg.student_model, splits.in_shape, splits.num_classes)
             logits = []
             for result in outcome.accepted:
-                client_model.load_state_dict(apply_update(global_state, result.update))
+                client_model.load_state_dict(
+                    apply_update(global_state, result.update, result.buffers)
+                )
                 logits.append(predict_logits(client_model, splits.proxy_x, self.device))
             target = build_consensus(
                 torch.stack(logits), "mean", self.cfg.temperature
