@@ -9,7 +9,7 @@ averages the clients' compressed updates in partition-id order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -23,7 +23,9 @@ from torch import Tensor
 from feddistill import protocol as P
 from feddistill.compression import CodecError, decode_update
 from feddistill.distill import consensus as build_consensus
-from feddistill.server.aggregate import RejectedUpdate, fedavg, validate_update
+from feddistill.server.aggregate import RejectedUpdate, validate_update
+from feddistill.server.robust import ClientAction, RobustPolicy, aggregate_updates
+from feddistill.server.robust_round import robust_round_consensus
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class RoundOutcome:
     failures: list[str] = field(default_factory=list)  # one reason per failed client
     update: dict[str, Tensor] | None = None
     consensus: Tensor | None = None  # (B, K) soft labels
+    actions: list[ClientAction] = field(default_factory=list)  # clipped / down-weighted ...
 
 
 def _as_bytes(value: object, key: str) -> bytes:
@@ -81,6 +84,10 @@ class FedDistill(FedAvg):
         min_train_nodes: fewest clients sampled per round; also the fewest accepted
             replies for a round to count.
         max_update_norm: replies with a larger L2 norm in any tensor are rejected.
+        robust: how malicious clients are bounded (clipping, aggregator, consensus);
+            None: plain FedAvg and consensus.
+        robust_keys: names of the trainable deltas that are clipped and robustly
+            aggregated (None: every floating tensor of `template`).
 
     References:
         FedAvg, arXiv:1602.05629; FedDF, arXiv:2006.07242; FedMD, arXiv:1910.03581.
@@ -95,6 +102,8 @@ class FedDistill(FedAvg):
         fraction_train: float = 1.0,
         min_train_nodes: int = 2,
         max_update_norm: float = 1e4,
+        robust: RobustPolicy | None = None,
+        robust_keys: frozenset[str] | None = None,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -110,6 +119,13 @@ class FedDistill(FedAvg):
         self.seed = seed
         self.max_update_norm = max_update_norm
         self.node_partitions: dict[int, int] = {}  # node id -> partition id
+        self.robust = robust or RobustPolicy()
+        self.robust_keys = robust_keys or frozenset(
+            k for k, v in template.items() if v.is_floating_point()
+        )
+        # aggregated update -> (B, K) logits of the new global student on the proxy set;
+        # the trusted reference of the consensus' agreement gate (set by the loop)
+        self.reference_fn: Callable[[dict[str, Tensor]], Tensor] | None = None
 
     def sample_partitions(self, server_round: int, num_partitions: int) -> list[int]:
         """Seeded sample of partition ids for `server_round`, sorted."""
@@ -205,7 +221,12 @@ class FedDistill(FedAvg):
         for reason in outcome.failures:
             logger.warning("round %d: %s", server_round, reason)
         if outcome.accepted:
-            outcome.update = fedavg([(r.num_examples, r.update) for r in outcome.accepted])
+            outcome.update, outcome.actions = aggregate_updates(
+                [(r.num_examples, r.update) for r in outcome.accepted],
+                [r.partition_id for r in outcome.accepted],
+                self.robust_keys,
+                self.robust,
+            )
             if self.plan.uses_teachers and self.plan.consensus is not None:
                 logits = torch.stack(
                     [cast(Tensor, r.logits) for r in outcome.accepted]
@@ -214,13 +235,26 @@ class FedDistill(FedAvg):
                 log_affinity = [cast(Tensor, r.affinity) for r in outcome.accepted]
                 affinity = torch.stack(log_affinity).exp()  # (N, B)
                 affinity = affinity.clamp_min(1e-12)
-                outcome.consensus = build_consensus(
-                    logits,
-                    self.plan.consensus,
-                    self.temperature,
-                    affinity=affinity,
-                    seed=self.seed,
-                )
+                if self.robust.robust_consensus:
+                    reference = self.reference_fn(outcome.update) if self.reference_fn else None
+                    outcome.consensus, actions = robust_round_consensus(
+                        logits,
+                        self.plan.consensus,
+                        self.temperature,
+                        affinity,
+                        reference,
+                        [r.partition_id for r in outcome.accepted],
+                        self.robust.max_share,
+                    )
+                    outcome.actions += actions
+                else:
+                    outcome.consensus = build_consensus(
+                        logits,
+                        self.plan.consensus,
+                        self.temperature,
+                        affinity=affinity,
+                        seed=self.seed,
+                    )
         return outcome
 
     def aggregate_train(
