@@ -120,16 +120,18 @@ def agreement_gate(
     reference's argmax: ``a_n = sum_b w[n,b] [argmax p_nb = argmax r_b] / sum_b w[n,b]``,
     so an honest domain expert is judged on the samples it claims. The reference is
     the new global student (robustly aggregated: one client moves it by at most its
-    clipped share). The gate is ``g_n = min(1, a_n / (tolerance * median_m a_m))``:
-    clients agreeing at least `tolerance` times as often as the typical client keep
-    full weight, the rest lose weight in proportion.
+    clipped share), which the logits of a teacher do not reach in this round;
+    the gate is ``g_n = clip((a_n / median_m a_m - t / 2) / (t / 2), 0, 1)`` with
+    ``t = tolerance``: clients agreeing at least ``t`` times as often as the typical
+    (median) client keep full weight, those at ``t / 2`` or less get none, linear in
+    between.
 
     Args:
         logits: client logits, shape (N, B, K).
         weights: per-client, per-sample weights, shape (N, B), non-negative.
         reference: reference logits on the same proxy samples, shape (B, K).
         tolerance: in (0, 1]; the agreement, relative to the median, below which a
-            client is down-weighted.
+            client is down-weighted (to 0 at half of it).
 
     Returns:
         (gates (N,) in [0, 1], agreement rates (N,) in [0, 1]), float32.
@@ -158,7 +160,8 @@ def agreement_gate(
     typical = float(rate.median())
     if typical <= 0:
         return torch.ones(rate.shape[0]), rate.float()
-    gate = (rate / (tolerance * typical)).clamp(max=1.0)
+    ratio = rate / typical
+    gate = ((ratio - tolerance / 2) / (tolerance / 2)).clamp(0.0, 1.0)
     return gate.float(), rate.float()
 
 
@@ -175,8 +178,11 @@ def robust_consensus(
 
     For ``domain``, the claimed `affinity` is first normalised per client
     (:func:`normalise_affinity`); every mode's weights are then multiplied by each
-    client's :func:`agreement_gate` (when a `reference` is given) and, for ``domain``,
-    capped per sample at `max_share` (:func:`cap_share`).
+    client's :func:`agreement_gate` (when a `reference` is given), the weight the
+    gated clients lose goes to the reference as one more teacher (so where no trusted
+    teacher claims a sample the soft label is the reference's own prediction, and KD
+    there pulls nowhere), and, for ``domain``, every share is capped per sample at
+    `max_share` (:func:`cap_share`).
 
     Args:
         logits: (N, B, K) client logits on the proxy set.
@@ -205,14 +211,29 @@ def robust_consensus(
     gate, rate = torch.ones(n), torch.full((n,), float("nan"))
     if reference is not None:
         gate, rate = agreement_gate(logits, weights, reference, tolerance)
-    client = gate.clamp_min(1e-6)  # a floor keeps every column positive
-    cut = torch.zeros(n, b, dtype=torch.bool)
+    client = gate.clamp_min(1e-6).to(logits.device)  # a floor keeps every column positive
+    if reference is not None and bool((gate < 1).any()):
+        # the weight a gated teacher loses goes to the reference (the global student):
+        # where no trusted teacher speaks, the consensus is the student's own belief
+        lost = ((1 - gate).unsqueeze(1) * weights).sum(dim=0)  # (N, B) -> (B,)
+        # where the trusted clients claim less than usual, a gated client's own domain
+        # probably was: the reference also takes that deficit (scaled by the gate lost)
+        trusted = (gate.unsqueeze(1) * weights).sum(dim=0)  # (B,)
+        deficit = (trusted.mean() - trusted).clamp_min(0.0)
+        lost = lost + deficit * (1 - gate).sum().clamp(max=1.0)
+        logits = torch.cat([logits, reference.to(logits).unsqueeze(0)])  # (N + 1, B, K)
+        # domain: the reference's per-sample weight is `lost`; other modes weigh
+        # clients as a whole, so the reference gets the summed lost gate
+        ref_factor = torch.ones(1) if use_domain else (1 - gate).sum().reshape(1)
+        weights = torch.cat([weights, lost.unsqueeze(0)]) if use_domain else torch.ones(n + 1, b)
+        client = torch.cat([client, ref_factor.to(client)])
+    cut = torch.zeros(logits.shape[0], b, dtype=torch.bool)
     if use_domain:
         weights, cut = cap_share((weights * client.unsqueeze(1)).clamp_min(1e-12), max_share)
         soft = consensus(logits, "domain", temperature, affinity=weights)
     else:
-        soft = consensus(logits, mode, temperature, affinity=affinity, client_weights=client)
-    return RobustConsensus(soft, gate, rate, cut.float().mean(dim=1))
+        soft = consensus(logits, mode, temperature, client_weights=client)
+    return RobustConsensus(soft, gate, rate, cut[:n].float().mean(dim=1))
 
 
 __all__ = [
