@@ -14,7 +14,12 @@ Each is compared with its own clean run (no attack). A run that ends with an err
 (too few valid clients) is reported as ended, with the reason. Also reported: the
 honest runs with ``consensus=domain`` vs ``consensus=mean`` under the defaults.
 
-Usage: feddistill bench robustness [--quick] [--rounds 5] [--out DIR] [--json PATH]
+``--left-out`` runs instead, per cohort, the defaults with the attackers' clients
+failing every round (``fail-partitions``): what a perfect detector that drops them
+would reach. On KMeans clients each client holds a domain, so this is the ceiling for
+the update attacks, below the clean run.
+
+Usage: feddistill bench robustness [--quick] [--left-out] [--rounds 5] [--out DIR] [--json PATH]
 """
 
 from __future__ import annotations
@@ -105,10 +110,33 @@ def table(results: dict[str, Any], cohorts: list[str], attacks: list[str]) -> li
     return lines
 
 
+def left_out(rounds: int, cohorts: list[str], out: str | None, t0: float) -> int:
+    """Defaults with the attackers' clients failing every round: the detection ceiling."""
+    lines = ["| malicious | attackers left out (fail-partitions): accuracy % |", "|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(out) if out else Path(tmp)
+        for cohort in cohorts:
+            num_partitions, attackers = COHORTS[cohort]
+            values = {
+                "num-server-rounds": rounds,
+                "num-partitions": num_partitions,
+                "fail-partitions": attackers,
+            }
+            r = run_one(values, root / f"left-out-{num_partitions}")
+            acc = f"{100 * r['accuracy']:.1f}" if "accuracy" in r else "run ended"
+            lines.append(f"| {cohort} | {acc} |")
+    lines.append(f"\n({time.perf_counter() - t0:.0f} s)")
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the markdown table; optionally write JSON."""
     parser = argparse.ArgumentParser(prog="feddistill bench robustness", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="1 of 4, 2 rounds, 2 attacks")
+    parser.add_argument(
+        "--left-out", action="store_true", help="only the runs with the attackers left out"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default=None, help="folder for the runs (default: temporary)")
     parser.add_argument("--json", default=None, help="write the results here")
@@ -120,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         attacks, cohorts, rounds = ["scaled-update", "shifted-logits"], ["1 of 4"], 2
     t0 = time.perf_counter()
+    if args.left_out:
+        return left_out(rounds, cohorts, args.out, t0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out) if args.out else Path(tmp)
         results = run_all(rounds, cohorts, attacks, root)
