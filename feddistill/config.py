@@ -23,6 +23,14 @@ CONSENSUS_MODES = ("mean", "confidence", "entropy", "domain", "cluster-mean")
 BIT_WIDTHS = (1, 2, 4, 8, 16, 32)  # 16 = fp16, 32 = uncompressed fp32
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_NAMES = ("cnn", "cnn-small", "mlp", "resnet18")  # feddistill.models registry (tested equal)
+AGGREGATORS = (
+    "fedavg",
+    "median",
+    "trimmed-mean",
+    "krum",
+    "multi-krum",
+)  # server.robust (tested equal)
+ATTACKS = ("none", "scaled-update", "sign-flip", "random-update", "shifted-logits", "random-logits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +77,12 @@ class RunConfig:
     logits_bit_width: int = 4  # uploaded teacher logits, one of BIT_WIDTHS
     export_sparsity: float = 0.5  # unstructured sparsity of the exported student, [0, 1)
     round_timeout_s: float = 600.0  # a sampled client that has not replied by then failed
+    # --- robustness to malicious clients ---
+    aggregator: str = "fedavg"  # one of AGGREGATORS, on the trainable deltas
+    clip_multiple: float = 2.0  # clip updates to this x the round's median norm; 0 = off
+    robust_fraction: float = 0.25  # share of clients trimmed-mean / Krum assume malicious
+    robust_consensus: bool = True  # normalised affinity, agreement gate, share cap
+    max_client_share: float = 0.75  # largest share of one client per proxy sample, (0, 1]
     # --- output ---
     out_dir: str = "results/latest"
     resume: bool = (
@@ -76,6 +90,8 @@ class RunConfig:
     )
     # --- fault injection (tests, chaos drills) ---
     fail_partitions: str = ""  # comma list of partition ids whose training raises
+    attack: str = "none"  # one of ATTACKS, played by the clients in attack-partitions
+    attack_partitions: str = ""  # comma list of partition ids that attack
 
     def __post_init__(self) -> None:
         _check_choice("dataset", self.dataset, DATASETS)
@@ -85,6 +101,12 @@ class RunConfig:
         _check_choice("device", self.device, DEVICES)
         _check_choice("update-bit-width", self.update_bit_width, BIT_WIDTHS)
         _check_choice("logits-bit-width", self.logits_bit_width, BIT_WIDTHS)
+        _check_choice("aggregator", self.aggregator, AGGREGATORS)
+        _check_choice("attack", self.attack, ATTACKS)
+        _check_range("clip_multiple", self.clip_multiple, low=0.0)
+        _check_range("robust_fraction", self.robust_fraction, low=0.0, high=0.5, high_open=True)
+        _check_range("max_client_share", self.max_client_share, low=0.0, low_open=True, high=1.0)
+        self._check_attack()
         for key in (
             "num_partitions",
             "num_server_rounds",
@@ -137,6 +159,28 @@ class RunConfig:
                 f"min-train-nodes={self.min_train_nodes} exceeds "
                 f"num-partitions={self.num_partitions}"
             )
+
+    def _check_attack(self) -> None:
+        try:
+            ids = self.attacking_partitions()
+        except ValueError:
+            raise ValueError(
+                f"attack-partitions must be a comma list of integers, got {self.attack_partitions!r}"
+            ) from None
+        bad = sorted(p for p in ids if not 0 <= p < self.num_partitions)
+        if bad:
+            raise ValueError(
+                f"attack-partitions ids {bad} are outside [0, num-partitions={self.num_partitions})"
+            )
+        if (self.attack == "none") != (not ids):
+            raise ValueError(
+                f"attack={self.attack!r} with attack-partitions={self.attack_partitions!r}: "
+                "give both (an attack and the partitions playing it) or neither"
+            )
+
+    def attacking_partitions(self) -> set[int]:
+        """Partition ids whose client plays `attack` (fault injection)."""
+        return {int(s) for s in self.attack_partitions.split(",") if s.strip()}
 
     def teacher_model_list(self) -> list[str]:
         """Teacher architecture names, one per client or one shared."""

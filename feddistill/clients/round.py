@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from feddistill.clients.attacks import attack_logits, attack_update
 from feddistill.clients.train import (
     KDTarget,
     evaluate,
@@ -188,6 +189,8 @@ def run_client_round(
     if partition_id in cfg.failing_partitions():
         raise RuntimeError(f"partition {partition_id}: failure injected by fail-partitions")
     plan = plan_for(cfg)
+    attacker = partition_id in cfg.attacking_partitions()  # fault injection (attack)
+    attack_gen = torch.Generator().manual_seed(_round_seed(cfg.seed, partition_id, server_round, 5))
     splits = data.splits
     idx = torch.as_tensor(data.partitions[partition_id], dtype=torch.long)
     x, y = splits.train_x[idx], splits.train_y[idx]
@@ -225,12 +228,14 @@ def run_client_round(
         teacher_logits = teacher_logits.clamp_min(-8.0 * cfg.temperature)
         space = _feature_space(splits.proxy_x, cfg.seed)
         affinity = domain_affinity(space.transform(x), space.transform(splits.proxy_x))  # (B,)
+        log_affinity = affinity.float().clamp_min(1e-30).log()
+        if attacker:
+            teacher_logits, log_affinity = attack_logits(
+                teacher_logits, log_affinity, cfg.attack, cfg.temperature, attack_gen
+            )
         logits_payload = encode_tensors(
             # log-affinity: 8 linear bits keep relative weights of far samples this way
-            {
-                LOGITS_TENSOR: teacher_logits,
-                AFFINITY_TENSOR: affinity.float().clamp_min(1e-30).log(),
-            },
+            {LOGITS_TENSOR: teacher_logits, AFFINITY_TENSOR: log_affinity},
             bit_width=cfg.logits_bit_width,
             per_channel=False,
         )
@@ -265,6 +270,8 @@ def run_client_round(
     )
     if plan.error_feedback:
         new_state["residual"] = new_residual
+    if attacker:
+        update_payload = attack_update(update_payload, cfg.attack, attack_gen)
     save_state(state_dir, partition_id, server_round, new_state)
 
     metrics.update(

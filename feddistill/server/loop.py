@@ -37,6 +37,7 @@ from feddistill.server.results import (
     write_rows,
     write_summary,
 )
+from feddistill.server.robust import robust_policy, robustness_columns
 from feddistill.server.strategy import FedDistill, RoundOutcome
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,10 @@ class FederationRun:
             buffer_keys=buffer_names(self.student),
             num_classes=splits.num_classes,
             proxy_size=len(splits.proxy_x),
+            robust=robust_policy(cfg),
+            robust_keys=frozenset(name for name, _ in self.student.named_parameters()),
         )
+        self.strategy.reference_fn = self.reference_logits
         self.rows: list[dict[str, Any]] = []
         self.consensus: Tensor | None = None
         self.start_round = 0
@@ -232,6 +236,7 @@ class FederationRun:
             server_round, metrics, outcome, len(messages), global_state, consensus_bytes
         )
         row["server_distill_loss"] = distill_loss
+        row.update(robustness_columns(outcome.actions, outcome.failures))
         row["round_seconds"] = time.perf_counter() - t0
         row["wall_seconds"] = time.perf_counter() - t_start
         self.rows.append(row)
@@ -256,6 +261,13 @@ class FederationRun:
             row["failed"],
         )
         return row
+
+    def reference_logits(self, update: dict[str, Tensor]) -> Tensor:
+        """(B, K) logits on the proxy set of the global student after `update`."""
+        splits = self.data.splits
+        model = build_model(self.cfg.student_model, splits.in_shape, splits.num_classes)
+        model.load_state_dict(apply_update(_state(self.student), update))
+        return predict_logits(model, splits.proxy_x, self.device)
 
     def server_distill(self, global_state: dict[str, Tensor], outcome: RoundOutcome) -> float:
         """FedDF: distill the new global student to the ensemble on the proxy set."""

@@ -28,8 +28,8 @@ def write_rows(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """(Re)write metrics.csv and metrics.jsonl from all rows so far (atomic replace)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
+    for row in rows:  # lists (per-client events) go to metrics.jsonl only
+        columns += [k for k in row if k not in columns and not isinstance(row[k], list | dict)]
     tmp = out_dir / "metrics.csv.tmp"
     with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
@@ -148,6 +148,7 @@ def write_report(
     lines += ["", "## Rounds", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
         lines.append("| " + " | ".join(str(_fmt(row.get(c, ""))) for c in cols) + " |")
+    lines += robustness_lines(rows)
     plots = ["accuracy_vs_round.png"]
     if summary.get("uplink_bytes"):
         plots += ["accuracy_vs_uplink.png", "bytes_vs_round.png"]
@@ -163,6 +164,26 @@ def write_report(
         "",
     ]
     (out_dir / "report.md").write_text("\n".join(lines))
+
+
+def robustness_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """report.md's table of per-client actions (clipped, excluded, down-weighted, capped,
+    rejected) with their reasons, one line per client and round; none if nothing happened."""
+    events = [(row["round"], e) for row in rows for e in row.get("robust_events", [])]
+    if not events:
+        return []
+    lines = [
+        "",
+        "## Robustness: per-client actions",
+        "",
+        "| round | partition | action | reason |",
+        "|---|---|---|---|",
+    ]
+    for server_round, e in events:
+        pid = e["partition_id"] if e["partition_id"] >= 0 else "?"
+        reason = str(e["reason"]).replace("|", "/")
+        lines.append(f"| {server_round} | {pid} | {e['action']} | {reason} |")
+    return lines
 
 
 def plot_curves(

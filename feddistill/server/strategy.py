@@ -9,7 +9,7 @@ averages the clients' compressed updates in partition-id order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -29,6 +29,8 @@ from feddistill.server.aggregate import (
     validate_buffers,
     validate_update,
 )
+from feddistill.server.robust import ClientAction, RobustPolicy, aggregate_updates
+from feddistill.server.robust_round import robust_round_consensus
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class RoundOutcome:
     update: dict[str, Tensor] | None = None
     consensus: Tensor | None = None  # (B, K) soft labels
     buffers: dict[str, Tensor] | None = None  # averaged buffer values (BatchNorm statistics)
+    actions: list[ClientAction] = field(default_factory=list)  # clipped / down-weighted ...
 
 
 def _as_bytes(value: object, key: str) -> bytes:
@@ -95,6 +98,10 @@ class FedDistill(FedAvg):
             are rejected before they are decoded. None: the first accepted reply (in
             partition order) sets K and others must match it.
         proxy_size: proxy samples B; logits must be (B, K). None: not checked up front.
+        robust: how malicious clients are bounded (clipping, aggregator, consensus);
+            None: plain FedAvg and consensus.
+        robust_keys: names of the trainable deltas that are clipped and robustly
+            aggregated (None: every floating tensor of `template`).
 
     References:
         FedAvg, arXiv:1602.05629; FedDF, arXiv:2006.07242; FedMD, arXiv:1910.03581.
@@ -112,6 +119,8 @@ class FedDistill(FedAvg):
         buffer_keys: Iterable[str] = (),
         num_classes: int | None = None,
         proxy_size: int | None = None,
+        robust: RobustPolicy | None = None,
+        robust_keys: frozenset[str] | None = None,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -132,6 +141,13 @@ class FedDistill(FedAvg):
         self.num_classes = num_classes
         self.proxy_size = proxy_size
         self.node_partitions: dict[int, int] = {}  # node id -> partition id
+        self.robust = robust or RobustPolicy()
+        self.robust_keys = robust_keys or frozenset(
+            k for k, v in template.items() if v.is_floating_point()
+        )
+        # aggregated update -> (B, K) logits of the new global student on the proxy set;
+        # the trusted reference of the consensus' agreement gate (set by the loop)
+        self.reference_fn: Callable[[dict[str, Tensor]], Tensor] | None = None
 
     def sample_partitions(self, server_round: int, num_partitions: int) -> list[int]:
         """Seeded sample of partition ids for `server_round`, sorted."""
@@ -259,7 +275,12 @@ class FedDistill(FedAvg):
         for reason in outcome.failures:
             logger.warning("round %d: %s", server_round, reason)
         if outcome.accepted:
-            outcome.update = fedavg([(r.num_examples, r.update) for r in outcome.accepted])
+            outcome.update, outcome.actions = aggregate_updates(
+                [(r.num_examples, r.update) for r in outcome.accepted],
+                [r.partition_id for r in outcome.accepted],
+                self.robust_keys,
+                self.robust,
+            )
             if self.buffer_template:
                 outcome.buffers = fedavg([(r.num_examples, r.buffers) for r in outcome.accepted])
             if self.plan.uses_teachers and self.plan.consensus is not None:
@@ -270,13 +291,26 @@ class FedDistill(FedAvg):
                 log_affinity = [cast(Tensor, r.affinity) for r in outcome.accepted]
                 affinity = torch.stack(log_affinity).exp()  # (N, B)
                 affinity = affinity.clamp_min(1e-12)
-                outcome.consensus = build_consensus(
-                    logits,
-                    self.plan.consensus,
-                    self.temperature,
-                    affinity=affinity,
-                    seed=self.seed,
-                )
+                if self.robust.robust_consensus:
+                    reference = self.reference_fn(outcome.update) if self.reference_fn else None
+                    outcome.consensus, actions = robust_round_consensus(
+                        logits,
+                        self.plan.consensus,
+                        self.temperature,
+                        affinity,
+                        reference,
+                        [r.partition_id for r in outcome.accepted],
+                        self.robust.max_share,
+                    )
+                    outcome.actions += actions
+                else:
+                    outcome.consensus = build_consensus(
+                        logits,
+                        self.plan.consensus,
+                        self.temperature,
+                        affinity=affinity,
+                        seed=self.seed,
+                    )
         return outcome
 
     def _same_logits_shape(self, outcome: RoundOutcome) -> list[ClientResult]:
