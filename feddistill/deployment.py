@@ -39,6 +39,7 @@ from feddistill.engine import (
     free_port,
     write_run_toml,
 )
+from feddistill.lifeline import spawn
 
 CONNECTION = "feddistill-deployment"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -298,13 +299,12 @@ class LocalDeployment:
     def _spawn(self, name: str, argv: list[str], home: Path) -> subprocess.Popen:
         self.logs.mkdir(parents=True, exist_ok=True)
         with (self.logs / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
+            proc = spawn(  # dies with this process (feddistill.lifeline)
                 [str(Path(sys.executable).parent / argv[0]), *argv[1:]],
                 env=self.env(home),
                 cwd=self.workdir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         self.group.track(proc.pid)
         return proc
@@ -501,7 +501,7 @@ class LocalDeployment:
         t = time.monotonic()
         log_path = out / "flower.log"
         with log_path.open("ab") as log:
-            flwr = subprocess.Popen(
+            flwr = spawn(
                 [
                     str(Path(sys.executable).parent / "flwr"),
                     "run",
@@ -515,7 +515,6 @@ class LocalDeployment:
                 cwd=out,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         self.group.track(flwr.pid)
         deadline = time.monotonic() + timeout_s

@@ -9,7 +9,8 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from feddistill.config import from_mapping
+from feddistill.config import RunConfig, from_mapping
+from feddistill.outdir_lock import OutDirLock
 from feddistill.server.loop import FederationRun, OutDirInUse
 from feddistill.server.results import write_summary
 
@@ -19,8 +20,17 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run FedDistill; on failure write summary.json with status "failed" and re-raise."""
+    """Run FedDistill; on failure write summary.json with status "failed" and re-raise.
+
+    The out-dir's lock is taken first (``OutDirLocked``, naming the holder's PID, if
+    another live run writes there; nothing is written then) and held for the run.
+    """
     cfg = from_mapping(context.run_config)
+    with OutDirLock(cfg.out_dir):
+        _run(grid, cfg)
+
+
+def _run(grid: Grid, cfg: RunConfig) -> None:
     try:
         FederationRun(cfg).run(grid)
     except OutDirInUse:
