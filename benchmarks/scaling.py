@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from feddistill.cluster.ray_cluster import LocalRayCluster, NodeSpec
+from feddistill.lifeline import parent_death_signal
 
 DEFAULT_SETS = ("num-partitions=2", "client-num-cpus=1")
 
@@ -49,7 +50,14 @@ def _feddistill_run(
     for pair in [*sets, f"num-server-rounds={rounds}"]:
         args += ["--set", pair]
     t0 = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s)
+    # the child (and, through its watchdog, everything it starts) dies with this script
+    done = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        preexec_fn=parent_death_signal(),
+    )
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise RuntimeError(

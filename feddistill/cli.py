@@ -93,14 +93,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from feddistill.engine import (
         check_dataset_available,
         check_local_resources,
+        check_out_dir,
         load_run_config,
         prepare_out_dir,
         run_is_complete,
     )
+    from feddistill.outdir_lock import OutDirLock
 
     if args.resume:
         # the interrupted run's own config, then whatever --config / --set change
         out = Path(args.resume).resolve()
+        OutDirLock(out).check_free()  # a live run's folder: refused at once, naming its PID
         base = from_mapping({**load_run_config(out), "out-dir": str(out)})
         cfg = load_config(args.config, list(args.set or []), base=base)
         cfg = dataclasses.replace(cfg, out_dir=str(out), resume=True)
@@ -124,17 +127,26 @@ def cmd_run(args: argparse.Namespace) -> int:
             resume=False,
         )
     # every check that can fail fast runs before the out-dir is touched
+    lock = OutDirLock(cfg.out_dir)
+    lock.check_free()
     if cfg.strategy != "centralized" and args.engine == "simulation" and not args.ray_address:
         check_local_resources(cfg)
     check_dataset_available(cfg)
     if not args.resume:
-        replaced = describe_previous_run(Path(cfg.out_dir))
-        prepare_out_dir(cfg)
-        if replaced:
-            console.print(f"{cfg.out_dir} held {replaced}; it was replaced by this run")
-        from feddistill.server.provenance import save_command
+        check_out_dir(cfg)
+    with lock:  # held for the whole run; the kernel drops it if this process dies
+        if not args.resume:
+            replaced = describe_previous_run(Path(cfg.out_dir))
+            prepare_out_dir(cfg)
+            if replaced:
+                console.print(f"{cfg.out_dir} held {replaced}; it was replaced by this run")
+            from feddistill.server.provenance import save_command
 
-        save_command(Path(cfg.out_dir), ["feddistill", *getattr(args, "argv", [])])
+            save_command(Path(cfg.out_dir), ["feddistill", *getattr(args, "argv", [])])
+        return _run_and_report(cfg, args)
+
+
+def _run_and_report(cfg: RunConfig, args: argparse.Namespace) -> int:
     console.print(
         f"feddistill: strategy={cfg.strategy} dataset={cfg.dataset} clients={cfg.num_partitions} "
         f"({cfg.partitioner}) rounds={cfg.num_server_rounds} -> {cfg.out_dir}"

@@ -42,6 +42,7 @@ from feddistill.engine import (
     free_port,
     write_run_toml,
 )
+from feddistill.lifeline import spawn
 from feddistill.proxy import nginx_argv, write_nginx_config
 
 CONNECTION = "feddistill-deployment"
@@ -308,13 +309,12 @@ class LocalDeployment:
         self.logs.mkdir(parents=True, exist_ok=True)
         exe = argv[0] if Path(argv[0]).is_absolute() else str(Path(sys.executable).parent / argv[0])
         with (self.logs / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
+            proc = spawn(  # dies with this process (feddistill.lifeline)
                 [exe, *argv[1:]],
                 env=self.env(home),
                 cwd=self.workdir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         self.group.track(proc.pid)
         return proc
@@ -545,7 +545,7 @@ class LocalDeployment:
         t = time.monotonic()
         log_path = out / "flower.log"
         with log_path.open("ab") as log:
-            flwr = subprocess.Popen(
+            flwr = spawn(
                 [
                     str(Path(sys.executable).parent / "flwr"),
                     "run",
@@ -559,7 +559,6 @@ class LocalDeployment:
                 cwd=out,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         self.group.track(flwr.pid)
         deadline = time.monotonic() + timeout_s

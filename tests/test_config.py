@@ -41,7 +41,9 @@ def test_unknown_key_far_from_every_key_has_no_suggestion():
     with pytest.raises(ValueError) as info:
         from_mapping({"zzz": 1})
     # Assert
-    assert str(info.value).startswith("unknown config key 'zzz'; valid keys: alpha, batch-size")
+    message = str(info.value)
+    assert message.startswith("unknown config key 'zzz'; valid keys: ")
+    assert "did you mean" not in message and "alpha, " in message
 
 
 @pytest.mark.parametrize(
