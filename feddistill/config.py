@@ -75,6 +75,9 @@ class RunConfig:
     update_bit_width: int = 4  # one of BIT_WIDTHS
     error_feedback: bool = True  # keep what top-k did not send for the next round
     logits_bit_width: int = 4  # uploaded teacher logits, one of BIT_WIDTHS
+    downlink_density: float = 0.1  # top-k fraction of the global-student delta sent down
+    downlink_bit_width: int = 8  # bits of that delta; 32 with density 1: full fp32 model
+    consensus_bit_width: int = 16  # bits of the soft labels sent down, one of BIT_WIDTHS
     export_sparsity: float = 0.5  # unstructured sparsity of the exported student, [0, 1)
     round_timeout_s: float = 600.0  # a sampled client that has not replied by then failed
     # --- robustness to malicious clients ---
@@ -101,6 +104,8 @@ class RunConfig:
         _check_choice("device", self.device, DEVICES)
         _check_choice("update-bit-width", self.update_bit_width, BIT_WIDTHS)
         _check_choice("logits-bit-width", self.logits_bit_width, BIT_WIDTHS)
+        _check_choice("downlink-bit-width", self.downlink_bit_width, BIT_WIDTHS)
+        _check_choice("consensus-bit-width", self.consensus_bit_width, BIT_WIDTHS)
         _check_choice("aggregator", self.aggregator, AGGREGATORS)
         _check_choice("attack", self.attack, ATTACKS)
         _check_range("clip_multiple", self.clip_multiple, low=0.0)
@@ -127,6 +132,7 @@ class RunConfig:
             )
         _check_range("fraction_train", self.fraction_train, low=0.0, low_open=True, high=1.0)
         _check_range("update_density", self.update_density, low=0.0, low_open=True, high=1.0)
+        _check_range("downlink_density", self.downlink_density, low=0.0, low_open=True, high=1.0)
         _check_range("client_num_gpus", self.client_num_gpus, low=0.0, high=1.0)
         _check_range("export_sparsity", self.export_sparsity, low=0.0, high=1.0, high_open=True)
         for key in ("learning_rate", "teacher_learning_rate", "temperature", "dirichlet_alpha"):

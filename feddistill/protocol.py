@@ -14,6 +14,10 @@ ARRAYS = "arrays"  # ArrayRecord: global student state_dict, float32
 CONFIG = "config"  # ConfigRecord: server-round, consensus payload
 SERVER_ROUND = "server-round"
 CONSENSUS = "consensus"  # bytes: soft labels (B, K) encoded with the wire codec; absent in round 1
+# downlink compression (downlink-bit-width < 32 or downlink-density < 1): ARRAYS is empty
+DOWNLINK_BASE = "downlink-base-round"  # int: replica round the delta is against; 0 = full
+DOWNLINK_PARAMS = "downlink-params"  # bytes: full parameters (fp32) or compressed delta
+DOWNLINK_BUFFERS = "downlink-buffers"  # bytes: dense buffer values
 
 # --- client -> server (train reply) ---
 METRICS = "metrics"  # MetricRecord: num-examples, partition-id, losses, bytes

@@ -22,6 +22,7 @@ from feddistill import protocol as P
 from feddistill.clients.round import run_client_round
 from feddistill.clients.train import resolve_device
 from feddistill.compression import decode_update
+from feddistill.compression.downlink import DownlinkPayload
 from feddistill.config import RunConfig, from_mapping
 from feddistill.data import prepare_federated_data
 
@@ -76,6 +77,13 @@ def train(msg: Message, context: Context) -> Message:
     config = msg.content.config_records[P.CONFIG]
     server_round = int(cast(int, config[P.SERVER_ROUND]))
     global_state = msg.content.array_records[P.ARRAYS].to_torch_state_dict()
+    downlink = None
+    if P.DOWNLINK_BASE in config:
+        downlink = DownlinkPayload(
+            int(cast(int, config[P.DOWNLINK_BASE])),
+            cast(bytes, config[P.DOWNLINK_PARAMS]),
+            cast(bytes, config[P.DOWNLINK_BUFFERS]),
+        )
     data = prepare_federated_data(cfg)
     consensus = None
     if P.CONSENSUS in config:
@@ -93,6 +101,7 @@ def train(msg: Message, context: Context) -> Message:
         server_round,
         client_state_dir(cfg, context),
         resolve_device(cfg.device),
+        downlink,
     )
     metrics = MetricRecord(
         {P.NUM_EXAMPLES: reply.num_examples, P.PARTITION_ID: partition_id, **reply.metrics}

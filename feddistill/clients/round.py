@@ -32,6 +32,7 @@ from feddistill.compression import (
     encode_state,
     encode_tensors,
 )
+from feddistill.compression.downlink import DownlinkPayload, receive_student
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData
 from feddistill.distill import SharedFeatureSpace, domain_affinity
@@ -164,6 +165,7 @@ def run_client_round(
     server_round: int,
     state_dir: str | Path,
     device: torch.device,
+    downlink: DownlinkPayload | None = None,
 ) -> ClientReply:
     """Teacher round, proxy logits, student round and compressed upload of one client.
 
@@ -177,6 +179,8 @@ def run_client_round(
         server_round: the round, from 1.
         state_dir: where per-client state lives.
         device: where to train.
+        downlink: the compressed student (delta against this client's replica); when
+            given, `global_state` is ignored and rebuilt from it.
 
     Returns:
         The :class:`ClientReply` with the encoded update and logits.
@@ -196,6 +200,16 @@ def run_client_round(
     x, y = splits.train_x[idx], splits.train_y[idx]
     state = load_state(state_dir, partition_id, server_round)
     new_state: dict = {}
+    if downlink is not None:
+        template = build_model(cfg.student_model, splits.in_shape, splits.num_classes)
+        global_state, new_state["replica"] = receive_student(
+            downlink,
+            state.get("replica"),
+            int(state.get("replica_round", 0)),
+            template.state_dict(),
+            buffer_names(template),
+        )
+        new_state["replica_round"] = server_round
     metrics: dict[str, float] = {}
     t0 = time.perf_counter()
 

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
@@ -21,7 +21,8 @@ from torch import Tensor
 from feddistill import protocol as P
 from feddistill.clients.train import predict_logits, resolve_device
 from feddistill.cluster.remote import distill_on_gpu_node
-from feddistill.compression import encode_tensors
+from feddistill.compression import UpdateCompression, encode_tensors
+from feddistill.compression.downlink import ReplicaBook
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData, prepare_federated_data
 from feddistill.distill import consensus as build_consensus
@@ -29,6 +30,7 @@ from feddistill.models import buffer_names, build_model
 from feddistill.progress import record_phase
 from feddistill.server.aggregate import apply_update
 from feddistill.server.checkpoint import load_latest_checkpoint, save_checkpoint
+from feddistill.server.downlink_round import downlink_columns, downlink_config, total_ratio_column
 from feddistill.server.evaluate import evaluate_by_domain
 from feddistill.server.plots import plot_run
 from feddistill.server.results import (
@@ -147,6 +149,15 @@ class FederationRun:
             robust_keys=frozenset(name for name, _ in self.student.named_parameters()),
         )
         self.strategy.reference_fn = self.reference_logits
+        self.replicas: ReplicaBook | None = None  # per-client replicas (downlink deltas)
+        if cfg.downlink_bit_width < 32 or cfg.downlink_density < 1.0:
+            self.replicas = ReplicaBook(
+                UpdateCompression(
+                    density=cfg.downlink_density,
+                    bit_width=cfg.downlink_bit_width,
+                    error_feedback=False,
+                )
+            )
         self.rows: list[dict[str, Any]] = []
         self.consensus: Tensor | None = None
         self.start_round = 0
@@ -168,6 +179,8 @@ class FederationRun:
                     f"{cfg.student_model!r}: {str(exc).splitlines()[0]}"
                 ) from None
             self.rows, self.consensus = ckpt["rows"], ckpt["consensus"]
+            if self.replicas is not None:
+                self.replicas.replicas = dict(ckpt.get("replicas", {}))
             self.start_round, self.wall_offset = int(ckpt["round"]), float(ckpt["wall_seconds"])
             logger.info(
                 "resuming after round %d from %s", self.start_round, self.out / "checkpoints"
@@ -205,14 +218,28 @@ class FederationRun:
         consensus_bytes = b""
         if self.consensus is not None and self.plan.uses_kd:
             # fp16 on the downlink: soft labels need finer steps than 8 bits give.
-            consensus_bytes = encode_tensors({P.SOFT_LABELS_TENSOR: self.consensus}, bit_width=16)
+            consensus_bytes = encode_tensors(
+                {P.SOFT_LABELS_TENSOR: self.consensus}, bit_width=self.cfg.consensus_bit_width
+            )
             config[P.CONSENSUS] = consensus_bytes
         global_state = _state(self.student)
-        messages = list(
-            self.strategy.configure_train(server_round, ArrayRecord(global_state), config, grid)
-        )
+        arrays = ArrayRecord(global_state)
+        student_bytes: dict[int, int] = {}  # partition -> exact student bytes sent down
+        if self.replicas is not None:
+            arrays = ArrayRecord()
+            self.strategy.per_partition_config = lambda p: downlink_config(
+                cast(ReplicaBook, self.replicas),
+                self.strategy.buffer_template,
+                p,
+                server_round,
+                global_state,
+                student_bytes,
+            )
+        messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
         replies = list(grid.send_and_receive(messages, timeout=self.timeout_s))
         outcome = self.strategy.aggregate_round(server_round, replies)
+        if self.replicas is not None:
+            self.replicas.commit(r.partition_id for r in outcome.accepted)
         if len(replies) < len(messages):
             outcome.failures.append(
                 f"{len(messages) - len(replies)} client(s) did not reply in {self.timeout_s:.0f} s"
@@ -235,6 +262,9 @@ class FederationRun:
         row = self.make_row(
             server_round, metrics, outcome, len(messages), global_state, consensus_bytes
         )
+        if student_bytes:
+            downlink_columns(row, self.rows, student_bytes, len(consensus_bytes))
+        total_ratio_column(row, self.rows, self.fp32_update_bytes)
         row["server_distill_loss"] = distill_loss
         row.update(robustness_columns(outcome.actions, outcome.failures))
         row["round_seconds"] = time.perf_counter() - t0
@@ -250,14 +280,18 @@ class FederationRun:
                 "consensus": self.consensus,
                 "rows": self.rows,
                 "wall_seconds": row["wall_seconds"],
+                "replicas": self.replicas.state() if self.replicas is not None else {},
             },
         )
         logger.info(
-            "round %d: accuracy %.4f loss %.4f uplink %d B failed %d",
+            "round %d: accuracy %.4f loss %.4f uplink %d B downlink %d B total %.1fx "
+            "below fp32 FedAvg failed %d",
             server_round,
             row["accuracy"],
             row["loss"],
             row["uplink_bytes"],
+            row["downlink_bytes"],
+            row["total_ratio_vs_fedavg_fp32"],
             row["failed"],
         )
         return row
@@ -403,6 +437,7 @@ def build_summary(
         "uplink_bytes": last.get("cumulative_uplink_bytes", 0),
         "downlink_bytes": last.get("cumulative_downlink_bytes", 0),
         "uplink_ratio_vs_fedavg_fp32": last.get("ratio_vs_fedavg_fp32"),
+        "total_ratio_vs_fedavg_fp32": last.get("total_ratio_vs_fedavg_fp32"),
         "wall_seconds": wall_seconds,
         "config": cfg.to_kebab(),
     }

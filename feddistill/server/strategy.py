@@ -148,6 +148,8 @@ class FedDistill(FedAvg):
         # aggregated update -> (B, K) logits of the new global student on the proxy set;
         # the trusted reference of the consensus' agreement gate (set by the loop)
         self.reference_fn: Callable[[dict[str, Tensor]], Tensor] | None = None
+        # partition id -> extra config of its own message (downlink deltas); set by the loop
+        self.per_partition_config: Callable[[int], ConfigRecord] | None = None
 
     def sample_partitions(self, server_round: int, num_partitions: int) -> list[int]:
         """Seeded sample of partition ids for `server_round`, sorted."""
@@ -168,6 +170,16 @@ class FedDistill(FedAvg):
         record = RecordDict({P.ARRAYS: arrays, P.CONFIG: config})
         node_ids = [by_partition[p] for p in chosen if p in by_partition]
         logger.info("round %d: sampled partitions %s", server_round, chosen)
+        if self.per_partition_config is not None:
+            own = {p: self.per_partition_config(p) for p in chosen if p in by_partition}
+            return [
+                Message(
+                    RecordDict({P.ARRAYS: arrays, P.CONFIG: ConfigRecord({**config, **extra})}),
+                    by_partition[p],
+                    MessageType.TRAIN,
+                )
+                for p, extra in own.items()
+            ]
         return self._construct_messages(record, node_ids, MessageType.TRAIN)
 
     def _shapes(self, template: dict[str, Tensor]) -> dict[str, tuple[int, ...]]:

@@ -64,8 +64,8 @@ def make_cfg(tmp_path, **extra):
 
 
 def test_two_rounds_write_rows_with_exact_bytes(tmp_path):
-    # Prepare
-    cfg = make_cfg(tmp_path)
+    # Prepare: the full fp32 student goes down each round, so only the consensus differs
+    cfg = make_cfg(tmp_path, **{"downlink-bit-width": 32, "downlink-density": 1.0})
     # Execute
     summary = FederationRun(cfg).run(InProcessGrid(cfg))
     # Assert
