@@ -65,8 +65,9 @@ def format_round_line(row: Mapping[str, Any], rounds: int) -> str:
 
     Args:
         row: a metrics row (``round``, ``accuracy``, ``worst_domain_accuracy``, ``loss``,
-            ``uplink_bytes``, ``round_seconds``; optional ``ratio_vs_fedavg_fp32`` and
-            ``failed``).
+            ``uplink_bytes``, ``round_seconds``; optional ``ratio_vs_fedavg_fp32``,
+            ``total_ratio_vs_fedavg_fp32`` (up + down; shown instead of the uplink ratio
+            when present) and ``failed``).
         rounds: the run's number of rounds.
 
     Returns:
@@ -78,6 +79,9 @@ def format_round_line(row: Mapping[str, Any], rounds: int) -> str:
     if isinstance(ratio, float) and ratio > 0:
         phrase = ratio_phrase(ratio)
         vs = f" ({phrase} {'as' if phrase == 'same size' else 'than'} fp32)"
+    total = row.get("total_ratio_vs_fedavg_fp32")
+    if isinstance(total, float) and total > 0:
+        vs = f" | up+down {ratio_phrase(total)}"
     failed = int(row.get("failed", 0) or 0)
     return (
         f"round {row['round']:>3}/{rounds} | acc {100 * row['accuracy']:5.1f}% "

@@ -64,6 +64,29 @@ def test_typical_round_line_fits_100_columns():
     assert len(line) <= ROUND_LINE_MAX
 
 
+def test_round_line_with_downlink_bytes_shows_the_total_ratio_within_100_columns():
+    # Prepare: fp32 FedAvg would have sent 21.34x the bytes up and down
+    row = {
+        "round": 10,
+        "accuracy": 0.9,
+        "worst_domain_accuracy": 0.8,
+        "loss": 0.5,
+        "uplink_bytes": 9_870_000,
+        "ratio_vs_fedavg_fp32": 36.43,
+        "total_ratio_vs_fedavg_fp32": 21.34,
+        "failed": 0,
+        "round_seconds": 45.0,
+    }
+    # Execute
+    line = format_round_line(row, 10)
+    # Assert
+    assert line == (
+        "round  10/10 | acc  90.0% worst  80.0% | loss 0.500 | up 9.87 MB | up+down 21.3x "
+        "smaller | 45.0 s"
+    )
+    assert len(line) <= ROUND_LINE_MAX
+
+
 def test_round_line_without_compression_says_larger():
     # Prepare: an uncompressed FedAvg round, uplink 25 % above fp32 (ratio 0.8)
     row = {

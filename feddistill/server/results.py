@@ -91,6 +91,7 @@ def write_report(
         "uplink_bytes",
         "downlink_bytes",
         "uplink_ratio_vs_fedavg_fp32",
+        "total_ratio_vs_fedavg_fp32",
         "wall_seconds",
     ):
         if key in summary and summary[key] is not None:
@@ -101,6 +102,9 @@ def write_report(
     ratio = summary.get("uplink_ratio_vs_fedavg_fp32")
     if isinstance(ratio, float) and ratio > 0:
         lines += ["", f"Uplink: {ratio_phrase(ratio)} than FedAvg sending fp32 updates."]
+    total = summary.get("total_ratio_vs_fedavg_fp32")
+    if isinstance(total, float) and total > 0:
+        lines += [f"Uplink + downlink: {ratio_phrase(total)} than fp32 FedAvg."]
     typed = typed_command(out_dir)
     lines += ["", "## Reproduce", ""]
     if typed:

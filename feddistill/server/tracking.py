@@ -32,6 +32,7 @@ SCALARS = {
     "cumulative_uplink_bytes": "bytes/cumulative_uplink",
     "cumulative_downlink_bytes": "bytes/cumulative_downlink",
     "ratio_vs_fedavg_fp32": "bytes/ratio_vs_fedavg_fp32",
+    "total_ratio_vs_fedavg_fp32": "bytes/total_ratio_vs_fedavg_fp32",
     "round_seconds": "time/round_seconds",
 }
 

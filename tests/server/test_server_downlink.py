@@ -51,3 +51,23 @@ def test_round_one_sends_each_client_the_full_fp32_model_at_hand_computed_size(t
     per_client = 203304 + 3 * 50 + 3 * 44 + 18 + 4
     assert rows[0]["downlink_bytes_per_client"] == per_client
     assert rows[0]["downlink_bytes"] == 2 * per_client
+
+
+def test_report_states_the_total_ratio_vs_fp32_fedavg(tmp_path):
+    # Prepare: a summary whose up + down bytes are 21.34x below fp32 FedAvg's
+    from feddistill.server.results import write_report
+
+    summary = {
+        "strategy": "feddistill",
+        "status": "completed",
+        "rounds": 1,
+        "total_ratio_vs_fedavg_fp32": 21.34,
+        "config": {"dataset": "digits"},
+    }
+    row = {"round": 1, "accuracy": 0.5, "uplink_bytes": 10, "downlink_bytes": 20}
+    # Execute
+    write_report(tmp_path, summary, [row])
+    # Assert
+    text = (tmp_path / "report.md").read_text()
+    assert "Uplink + downlink: 21.3x smaller than fp32 FedAvg." in text
+    assert "| total_ratio_vs_fedavg_fp32 | 21.34 |" in text
