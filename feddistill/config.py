@@ -18,8 +18,16 @@ from typing import Any
 
 DATASETS = ("mnist5k", "digits", "mnist", "fashion-mnist", "cifar10")
 PARTITIONERS = ("kmeans", "iid", "dirichlet")
-STRATEGIES = ("feddistill", "fedavg", "fedavg-compressed", "feddf", "fedmd", "centralized")
-CONSENSUS_MODES = ("mean", "confidence", "entropy", "domain", "cluster-mean")
+STRATEGIES = (
+    "feddistill",
+    "fedavg",
+    "fedavg-compressed",
+    "feddf",
+    "fedmd",
+    "logits-only",
+    "centralized",
+)
+CONSENSUS_MODES = ("mean", "confidence", "entropy", "domain", "cluster-mean", "era")
 BIT_WIDTHS = (1, 2, 4, 8, 16, 32)  # 16 = fp16, 32 = uncompressed fp32
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_NAMES = ("cnn", "cnn-small", "mlp", "resnet18")  # feddistill.models registry (tested equal)

@@ -47,6 +47,9 @@ class StrategyPlan:
         bit_width: bit width of the student update (32 = fp32, uncompressed).
         error_feedback: clients keep the residual of what was not sent.
         server_distill_epochs: FedDF server-side distillation epochs per round.
+        uploads_student: clients train and upload the shared student; False for
+            ``logits-only`` (clients upload teacher logits only, each may run its own
+            architecture, nothing of the student goes down or up).
     """
 
     uses_teachers: bool
@@ -56,6 +59,7 @@ class StrategyPlan:
     bit_width: int
     error_feedback: bool
     server_distill_epochs: int
+    uploads_student: bool = True
 
 
 def plan_for(cfg: RunConfig) -> StrategyPlan:
@@ -67,11 +71,18 @@ def plan_for(cfg: RunConfig) -> StrategyPlan:
     - ``fedavg-compressed``: FedAvg with the configured update compression.
     - ``feddf``: FedAvg with fp32 updates plus server-side ensemble distillation of the
       global student on the proxy set (FedDF, arXiv:2006.07242), at least 1 epoch.
+    - ``logits-only``: clients upload only their own model's logits on the proxy set
+      (+ affinity) and distill that model to the last consensus (DS-FL, arXiv:2008.06180;
+      FedMD); the server builds the consensus and distills the global student to it
+      (FedDF's server step, at least 1 epoch). Each client may run its own architecture.
     - ``centralized``: handled outside the federation (pooled training).
     """
     density, bits, ef = cfg.update_density, cfg.update_bit_width, cfg.error_feedback
     if cfg.strategy == "feddistill":
         return StrategyPlan(True, True, cfg.consensus, density, bits, ef, cfg.server_distill_epochs)
+    if cfg.strategy == "logits-only":
+        epochs = max(1, cfg.server_distill_epochs)
+        return StrategyPlan(True, True, cfg.consensus, 1.0, 32, False, epochs, False)
     if cfg.strategy == "fedmd":
         return StrategyPlan(True, True, "mean", density, bits, ef, 0)
     if cfg.strategy == "fedavg-compressed":

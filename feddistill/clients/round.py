@@ -223,6 +223,9 @@ def run_client_round(
         )
         if "teacher" in state:
             teacher.load_state_dict(state["teacher"])
+        teacher_kd = None  # logits-only: the client's own model also learns the consensus
+        if not plan.uploads_student and consensus is not None:
+            teacher_kd = KDTarget(splits.proxy_x, consensus, cfg.alpha, cfg.temperature)
         stats = train_supervised(
             teacher,
             x,
@@ -233,6 +236,7 @@ def run_client_round(
             cfg.batch_size,
             _round_seed(cfg.seed, partition_id, server_round, 1),
             device,
+            kd=teacher_kd,
         )
         new_state["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
         teacher_logits = predict_logits(teacher, splits.proxy_x, device)  # (B, K)
@@ -255,6 +259,18 @@ def run_client_round(
         )
         _, teacher_acc = evaluate(teacher, x, y, device)
         metrics.update(teacher_loss=stats["loss"], teacher_train_accuracy=teacher_acc)
+        if not plan.uploads_student:
+            # measurement only: this client's model on the global test set (no training)
+            _, metrics["client_test_accuracy"] = evaluate(
+                teacher, splits.test_x, splits.test_y, device
+            )
+            save_state(state_dir, partition_id, server_round, new_state)
+            metrics.update(
+                update_bytes=0.0,
+                logits_bytes=float(len(logits_payload)),
+                client_seconds=time.perf_counter() - t0,
+            )
+            return ClientReply(b"", logits_payload, int(x.shape[0]), metrics)
 
     student = build_model(cfg.student_model, splits.in_shape, splits.num_classes)
     student.load_state_dict(global_state)

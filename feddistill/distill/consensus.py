@@ -14,7 +14,16 @@ from torch import Tensor
 
 from feddistill.distill.losses import soft_labels
 
-CONSENSUS_MODES: tuple[str, ...] = ("mean", "confidence", "entropy", "domain", "cluster-mean")
+CONSENSUS_MODES: tuple[str, ...] = (
+    "mean",
+    "confidence",
+    "entropy",
+    "domain",
+    "cluster-mean",
+    "era",
+)
+# ERA's sharpening temperature on the averaged probabilities (DS-FL uses 0.1)
+ERA_TEMPERATURE = 0.1
 
 # Lloyd iterations of the per-sample k-means in `cluster-mean` (fixed: deterministic cost).
 _KMEANS_ITERS = 10
@@ -170,6 +179,9 @@ def consensus(
       are split into ``min(num_clusters, N)`` groups by the deterministic k-means of
       :func:`largest_cluster_mask`, and the result is the mean of the largest group
       (majority consensus; a minority of outlying clients is ignored).
+    - ``era`` (DS-FL's entropy reduction aggregation): the ``mean`` consensus p,
+      sharpened as ``softmax(p / 0.1)`` (:data:`ERA_TEMPERATURE`), which lowers the
+      entropy of the averaged soft labels of non-IID clients.
 
     Args:
         logits: client logits on the proxy set, shape (N clients, B samples, K classes).
@@ -196,7 +208,7 @@ def consensus(
 
     References:
         FedMD, arXiv:1910.03581; FedDF, arXiv:2006.07242; Hinton et al.,
-        arXiv:1503.02531.
+        arXiv:1503.02531; DS-FL (ERA), Itahara et al., arXiv:2008.06180.
     """
     del seed  # deterministic by construction
     if mode not in CONSENSUS_MODES:
@@ -206,7 +218,7 @@ def consensus(
     _check_logits(logits)
     soft_labels(logits[:1, :1], temperature)  # validates T before any work
     n, b, _ = logits.shape
-    if mode == "mean":
+    if mode in ("mean", "era"):
         weights = torch.ones(n, b, device=logits.device)
     elif mode == "confidence":
         weights = torch.softmax(logits.float(), dim=-1).amax(dim=-1)  # (N, B, K) -> (N, B)
@@ -228,7 +240,10 @@ def consensus(
                 f"client_weights must be ({n},), positive and finite, got {cw.tolist()}"
             )
         weights = weights * cw.unsqueeze(1)  # (N, B) * (N, 1)
-    return weighted_consensus(logits, weights, temperature)
+    mixed = weighted_consensus(logits, weights, temperature)
+    if mode == "era":
+        return torch.softmax(mixed / ERA_TEMPERATURE, dim=-1)
+    return mixed
 
 
 __all__ = ["CONSENSUS_MODES", "consensus", "largest_cluster_mask", "weighted_consensus"]

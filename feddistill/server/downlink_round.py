@@ -55,6 +55,7 @@ def downlink_columns(
     row: dict[str, Any],
     rows: list[dict[str, Any]],
     student_bytes: dict[int, int],
+    sampled: int,
     consensus_bytes: int,
 ) -> None:
     """Set the row's downlink columns to the exact compressed bytes sent.
@@ -62,13 +63,15 @@ def downlink_columns(
     Args:
         row: this round's metrics row (changed in place).
         rows: the rows of earlier rounds.
-        student_bytes: partition id -> student bytes sent to it.
+        student_bytes: partition id -> student bytes sent to it (``{}``: no student
+            went down, as in logits-only).
+        sampled: clients sent a message this round.
         consensus_bytes: bytes of the consensus each sampled client got.
     """
-    down = sum(student_bytes.values()) + consensus_bytes * len(student_bytes)
+    down = sum(student_bytes.values()) + consensus_bytes * sampled
     prev = rows[-1] if rows else {}
     row["downlink_bytes"] = down
-    row["downlink_bytes_per_client"] = down // max(1, len(student_bytes))
+    row["downlink_bytes_per_client"] = down // max(1, sampled)
     row["cumulative_downlink_bytes"] = int(prev.get("cumulative_downlink_bytes", 0)) + down
 
 

@@ -32,6 +32,7 @@ from feddistill.server.aggregate import apply_update
 from feddistill.server.checkpoint import load_latest_checkpoint, save_checkpoint
 from feddistill.server.downlink_round import downlink_columns, downlink_config, total_ratio_column
 from feddistill.server.evaluate import evaluate_by_domain
+from feddistill.server.logits_only import client_accuracy_columns, latest_client_accuracy
 from feddistill.server.plots import plot_run
 from feddistill.server.results import (
     save_run_config,
@@ -225,7 +226,9 @@ class FederationRun:
         global_state = _state(self.student)
         arrays = ArrayRecord(global_state)
         student_bytes: dict[int, int] = {}  # partition -> exact student bytes sent down
-        if self.replicas is not None:
+        if not self.plan.uploads_student:
+            arrays = ArrayRecord()  # logits-only: only the consensus goes down
+        elif self.replicas is not None:
             arrays = ArrayRecord()
             self.strategy.per_partition_config = lambda p: downlink_config(
                 cast(ReplicaBook, self.replicas),
@@ -262,9 +265,10 @@ class FederationRun:
         row = self.make_row(
             server_round, metrics, outcome, len(messages), global_state, consensus_bytes
         )
-        if student_bytes:
-            downlink_columns(row, self.rows, student_bytes, len(consensus_bytes))
+        if student_bytes or not self.plan.uploads_student:
+            downlink_columns(row, self.rows, student_bytes, len(messages), len(consensus_bytes))
         total_ratio_column(row, self.rows, self.fp32_update_bytes)
+        row.update(client_accuracy_columns(outcome))
         row["server_distill_loss"] = distill_loss
         row.update(robustness_columns(outcome.actions, outcome.failures))
         row["round_seconds"] = time.perf_counter() - t0
@@ -438,6 +442,7 @@ def build_summary(
         "downlink_bytes": last.get("cumulative_downlink_bytes", 0),
         "uplink_ratio_vs_fedavg_fp32": last.get("ratio_vs_fedavg_fp32"),
         "total_ratio_vs_fedavg_fp32": last.get("total_ratio_vs_fedavg_fp32"),
+        **latest_client_accuracy(rows),
         "wall_seconds": wall_seconds,
         "config": cfg.to_kebab(),
     }

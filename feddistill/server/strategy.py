@@ -208,14 +208,20 @@ class FedDistill(FedAvg):
             update_bytes = _as_bytes(payload[P.UPDATE], P.UPDATE)
             logits_bytes = _as_bytes(payload[P.LOGITS], P.LOGITS)
             buffers_bytes = b""
-            if self.buffer_template:
+            if self.buffer_template and self.plan.uploads_student:
                 buffers_bytes = _as_bytes(payload[P.BUFFERS], P.BUFFERS)
         except (KeyError, TypeError, ValueError) as exc:
             raise RejectedUpdate(f"malformed reply: {exc!r}") from None
+        if not self.plan.uploads_student and update_bytes:
+            raise RejectedUpdate(
+                f"logits-only clients upload no student update, got {len(update_bytes)} bytes"
+            )
         try:
-            update = decode_update(update_bytes, self._shapes(self.param_template))
+            update: dict[str, Tensor] = {}
+            if self.plan.uploads_student:
+                update = decode_update(update_bytes, self._shapes(self.param_template))
             buffers: dict[str, Tensor] = {}
-            if self.buffer_template:
+            if self.buffer_template and self.plan.uploads_student:
                 buffers = decode_update(buffers_bytes, self._shapes(self.buffer_template))
         except CodecError as exc:
             raise RejectedUpdate(f"undecodable payload: {exc}") from None
@@ -226,8 +232,9 @@ class FedDistill(FedAvg):
                 f"undecodable teacher logits (student: {self.num_classes} classes, "
                 f"{self.proxy_size} proxy samples): {exc}"
             ) from None
-        validate_update(update, self.param_template, self.max_update_norm)
-        validate_buffers(buffers, self.buffer_template)
+        if self.plan.uploads_student:
+            validate_update(update, self.param_template, self.max_update_norm)
+            validate_buffers(buffers, self.buffer_template)
         logits = tensors.get(P.LOGITS_TENSOR)
         affinity = tensors.get(P.AFFINITY_TENSOR)
         if self.plan.uses_teachers:
@@ -286,7 +293,10 @@ class FedDistill(FedAvg):
             outcome.accepted = self._same_logits_shape(outcome)
         for reason in outcome.failures:
             logger.warning("round %d: %s", server_round, reason)
-        if outcome.accepted:
+        if outcome.accepted and not self.plan.uploads_student:
+            # logits-only: the student changes only by the server's distillation
+            outcome.update = {k: torch.zeros_like(v) for k, v in self.param_template.items()}
+        elif outcome.accepted:
             outcome.update, outcome.actions = aggregate_updates(
                 [(r.num_examples, r.update) for r in outcome.accepted],
                 [r.partition_id for r in outcome.accepted],
@@ -295,6 +305,7 @@ class FedDistill(FedAvg):
             )
             if self.buffer_template:
                 outcome.buffers = fedavg([(r.num_examples, r.buffers) for r in outcome.accepted])
+        if outcome.accepted:
             if self.plan.uses_teachers and self.plan.consensus is not None:
                 logits = torch.stack(
                     [cast(Tensor, r.logits) for r in outcome.accepted]
@@ -304,7 +315,8 @@ class FedDistill(FedAvg):
                 affinity = torch.stack(log_affinity).exp()  # (N, B)
                 affinity = affinity.clamp_min(1e-12)
                 if self.robust.robust_consensus:
-                    reference = self.reference_fn(outcome.update) if self.reference_fn else None
+                    update = cast(dict[str, Tensor], outcome.update)
+                    reference = self.reference_fn(update) if self.reference_fn else None
                     outcome.consensus, actions = robust_round_consensus(
                         logits,
                         self.plan.consensus,
