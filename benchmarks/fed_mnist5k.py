@@ -1,11 +1,13 @@
 """Side-by-side federated benchmark on MNIST-5k (also `feddistill bench fed`).
 
-Runs feddistill, fedavg, fedavg-compressed, fedmd, feddf and centralized with the same
+Runs feddistill, fedavg, fedavg-compressed, fedmd, feddf, logits-only (clients
+`mlp,cnn-small,cnn,cnn-small`, no weights sent) and centralized with the same
 seed, data and round count (default 10 rounds, 4 KMeans clients), each through the real
 engine (private SuperLink + Flower simulation on Ray; centralized in process), and
 writes `results.json`, `results.md` (final / best accuracy, worst-domain accuracy,
-uplink and downlink bytes, ratio to FedAvg's fp32 uplink, wall seconds) and
-`accuracy_vs_uplink.png` / `accuracy_vs_round.png` with every strategy on one plot.
+uplink, downlink and total bytes, FedAvg's fp32 uplink and total over each run's,
+wall seconds), `accuracy_vs_bytes.png` (accuracy vs total bytes; uplink only in a
+second panel), `accuracy_vs_uplink.png` and `accuracy_vs_round.png`.
 `--scale` adds a 100-client Dirichlet run with 10% of clients per round and reports
 the peak resident memory of the whole process tree.
 
@@ -29,7 +31,17 @@ from feddistill.cli import run_job
 from feddistill.config import load_config
 from feddistill.server.results import plot_curves
 
-STRATEGIES = ("feddistill", "fedavg", "fedavg-compressed", "fedmd", "feddf", "centralized")
+STRATEGIES = (
+    "feddistill",
+    "fedavg",
+    "fedavg-compressed",
+    "fedmd",
+    "feddf",
+    "logits-only",
+    "centralized",
+)
+# logits-only: every client runs its own architecture, the server student differs
+EXTRA = {"logits-only": ["teacher-models='mlp,cnn-small,cnn,cnn-small'"]}
 
 
 class PeakMemory:
@@ -83,24 +95,67 @@ def run_one(name: str, overrides: list[str], out: Path) -> dict[str, Any]:
     }
 
 
+def _ratio(reference: int | None, value: int) -> str:
+    return f"{reference / value:.1f}x" if reference and value else "-"
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
-    fedavg_up = next((r["uplink_bytes"] for r in results if r["name"] == "fedavg"), None)
+    """The results table; ratios are fedavg's bytes over each run's (same rounds)."""
+    fedavg = next((r for r in results if r["name"] == "fedavg"), None)
+    fedavg_up = fedavg["uplink_bytes"] if fedavg else None
+    fedavg_total = fedavg["uplink_bytes"] + fedavg["downlink_bytes"] if fedavg else None
     central = next((r["wall_seconds"] for r in results if r["name"] == "centralized"), None)
     head = (
         "| strategy | final acc | best acc | worst-domain acc | uplink MB | downlink MB "
-        "| fedavg uplink / uplink | wall s (in run) | s incl. start-up | wall / centralized | peak RSS MB |"
+        "| total MB | fedavg uplink / uplink | fedavg total / total | wall s (in run) "
+        "| s incl. start-up | wall / centralized | peak RSS MB |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 13]
     for r in results:
-        ratio = f"{fedavg_up / r['uplink_bytes']:.1f}x" if fedavg_up and r["uplink_bytes"] else "-"
+        total = r["uplink_bytes"] + r["downlink_bytes"]
         rel = f"{r['wall_seconds'] / central:.1f}" if central else "-"
         lines.append(
             f"| {r['name']} | {100 * r['final_accuracy']:.1f}% | {100 * r['best_accuracy']:.1f}% "
             f"| {100 * r['worst_domain_accuracy']:.1f}% | {r['uplink_bytes'] / 1e6:.3f} "
-            f"| {r['downlink_bytes'] / 1e6:.2f} | {ratio} | {r['wall_seconds']:.1f} "
+            f"| {r['downlink_bytes'] / 1e6:.3f} | {total / 1e6:.3f} "
+            f"| {_ratio(fedavg_up, r['uplink_bytes'])} | {_ratio(fedavg_total, total)} "
+            f"| {r['wall_seconds']:.1f} "
             f"| {r['process_seconds']:.1f} | {rel} | {r['peak_rss_mb']:.0f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def plot_bytes(out: Path, results: list[dict[str, Any]]) -> Path:
+    """accuracy_vs_bytes.png: accuracy vs cumulative total bytes; uplink only on the right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for r in results:
+        rows = r["rows"]
+        if r["name"] == "centralized" or not rows:
+            continue  # sends nothing: no place on a log axis
+        acc = [100 * row["accuracy"] for row in rows]
+        up = [row["cumulative_uplink_bytes"] / 1e6 for row in rows]
+        total = [
+            u + row["cumulative_downlink_bytes"] / 1e6 for u, row in zip(up, rows, strict=True)
+        ]
+        left.plot(total, acc, "o-", ms=4, label=r["name"])
+        right.plot(up, acc, "o-", ms=4, label=r["name"])
+    for ax, what in ((left, "uplink + downlink"), (right, "uplink only")):
+        ax.set_xscale("log")
+        ax.set_xlabel(f"cumulative MB sent, {what} (log scale)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle("Test accuracy vs bytes sent", x=0.02, ha="left", fontweight="bold")
+    fig.tight_layout()
+    path = out / "accuracy_vs_bytes.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in [s for s in args.only.split(",") if s]:
         if name not in STRATEGIES:
             parser.error(f"--only: unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
-        results.append(run_one(name, [*common, f"strategy={name!r}"], out / name))
+        overrides = [*common, f"strategy={name!r}", *EXTRA.get(name, [])]
+        results.append(run_one(name, overrides, out / name))
         print(
             f"{name}: final {100 * results[-1]['final_accuracy']:.1f}%", file=sys.stderr, flush=True
         )
@@ -169,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_curves(
         out, {r["name"]: r["rows"] for r in results if r["name"] != "centralized" and r["rows"]}
     )
+    plot_bytes(out, results)
     print(table)
     return 0 if all(r["status"] == "completed" for r in results) else 1
 

@@ -59,7 +59,9 @@ def test_logits_only_rounds_with_mixed_architectures_send_no_weights(tmp_path):
 
 def test_consensus_download_is_the_fp16_soft_labels_at_hand_computed_size(tmp_path):
     # Prepare
-    cfg = from_mapping({**JOB, "out-dir": str(tmp_path), "num-server-rounds": 2})
+    cfg = from_mapping(
+        {**JOB, "out-dir": str(tmp_path), "num-server-rounds": 2, "consensus-bit-width": 16}
+    )
     from feddistill.data import prepare_federated_data
 
     proxy = len(prepare_federated_data(cfg).splits.proxy_x)
