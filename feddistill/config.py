@@ -85,6 +85,7 @@ class RunConfig:
     logits_bit_width: int = 4  # uploaded teacher logits, one of BIT_WIDTHS
     downlink_density: float = 0.1  # top-k fraction of the global-student delta sent down
     downlink_bit_width: int = 8  # bits of that delta; 32 with density 1: full fp32 model
+    logits_subset: float = 1.0  # seeded share of the proxy set with logits each round
     consensus_bit_width: int = 8  # bits of the soft labels sent down (measured: README)
     export_sparsity: float = 0.5  # unstructured sparsity of the exported student, [0, 1)
     round_timeout_s: float = 600.0  # a sampled client that has not replied by then failed
@@ -141,6 +142,7 @@ class RunConfig:
         _check_range("fraction_train", self.fraction_train, low=0.0, low_open=True, high=1.0)
         _check_range("update_density", self.update_density, low=0.0, low_open=True, high=1.0)
         _check_range("downlink_density", self.downlink_density, low=0.0, low_open=True, high=1.0)
+        _check_range("logits_subset", self.logits_subset, low=0.0, low_open=True, high=1.0)
         _check_range("client_num_gpus", self.client_num_gpus, low=0.0, high=1.0)
         _check_range("export_sparsity", self.export_sparsity, low=0.0, high=1.0, high_open=True)
         for key in ("learning_rate", "teacher_learning_rate", "temperature", "dirichlet_alpha"):

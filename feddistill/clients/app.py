@@ -25,6 +25,7 @@ from feddistill.compression import decode_update
 from feddistill.compression.downlink import DownlinkPayload
 from feddistill.config import RunConfig, from_mapping
 from feddistill.data import prepare_federated_data
+from feddistill.distill.subset import proxy_subset
 
 logger = logging.getLogger(__name__)
 app = ClientApp()
@@ -88,7 +89,9 @@ def train(msg: Message, context: Context) -> Message:
     consensus = None
     if P.CONSENSUS in config:
         blob = cast(bytes, config[P.CONSENSUS])
-        shape = (len(data.splits.proxy_x), data.splits.num_classes)  # (B, K)
+        # built in the previous round on that round's proxy subset: (b, K)
+        rows = proxy_subset(len(data.splits.proxy_x), cfg.logits_subset, cfg.seed, server_round - 1)
+        shape = (len(rows), data.splits.num_classes)
         soft = decode_update(blob, {P.SOFT_LABELS_TENSOR: shape})[P.SOFT_LABELS_TENSOR]
         soft = soft.clamp_min(0)
         consensus = soft / soft.sum(dim=1, keepdim=True).clamp_min(1e-12)  # (B, K), rows sum to 1

@@ -36,6 +36,7 @@ from feddistill.compression.downlink import DownlinkPayload, receive_student
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData
 from feddistill.distill import SharedFeatureSpace, domain_affinity
+from feddistill.distill.subset import proxy_subset, subset_rows
 from feddistill.models import buffer_names, build_model
 from feddistill.protocol import AFFINITY_TENSOR, LOGITS_TENSOR, plan_for
 
@@ -214,6 +215,15 @@ def run_client_round(
     t0 = time.perf_counter()
 
     logits_payload = b""
+    # this round's proxy rows (logits) and last round's (the consensus being learned)
+    num_proxy = len(splits.proxy_x)
+    proxy_now = subset_rows(
+        splits.proxy_x, proxy_subset(num_proxy, cfg.logits_subset, cfg.seed, server_round)
+    )
+    proxy_prev = subset_rows(
+        splits.proxy_x,
+        proxy_subset(num_proxy, cfg.logits_subset, cfg.seed, max(1, server_round - 1)),
+    )
     if plan.uses_teachers:
         teacher = build_model(
             cfg.teacher_model_for(partition_id),
@@ -225,7 +235,7 @@ def run_client_round(
             teacher.load_state_dict(state["teacher"])
         teacher_kd = None  # logits-only: the client's own model also learns the consensus
         if not plan.uploads_student and consensus is not None:
-            teacher_kd = KDTarget(splits.proxy_x, consensus, cfg.alpha, cfg.temperature)
+            teacher_kd = KDTarget(proxy_prev, consensus, cfg.alpha, cfg.temperature)
         stats = train_supervised(
             teacher,
             x,
@@ -239,13 +249,13 @@ def run_client_round(
             kd=teacher_kd,
         )
         new_state["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
-        teacher_logits = predict_logits(teacher, splits.proxy_x, device)  # (B, K)
+        teacher_logits = predict_logits(teacher, proxy_now, device)  # (b, K)
         # Shift each row to max 0 and clip at -8T: softmax at T is unchanged up to
         # e^-8 per class, and the quantizer's range no longer depends on outliers.
         teacher_logits = teacher_logits - teacher_logits.max(dim=1, keepdim=True).values
         teacher_logits = teacher_logits.clamp_min(-8.0 * cfg.temperature)
         space = _feature_space(splits.proxy_x, cfg.seed)
-        affinity = domain_affinity(space.transform(x), space.transform(splits.proxy_x))  # (B,)
+        affinity = domain_affinity(space.transform(x), space.transform(proxy_now))  # (b,)
         log_affinity = affinity.float().clamp_min(1e-30).log()
         if attacker:
             teacher_logits, log_affinity = attack_logits(
@@ -276,7 +286,7 @@ def run_client_round(
     student.load_state_dict(global_state)
     kd = None
     if plan.uses_kd and consensus is not None:
-        kd = KDTarget(splits.proxy_x, consensus, cfg.alpha, cfg.temperature)
+        kd = KDTarget(proxy_prev, consensus, cfg.alpha, cfg.temperature)
     stats = train_supervised(
         student,
         x,

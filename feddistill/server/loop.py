@@ -26,6 +26,7 @@ from feddistill.compression.downlink import ReplicaBook
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData, prepare_federated_data
 from feddistill.distill import consensus as build_consensus
+from feddistill.distill.subset import proxy_subset, subset_rows
 from feddistill.models import buffer_names, build_model
 from feddistill.progress import record_phase
 from feddistill.server.aggregate import apply_update
@@ -160,6 +161,7 @@ class FederationRun:
                 )
             )
         self.rows: list[dict[str, Any]] = []
+        self.proxy_idx = torch.arange(len(splits.proxy_x))  # this round's proxy rows
         self.consensus: Tensor | None = None
         self.start_round = 0
         self.wall_offset = 0.0
@@ -240,6 +242,11 @@ class FederationRun:
             )
         messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
         replies = list(grid.send_and_receive(messages, timeout=self.timeout_s))
+        splits = self.data.splits
+        self.proxy_idx = proxy_subset(
+            len(splits.proxy_x), self.cfg.logits_subset, self.cfg.seed, server_round
+        )
+        self.strategy.proxy_size = len(self.proxy_idx)  # this round's teacher logits (b, K)
         outcome = self.strategy.aggregate_round(server_round, replies)
         if self.replicas is not None:
             self.replicas.commit(r.partition_id for r in outcome.accepted)
@@ -305,7 +312,7 @@ class FederationRun:
         splits = self.data.splits
         model = build_model(self.cfg.student_model, splits.in_shape, splits.num_classes)
         model.load_state_dict(apply_update(_state(self.student), update))
-        return predict_logits(model, splits.proxy_x, self.device)
+        return predict_logits(model, subset_rows(splits.proxy_x, self.proxy_idx), self.device)
 
     def server_distill(self, global_state: dict[str, Tensor], outcome: RoundOutcome) -> float:
         """FedDF: distill the new global student to the ensemble on the proxy set."""
@@ -313,6 +320,7 @@ class FederationRun:
         if epochs <= 0:
             return 0.0
         target = outcome.consensus
+        proxy = subset_rows(self.data.splits.proxy_x, self.proxy_idx)  # the round's rows
         if target is None:  # FedDF proper: the ensemble of the clients' own students
             splits = self.data.splits
             client_model = build_model(self.cfg.student_model, splits.in_shape, splits.num_classes)
@@ -321,14 +329,14 @@ class FederationRun:
                 client_model.load_state_dict(
                     apply_update(global_state, result.update, result.buffers)
                 )
-                logits.append(predict_logits(client_model, splits.proxy_x, self.device))
+                logits.append(predict_logits(client_model, proxy, self.device))
             target = build_consensus(
                 torch.stack(logits), "mean", self.cfg.temperature
             )  # (N,B,K) -> (B,K)
         # On a GPU node of the Ray cluster when this process has no GPU and one is free.
         return distill_on_gpu_node(
             self.student,
-            self.data.splits.proxy_x,
+            proxy,
             target,
             num_gpus=0.1,
             temperature=self.cfg.temperature,

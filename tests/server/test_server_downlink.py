@@ -71,3 +71,31 @@ def test_report_states_the_total_ratio_vs_fp32_fedavg(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "Uplink + downlink: 21.3x smaller than fp32 FedAvg." in text
     assert "| total_ratio_vs_fedavg_fp32 | 21.34 |" in text
+
+
+def test_logits_subset_shrinks_each_upload_by_the_dropped_rows(tmp_path):
+    # Prepare: one round, 4-bit logits (B, 10) and log-affinity (B,), B or b rows
+    from feddistill.data import prepare_federated_data
+
+    base = {**JOB, "num-server-rounds": 1, "fraction-train": 1.0}
+    full_cfg = from_mapping({**base, "out-dir": str(tmp_path / "full")})
+    half_cfg = from_mapping({**base, "out-dir": str(tmp_path / "half"), "logits-subset": 0.5})
+    proxy = len(prepare_federated_data(full_cfg).splits.proxy_x)
+    half = round(0.5 * proxy)
+    # Execute
+    full_row = run_rounds(full_cfg)[0]
+    half_row = run_rounds(half_cfg)[0]
+    # Assert: per client, 4-bit codes of B*10 + B values become b*10 + b, headers equal
+    saved = (proxy * 10 + 1) // 2 + (proxy + 1) // 2 - ((half * 10 + 1) // 2 + (half + 1) // 2)
+    assert full_row["uplink_logits_bytes"] - half_row["uplink_logits_bytes"] == 4 * saved
+
+
+def test_consensus_of_a_proxy_subset_is_learned_the_round_after(tmp_path):
+    # Prepare: round 2 clients decode round 1's (b, K) consensus and distill on its rows
+    cfg = from_mapping(
+        {**JOB, "out-dir": str(tmp_path), "num-server-rounds": 2, "logits-subset": 0.3}
+    )
+    # Execute
+    rows = run_rounds(cfg)
+    # Assert: every sampled client succeeded in both rounds
+    assert [(r["accepted"], r["failed"]) for r in rows] == [(2, 0), (2, 0)]
