@@ -202,13 +202,17 @@ def run_client_round(
     state = load_state(state_dir, partition_id, server_round)
     new_state: dict = {}
     if downlink is not None:
-        template = build_model(cfg.student_model, splits.in_shape, splits.num_classes)
+        # the server's initial student: same name, shapes and seed
+        template = build_model(
+            cfg.student_model, splits.in_shape, splits.num_classes, seed=cfg.seed
+        )
         global_state, new_state["replica"] = receive_student(
             downlink,
             state.get("replica"),
             int(state.get("replica_round", 0)),
             template.state_dict(),
             buffer_names(template),
+            initial=template.state_dict(),
         )
         new_state["replica_round"] = server_round
     metrics: dict[str, float] = {}

@@ -11,7 +11,10 @@ same decoded tensors, so the replicas are equal bit for bit.
 
 Catch-up: a client the server has no replica for (a new client, or one whose last
 reply was not accepted, so the server cannot know whether it stored the round) gets
-the full parameters in fp32 (``base_round = 0``). A client that merely sat out rounds
+the full parameters in fp32 (``base_round = 0``), unless the global student is still
+the seeded initial one (round 1): every client builds that model itself from the
+run's seed, so it gets a delta against it (all zeros: a few bytes per tensor,
+``base_round = -1``). A client that merely sat out rounds
 gets the delta against its replica, however old: the delta is larger, not wrong.
 The client checks that its stored replica is of ``base_round`` and refuses otherwise.
 Buffers (BatchNorm statistics) always go down dense, as values.
@@ -33,6 +36,7 @@ from feddistill.compression.update import (
 )
 
 FULL_MODEL = 0  # base round of a payload that carries the full parameters
+INITIAL_MODEL = -1  # base round of a delta against the seeded initial student
 
 
 @dataclass
@@ -70,6 +74,10 @@ def add_delta(replica: Mapping[str, Tensor], delta: Mapping[str, Tensor]) -> dic
     return out
 
 
+def _equal(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k]) for k in a)
+
+
 def _shapes(template: Mapping[str, Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in template.items()}
 
@@ -87,6 +95,7 @@ class ReplicaBook:
     """
 
     spec: UpdateCompression
+    initial: dict[str, Tensor] | None = None  # the seeded initial parameters, if known
     replicas: dict[int, tuple[int, dict[str, Tensor]]] = field(default_factory=dict)
     pending: dict[int, tuple[int, dict[str, Tensor]]] = field(default_factory=dict)
 
@@ -104,6 +113,8 @@ class ReplicaBook:
         """
         buffer_bytes = encode_state(buffers) if buffers else b""
         known = self.replicas.get(partition_id)
+        if known is None and self.initial is not None and _equal(params, self.initial):
+            known = (INITIAL_MODEL, self.initial)
         if known is None:
             encoded = encode_state({k: v.detach().cpu() for k, v in params.items()})
             # the replica is what the client decodes (e.g. -0.0 comes back as 0.0)
@@ -145,6 +156,7 @@ def receive_student(
     replica_round: int,
     template: Mapping[str, Tensor],
     buffer_keys: Iterable[str],
+    initial: Mapping[str, Tensor] | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """The client side: rebuild the global student from its replica and the payload.
 
@@ -154,6 +166,8 @@ def receive_student(
         replica_round: the round that replica is of (0 if none).
         template: the student's state_dict (names, shapes) to check the payload with.
         buffer_keys: names of the buffers in `template`.
+        initial: the seeded initial student's state_dict, needed for a payload of
+            ``base_round = -1`` (None: such a payload is refused).
 
     Returns:
         (full state_dict to train from, new replica parameters to store).
@@ -168,6 +182,10 @@ def receive_student(
     decoded = decode_update(payload.params, param_shapes)
     if payload.base_round == FULL_MODEL:
         params = decoded
+    elif payload.base_round == INITIAL_MODEL:
+        if initial is None:
+            raise ValueError("downlink delta is against the initial model, which is not given")
+        params = add_delta({k: initial[k] for k in param_shapes}, decoded)
     else:
         if replica is None or replica_round != payload.base_round:
             raise ValueError(

@@ -152,13 +152,15 @@ class FederationRun:
         )
         self.strategy.reference_fn = self.reference_logits
         self.replicas: ReplicaBook | None = None  # per-client replicas (downlink deltas)
+        params = {name for name, _ in self.student.named_parameters()}
         if cfg.downlink_bit_width < 32 or cfg.downlink_density < 1.0:
             self.replicas = ReplicaBook(
                 UpdateCompression(
                     density=cfg.downlink_density,
                     bit_width=cfg.downlink_bit_width,
                     error_feedback=False,
-                )
+                ),
+                initial={k: v for k, v in _state(self.student).items() if k in params},
             )
         self.rows: list[dict[str, Any]] = []
         self.proxy_idx = torch.arange(len(splits.proxy_x))  # this round's proxy rows

@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from feddistill.compression import UpdateCompression
-from feddistill.compression.downlink import FULL_MODEL, ReplicaBook, receive_student
+from feddistill.compression.downlink import (
+    FULL_MODEL,
+    INITIAL_MODEL,
+    ReplicaBook,
+    receive_student,
+)
 
 SPEC = UpdateCompression(density=0.25, bit_width=4, error_feedback=False)
 
@@ -121,3 +126,34 @@ def test_delta_against_a_replica_the_client_does_not_hold_is_refused():
     # Execute / Assert
     with pytest.raises(ValueError, match="round 1, this client holds round 3"):
         receive_student(payload, _global(1), 3, {"w": torch.zeros(8, 4), "b": torch.zeros(4)}, [])
+
+
+def test_unchanged_initial_model_goes_down_as_a_delta_the_client_rebuilds_exactly():
+    # Prepare: the server's student is still the seeded initial one
+    initial = _global(0)
+    book = ReplicaBook(SPEC, initial={k: v.clone() for k, v in initial.items()})
+    template = {"w": torch.zeros(8, 4), "b": torch.zeros(4)}
+    # Execute
+    payload = book.payload_for(0, 1, initial)
+    state, _ = receive_student(payload, None, 0, template, [], initial=initial)
+    # Assert
+    assert payload.base_round == INITIAL_MODEL
+    assert all(torch.equal(state[k], initial[k]) for k in initial)
+
+
+def test_delta_against_the_initial_model_without_it_is_refused():
+    # Prepare
+    initial = _global(0)
+    payload = ReplicaBook(SPEC, initial=initial).payload_for(0, 1, initial)
+    # Execute / Assert
+    with pytest.raises(ValueError, match="against the initial model, which is not given"):
+        receive_student(payload, None, 0, {"w": torch.zeros(8, 4), "b": torch.zeros(4)}, [])
+
+
+def test_changed_model_goes_to_a_new_client_in_full_despite_the_initial_one():
+    # Prepare
+    book = ReplicaBook(SPEC, initial=_global(0))
+    # Execute
+    payload = book.payload_for(0, 2, _global(1))
+    # Assert
+    assert payload.base_round == FULL_MODEL
