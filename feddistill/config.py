@@ -76,6 +76,10 @@ class RunConfig:
     error_feedback: bool = True  # keep what top-k did not send for the next round
     logits_bit_width: int = 4  # uploaded teacher logits, one of BIT_WIDTHS
     export_sparsity: float = 0.5  # unstructured sparsity of the exported student, [0, 1)
+    # --- in-federation sparsity (server-owned global mask; 0 = off) ---
+    target_sparsity: float = 0.0  # final fraction of conv / linear weights masked, [0, 1)
+    sparsity_start_round: int = 1  # first round with a mask
+    sparsity_end_round: int = 1  # round the target is reached (cubic ramp in between)
     round_timeout_s: float = 600.0  # a sampled client that has not replied by then failed
     # --- robustness to malicious clients ---
     aggregator: str = "fedavg"  # one of AGGREGATORS, on the trainable deltas
@@ -129,6 +133,9 @@ class RunConfig:
         _check_range("update_density", self.update_density, low=0.0, low_open=True, high=1.0)
         _check_range("client_num_gpus", self.client_num_gpus, low=0.0, high=1.0)
         _check_range("export_sparsity", self.export_sparsity, low=0.0, high=1.0, high_open=True)
+        _check_range("target_sparsity", self.target_sparsity, low=0.0, high=1.0, high_open=True)
+        _check_range("sparsity_start_round", self.sparsity_start_round, low=1)
+        _check_range("sparsity_end_round", self.sparsity_end_round, low=self.sparsity_start_round)
         for key in ("learning_rate", "teacher_learning_rate", "temperature", "dirichlet_alpha"):
             _check_range(key, getattr(self, key), low=0.0, low_open=True)
         _check_range("alpha", self.alpha, low=0.0)

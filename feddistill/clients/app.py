@@ -93,6 +93,8 @@ def train(msg: Message, context: Context) -> Message:
         server_round,
         client_state_dir(cfg, context),
         resolve_device(cfg.device),
+        mask_blob=cast(bytes, config[P.MASK]) if P.MASK in config else None,
+        mask_version=int(cast(int, config.get(P.MASK_VERSION, 0))),
     )
     metrics = MetricRecord(
         {P.NUM_EXAMPLES: reply.num_examples, P.PARTITION_ID: partition_id, **reply.metrics}

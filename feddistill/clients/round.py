@@ -32,11 +32,20 @@ from feddistill.compression import (
     encode_state,
     encode_tensors,
 )
+from feddistill.compression.masks import (
+    attach_masks,
+    decode_mask,
+    detach_masks,
+    maskable_keys,
+    pack_unmasked,
+    unpack_unmasked,
+)
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData
 from feddistill.distill import SharedFeatureSpace, domain_affinity
 from feddistill.models import buffer_names, build_model
 from feddistill.protocol import AFFINITY_TENSOR, LOGITS_TENSOR, plan_for
+from feddistill.protocol import MASK_VERSION as P_MASK_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +125,7 @@ def encode_student(
     spec: UpdateCompression,
     residual: dict[str, Tensor] | None,
     generator: torch.Generator | None = None,
+    masks: dict[str, Tensor] | None = None,
 ) -> tuple[bytes, bytes, dict[str, Tensor]]:
     """The student's upload: compressed parameter update and dense buffer values.
 
@@ -132,9 +142,13 @@ def encode_student(
         residual: error-feedback residual of the parameters from the client's last
             round (None for none).
         generator: random source for stochastic rounding.
+        masks: the server's keep-masks (key -> bool tensor); a masked tensor travels
+            as its kept entries only (1-D, row-major; top-k runs within them) and
+            the residual of masked-out entries is dropped. None: no mask.
 
     Returns:
-        (update payload, buffers payload (``b""`` if the model has none), new residual).
+        (update payload, buffers payload (``b""`` if the model has none), new residual
+        (dense shapes, 0 at masked-out entries)).
 
     Raises:
         ValueError: if a tensor holds NaN or Inf (named).
@@ -143,10 +157,39 @@ def encode_student(
     local_state = student.state_dict()
     params = {k: v for k, v in local_state.items() if k not in buffer_keys}
     buffers = {k: v.detach().cpu() for k, v in local_state.items() if k in buffer_keys}
-    update, new_residual = compress_update(
-        state_delta(params, global_state), spec, residual, generator=generator
-    )
+    delta = state_delta(params, global_state)
+    if masks:
+        delta = pack_unmasked(delta, masks)
+        residual = pack_unmasked(residual, masks) if residual else residual
+    update, new_residual = compress_update(delta, spec, residual, generator=generator)
+    if masks:
+        new_residual = unpack_unmasked(new_residual, masks)
     return update, encode_state(buffers) if buffers else b"", new_residual
+
+
+def client_masks(
+    student: torch.nn.Module, state: dict, mask_blob: bytes | None, mask_version: int
+) -> dict[str, Tensor]:
+    """The global mask of version ``mask_version``: from the message, else from state.
+
+    Raises:
+        ValueError: if the bitmap does not fit the student or has another version, or
+            the client holds no mask of ``mask_version`` and none was sent.
+    """
+    if mask_version <= 0:
+        return {}
+    if mask_blob:
+        shapes = {k: tuple(student.state_dict()[k].shape) for k in maskable_keys(student)}
+        masks, version = decode_mask(mask_blob, shapes)
+        if version != mask_version:
+            raise ValueError(f"mask bitmap has version {version}, the round uses {mask_version}")
+        return masks
+    if int(state.get("mask_version", 0)) != mask_version:
+        raise ValueError(
+            f"the round uses mask version {mask_version}, this client holds "
+            f"{int(state.get('mask_version', 0))} and no bitmap was sent"
+        )
+    return dict(state["mask"])
 
 
 @lru_cache(maxsize=4)
@@ -164,6 +207,8 @@ def run_client_round(
     server_round: int,
     state_dir: str | Path,
     device: torch.device,
+    mask_blob: bytes | None = None,
+    mask_version: int = 0,
 ) -> ClientReply:
     """Teacher round, proxy logits, student round and compressed upload of one client.
 
@@ -177,6 +222,8 @@ def run_client_round(
         server_round: the round, from 1.
         state_dir: where per-client state lives.
         device: where to train.
+        mask_blob: the server's keep-mask bitmap when this client lacks it, else None.
+        mask_version: round the global mask last changed (0: no mask).
 
     Returns:
         The :class:`ClientReply` with the encoded update and logits.
@@ -244,6 +291,10 @@ def run_client_round(
 
     student = build_model(cfg.student_model, splits.in_shape, splits.num_classes)
     student.load_state_dict(global_state)
+    masks = client_masks(student, state, mask_blob, mask_version)
+    if masks:
+        new_state.update(mask=masks, mask_version=mask_version)
+        attach_masks(student, masks)  # masked weights get no gradient and stay 0
     kd = None
     if plan.uses_kd and consensus is not None:
         kd = KDTarget(splits.proxy_x, consensus, cfg.alpha, cfg.temperature)
@@ -259,6 +310,8 @@ def run_client_round(
         device,
         kd=kd,
     )
+    if masks:
+        detach_masks(student, masks)
     _, student_acc = evaluate(student, x, y, device)
     spec = UpdateCompression(
         density=plan.density, bit_width=plan.bit_width, error_feedback=plan.error_feedback
@@ -266,7 +319,7 @@ def run_client_round(
     residual = state.get("residual") if plan.error_feedback else None
     generator = torch.Generator().manual_seed(_round_seed(cfg.seed, partition_id, server_round, 3))
     update_payload, buffers_payload, new_residual = encode_student(
-        student, global_state, spec, residual, generator
+        student, global_state, spec, residual, generator, masks
     )
     if plan.error_feedback:
         new_state["residual"] = new_residual
@@ -282,6 +335,7 @@ def run_client_round(
         update_bytes=float(len(update_payload) + len(buffers_payload)),
         logits_bytes=float(len(logits_payload)),
         client_seconds=time.perf_counter() - t0,
+        **{P_MASK_VERSION: float(mask_version)},
     )
     return ClientReply(
         update_payload, logits_payload, int(x.shape[0]), metrics, buffers=buffers_payload

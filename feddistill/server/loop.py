@@ -38,6 +38,7 @@ from feddistill.server.results import (
     write_summary,
 )
 from feddistill.server.robust import robust_policy, robustness_columns
+from feddistill.server.sparse import GlobalMask
 from feddistill.server.strategy import FedDistill, RoundOutcome
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ class FederationRun:
             robust_keys=frozenset(name for name, _ in self.student.named_parameters()),
         )
         self.strategy.reference_fn = self.reference_logits
+        self.mask = GlobalMask(cfg, self.student)  # in-federation sparsity (issue 12)
         self.rows: list[dict[str, Any]] = []
         self.consensus: Tensor | None = None
         self.start_round = 0
@@ -168,6 +170,8 @@ class FederationRun:
                     f"{cfg.student_model!r}: {str(exc).splitlines()[0]}"
                 ) from None
             self.rows, self.consensus = ckpt["rows"], ckpt["consensus"]
+            if "mask" in ckpt:
+                self.mask.load_state_dict(ckpt["mask"])
             self.start_round, self.wall_offset = int(ckpt["round"]), float(ckpt["wall_seconds"])
             logger.info(
                 "resuming after round %d from %s", self.start_round, self.out / "checkpoints"
@@ -207,10 +211,13 @@ class FederationRun:
             # fp16 on the downlink: soft labels need finer steps than 8 bits give.
             consensus_bytes = encode_tensors({P.SOFT_LABELS_TENSOR: self.consensus}, bit_width=16)
             config[P.CONSENSUS] = consensus_bytes
+        self.mask.step(server_round, self.student)
+        self.strategy.masks, self.strategy.mask_version = self.mask.active(), self.mask.version
         global_state = _state(self.student)
         messages = list(
             self.strategy.configure_train(server_round, ArrayRecord(global_state), config, grid)
         )
+        mask_bytes = self.mask.attach(messages, self.strategy.node_partitions)
         replies = list(grid.send_and_receive(messages, timeout=self.timeout_s))
         outcome = self.strategy.aggregate_round(server_round, replies)
         if len(replies) < len(messages):
@@ -225,6 +232,9 @@ class FederationRun:
         self.student.load_state_dict(apply_update(global_state, outcome.update, outcome.buffers))
         self.consensus = outcome.consensus
         distill_loss = self.server_distill(global_state, outcome)
+        if self.mask.enabled:  # server distillation must not revive pruned weights
+            self.student.load_state_dict(self.mask.apply(_state(self.student)))
+            self.mask.accepted([r.partition_id for r in outcome.accepted])
         metrics = evaluate_by_domain(
             self.student,
             self.data.splits.test_x,
@@ -236,6 +246,11 @@ class FederationRun:
             server_round, metrics, outcome, len(messages), global_state, consensus_bytes
         )
         row["server_distill_loss"] = distill_loss
+        if self.mask.enabled:
+            row["global_sparsity"] = self.mask.sparsity
+            row["downlink_mask_bytes"] = mask_bytes
+            row["downlink_bytes"] += mask_bytes
+            row["cumulative_downlink_bytes"] += mask_bytes
         row.update(robustness_columns(outcome.actions, outcome.failures))
         row["round_seconds"] = time.perf_counter() - t0
         row["wall_seconds"] = time.perf_counter() - t_start
@@ -250,6 +265,7 @@ class FederationRun:
                 "consensus": self.consensus,
                 "rows": self.rows,
                 "wall_seconds": row["wall_seconds"],
+                **({"mask": self.mask.state_dict()} if self.mask.enabled else {}),
             },
         )
         logger.info(

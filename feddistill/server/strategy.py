@@ -22,6 +22,7 @@ from torch import Tensor
 
 from feddistill import protocol as P
 from feddistill.compression import CodecError, decode_update
+from feddistill.compression.masks import packed_shapes, unpack_unmasked
 from feddistill.distill import consensus as build_consensus
 from feddistill.server.aggregate import (
     RejectedUpdate,
@@ -148,6 +149,10 @@ class FedDistill(FedAvg):
         # aggregated update -> (B, K) logits of the new global student on the proxy set;
         # the trusted reference of the consensus' agreement gate (set by the loop)
         self.reference_fn: Callable[[dict[str, Tensor]], Tensor] | None = None
+        # the global keep-mask (set by the loop when target-sparsity > 0): replies carry
+        # only kept coordinates of masked tensors and must name this mask version
+        self.masks: dict[str, Tensor] = {}
+        self.mask_version = 0
 
     def sample_partitions(self, server_round: int, num_partitions: int) -> list[int]:
         """Seeded sample of partition ids for `server_round`, sorted."""
@@ -200,8 +205,15 @@ class FedDistill(FedAvg):
                 buffers_bytes = _as_bytes(payload[P.BUFFERS], P.BUFFERS)
         except (KeyError, TypeError, ValueError) as exc:
             raise RejectedUpdate(f"malformed reply: {exc!r}") from None
+        version = int(metrics.get(P.MASK_VERSION, 0))
+        if version != self.mask_version:
+            raise RejectedUpdate(
+                f"update made with mask version {version}, the round's mask is "
+                f"version {self.mask_version}"
+            )
         try:
-            update = decode_update(update_bytes, self._shapes(self.param_template))
+            shapes = packed_shapes(self._shapes(self.param_template), self.masks)
+            update = unpack_unmasked(decode_update(update_bytes, shapes), self.masks)
             buffers: dict[str, Tensor] = {}
             if self.buffer_template:
                 buffers = decode_update(buffers_bytes, self._shapes(self.buffer_template))
