@@ -381,7 +381,9 @@ class FederationRun:
             splits.test_x,
             splits.test_y,
             self.out / "student",
-            sparsity=self.cfg.export_sparsity,
+            # a sparse run exports its own trained mask (pruning more only if asked)
+            sparsity=max(self.cfg.export_sparsity, self.mask.sparsity),
+            compress=self.mask.enabled,
         )
         last = self.rows[-1]
         summary = build_summary(self.cfg, self.rows, wall_seconds, status="completed")
