@@ -80,6 +80,8 @@ class RunConfig:
     target_sparsity: float = 0.0  # final fraction of conv / linear weights masked, [0, 1)
     sparsity_start_round: int = 1  # first round with a mask
     sparsity_end_round: int = 1  # round the target is reached (cubic ramp in between)
+    channel_pruning_ratio: float = 0.0  # channels the server removes once, [0, 1); 0 = off
+    channel_pruning_round: int = 1  # the removal happens at the start of this round
     round_timeout_s: float = 600.0  # a sampled client that has not replied by then failed
     # --- robustness to malicious clients ---
     aggregator: str = "fedavg"  # one of AGGREGATORS, on the trainable deltas
@@ -136,6 +138,15 @@ class RunConfig:
         _check_range("target_sparsity", self.target_sparsity, low=0.0, high=1.0, high_open=True)
         _check_range("sparsity_start_round", self.sparsity_start_round, low=1)
         _check_range("sparsity_end_round", self.sparsity_end_round, low=self.sparsity_start_round)
+        _check_range(
+            "channel_pruning_ratio", self.channel_pruning_ratio, low=0.0, high=1.0, high_open=True
+        )
+        _check_range("channel_pruning_round", self.channel_pruning_round, low=1)
+        if self.channel_pruning_ratio > 0 and self.target_sparsity > 0:
+            raise ValueError(
+                f"channel-pruning-ratio={self.channel_pruning_ratio} and target-sparsity="
+                f"{self.target_sparsity} cannot both be on (the mask would not fit the new shapes)"
+            )
         for key in ("learning_rate", "teacher_learning_rate", "temperature", "dirichlet_alpha"):
             _check_range(key, getattr(self, key), low=0.0, low_open=True)
         _check_range("alpha", self.alpha, low=0.0)

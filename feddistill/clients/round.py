@@ -40,6 +40,7 @@ from feddistill.compression.masks import (
     pack_unmasked,
     unpack_unmasked,
 )
+from feddistill.compression.pruning import resize_to_state
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData
 from feddistill.distill import SharedFeatureSpace, domain_affinity
@@ -290,6 +291,7 @@ def run_client_round(
         metrics.update(teacher_loss=stats["loss"], teacher_train_accuracy=teacher_acc)
 
     student = build_model(cfg.student_model, splits.in_shape, splits.num_classes)
+    resize_to_state(student, global_state)  # the server may have pruned channels
     student.load_state_dict(global_state)
     masks = client_masks(student, state, mask_blob, mask_version)
     if masks:
@@ -317,6 +319,12 @@ def run_client_round(
         density=plan.density, bit_width=plan.bit_width, error_feedback=plan.error_feedback
     )
     residual = state.get("residual") if plan.error_feedback else None
+    if residual:  # after channel pruning the old residual no longer fits: dropped
+        residual = {
+            k: v
+            for k, v in residual.items()
+            if k in global_state and v.shape == global_state[k].shape
+        }
     generator = torch.Generator().manual_seed(_round_seed(cfg.seed, partition_id, server_round, 3))
     update_payload, buffers_payload, new_residual = encode_student(
         student, global_state, spec, residual, generator, masks

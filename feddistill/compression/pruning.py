@@ -183,7 +183,22 @@ def load_pruned(dense_model: nn.Module, path: str | Path) -> nn.Module:
         RuntimeError: if the state_dict does not fit the architecture (strict load).
     """
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    for name, module in dense_model.named_modules():
+    resize_to_state(dense_model, state)
+    dense_model.load_state_dict(state, strict=True)
+    return dense_model
+
+
+def resize_to_state(model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
+    """Give ``model``'s layers the shapes of ``state`` (a channel-pruned state_dict), in place.
+
+    Every conv / linear / batch-norm whose tensor in ``state`` has another shape gets
+    empty tensors of that shape and updated size attributes; the values are left to a
+    following ``load_state_dict``. Keys missing from ``state`` are left alone.
+
+    Returns:
+        ``model`` itself.
+    """
+    for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
         for local, tensor in list(module.named_parameters(recurse=False)) + list(
             module.named_buffers(recurse=False)
@@ -200,5 +215,4 @@ def load_pruned(dense_model: nn.Module, path: str | Path) -> nn.Module:
                 setattr(module, attr, getattr(module, param).shape[dim])
         if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):
             module.in_channels = module.weight.shape[1] * module.groups
-    dense_model.load_state_dict(state, strict=True)
-    return dense_model
+    return model

@@ -22,6 +22,7 @@ from feddistill import protocol as P
 from feddistill.clients.train import predict_logits, resolve_device
 from feddistill.cluster.remote import distill_on_gpu_node
 from feddistill.compression import encode_tensors
+from feddistill.compression.pruning import resize_to_state
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData, prepare_federated_data
 from feddistill.distill import consensus as build_consensus
@@ -40,6 +41,7 @@ from feddistill.server.results import (
 from feddistill.server.robust import robust_policy, robustness_columns
 from feddistill.server.sparse import GlobalMask
 from feddistill.server.strategy import FedDistill, RoundOutcome
+from feddistill.server.surgery import channel_pruning_due, prune_global_channels, retarget
 
 logger = logging.getLogger(__name__)
 QUERY_PARTITION = "partition"
@@ -163,7 +165,9 @@ class FederationRun:
             save_run_config(cfg)
         if ckpt is not None:
             try:
+                resize_to_state(self.student, ckpt["student"])  # a channel-pruned student
                 self.student.load_state_dict(ckpt["student"])
+                retarget(self.strategy, _state(self.student), buffer_names(self.student))
             except RuntimeError as exc:
                 raise OutDirInUse(
                     f"the checkpoint in {cfg.out_dir!r} does not fit student-model="
@@ -211,6 +215,12 @@ class FederationRun:
             # fp16 on the downlink: soft labels need finer steps than 8 bits give.
             consensus_bytes = encode_tensors({P.SOFT_LABELS_TENSOR: self.consensus}, bit_width=16)
             config[P.CONSENSUS] = consensus_bytes
+        if channel_pruning_due(self.cfg, server_round):
+            removed = prune_global_channels(
+                self.student, self.data.splits.proxy_x[:1], self.cfg.channel_pruning_ratio
+            )
+            retarget(self.strategy, _state(self.student), buffer_names(self.student))
+            logger.info("round %d: channel pruning removed %d parameters", server_round, removed)
         self.mask.step(server_round, self.student)
         self.strategy.masks, self.strategy.mask_version = self.mask.active(), self.mask.version
         global_state = _state(self.student)
@@ -246,6 +256,11 @@ class FederationRun:
             server_round, metrics, outcome, len(messages), global_state, consensus_bytes
         )
         row["server_distill_loss"] = distill_loss
+        if self.mask.enabled or self.cfg.channel_pruning_ratio > 0:
+            row["student_parameters"] = sum(p.numel() for p in self.student.parameters())
+            row["client_seconds_mean"] = sum(
+                r.metrics.get("client_seconds", 0.0) for r in outcome.accepted
+            ) / len(outcome.accepted)
         if self.mask.enabled:
             row["global_sparsity"] = self.mask.sparsity
             row["downlink_mask_bytes"] = mask_bytes
@@ -282,7 +297,9 @@ class FederationRun:
         """(B, K) logits on the proxy set of the global student after `update`."""
         splits = self.data.splits
         model = build_model(self.cfg.student_model, splits.in_shape, splits.num_classes)
-        model.load_state_dict(apply_update(_state(self.student), update))
+        state = apply_update(_state(self.student), update)
+        resize_to_state(model, state)
+        model.load_state_dict(state)
         return predict_logits(model, splits.proxy_x, self.device)
 
     def server_distill(self, global_state: dict[str, Tensor], outcome: RoundOutcome) -> float:
@@ -294,6 +311,7 @@ class FederationRun:
         if target is None:  # FedDF proper: the ensemble of the clients' own students
             splits = self.data.splits
             client_model = build_model(self.cfg.student_model, splits.in_shape, splits.num_classes)
+            resize_to_state(client_model, global_state)
             logits = []
             for result in outcome.accepted:
                 client_model.load_state_dict(

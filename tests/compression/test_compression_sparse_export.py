@@ -78,3 +78,21 @@ def test_sparse_export_reloads_in_a_fresh_process_with_identical_outputs(
     )
     # Assert
     assert torch.equal(torch.load(tmp_path / "y.pt"), expected)
+
+
+def test_channel_pruned_student_exports_and_reloads_with_identical_outputs(
+    trained_student, mnist5k: tuple[Tensor, Tensor], tmp_path: Path
+) -> None:
+    # Prepare: half the channels removed, as the server does between rounds
+    from feddistill.compression.pruning import prune_channels
+
+    x, y = mnist5k
+    pruned = prune_channels(copy.deepcopy(trained_student).eval(), x[:1], 0.5)
+    # Execute
+    export_student(pruned, x[3000:3200], x[4000:4200], y[4000:4200], tmp_path, 0.0, compress=True)
+    first, second = load_student(tmp_path), load_student(tmp_path)
+    # Assert: the file holds the pruned architecture (4 first-layer channels -> same
+    # logits from two independent loads) and is not the dense one
+    assert torch.equal(first(x[:64]), second(x[:64]))
+    assert first(x[:2]).shape == (2, 10)
+    assert sum(p.numel() for p in pruned.parameters()) == 13242
