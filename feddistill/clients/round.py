@@ -297,6 +297,7 @@ def run_client_round(
     if masks:
         new_state.update(mask=masks, mask_version=mask_version)
         attach_masks(student, masks)  # masked weights get no gradient and stay 0
+    t_student = time.perf_counter()
     kd = None
     if plan.uses_kd and consensus is not None:
         kd = KDTarget(splits.proxy_x, consensus, cfg.alpha, cfg.temperature)
@@ -312,6 +313,7 @@ def run_client_round(
         device,
         kd=kd,
     )
+    student_seconds = time.perf_counter() - t_student
     if masks:
         detach_masks(student, masks)
     _, student_acc = evaluate(student, x, y, device)
@@ -343,6 +345,7 @@ def run_client_round(
         update_bytes=float(len(update_payload) + len(buffers_payload)),
         logits_bytes=float(len(logits_payload)),
         client_seconds=time.perf_counter() - t0,
+        student_seconds=student_seconds,
         **{P_MASK_VERSION: float(mask_version)},
     )
     return ClientReply(

@@ -258,9 +258,10 @@ class FederationRun:
         row["server_distill_loss"] = distill_loss
         if self.mask.enabled or self.cfg.channel_pruning_ratio > 0:
             row["student_parameters"] = sum(p.numel() for p in self.student.parameters())
-            row["client_seconds_mean"] = sum(
-                r.metrics.get("client_seconds", 0.0) for r in outcome.accepted
-            ) / len(outcome.accepted)
+            for name in ("client_seconds", "student_seconds"):
+                row[f"{name}_mean"] = sum(r.metrics.get(name, 0.0) for r in outcome.accepted) / len(
+                    outcome.accepted
+                )
         if self.mask.enabled:
             row["global_sparsity"] = self.mask.sparsity
             row["downlink_mask_bytes"] = mask_bytes
