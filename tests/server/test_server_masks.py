@@ -112,3 +112,26 @@ def test_resumed_sparse_run_matches_the_uninterrupted_one(full, tmp_path):
     assert resumed[-1]["downlink_mask_bytes"] == 0
     assert resumed[-1]["accuracy"] == rows[-1]["accuracy"]
     assert resumed[-1]["uplink_update_bytes"] == rows[-1]["uplink_update_bytes"]
+
+
+@pytest.mark.slow
+def test_sparse_run_exports_its_trained_mask_compressed(full):
+    # Prepare: reopen the finished 3-round run (its checkpoint holds the 80% student)
+    from feddistill.compression import load_student
+    from feddistill.inprocess import task_identity
+    from feddistill.server.loop import FederationRun
+
+    out, _ = full
+    cfg = from_mapping({**CASE, "num-server-rounds": 3, "out-dir": str(out), "resume": True})
+    with task_identity():
+        run = FederationRun(cfg)
+        # Execute
+        summary = run.finish(wall_seconds=1.0)
+    export = summary["student_export"]
+    # Assert: the mask's 80% (not export-sparsity's 50%), stored zlib, loadable
+    assert export["sparsity"] == pytest.approx(0.8, abs=1e-4)
+    assert export["file"] == "student_int8.pt.zlib"
+    assert (out / "student" / "student_int8.pt.zlib").stat().st_size == export["bytes"][
+        "int8_torchscript_zlib"
+    ]
+    assert load_student(out / "student")(run.data.splits.test_x[:2]).shape == (2, 10)
