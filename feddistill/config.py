@@ -82,6 +82,7 @@ class RunConfig:
     sparsity_end_round: int = 1  # round the target is reached (cubic ramp in between)
     channel_pruning_ratio: float = 0.0  # channels the server removes once, [0, 1); 0 = off
     channel_pruning_round: int = 1  # the removal happens at the start of this round
+    channel_pruning_norm: int = 2  # filter norm ranking the channels: 1 (L1) or 2 (L2)
     round_timeout_s: float = 600.0  # a sampled client that has not replied by then failed
     # --- robustness to malicious clients ---
     aggregator: str = "fedavg"  # one of AGGREGATORS, on the trainable deltas
@@ -142,6 +143,7 @@ class RunConfig:
             "channel_pruning_ratio", self.channel_pruning_ratio, low=0.0, high=1.0, high_open=True
         )
         _check_range("channel_pruning_round", self.channel_pruning_round, low=1)
+        _check_choice("channel-pruning-norm", self.channel_pruning_norm, (1, 2))
         if self.channel_pruning_ratio > 0 and self.target_sparsity > 0:
             raise ValueError(
                 f"channel-pruning-ratio={self.channel_pruning_ratio} and target-sparsity="

@@ -217,7 +217,10 @@ class FederationRun:
             config[P.CONSENSUS] = consensus_bytes
         if channel_pruning_due(self.cfg, server_round):
             removed = prune_global_channels(
-                self.student, self.data.splits.proxy_x[:1], self.cfg.channel_pruning_ratio
+                self.student,
+                self.data.splits.proxy_x[:1],
+                self.cfg.channel_pruning_ratio,
+                self.cfg.channel_pruning_norm,
             )
             retarget(self.strategy, _state(self.student), buffer_names(self.student))
             logger.info("round %d: channel pruning removed %d parameters", server_round, removed)

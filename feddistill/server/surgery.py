@@ -30,13 +30,16 @@ def channel_pruning_due(cfg: RunConfig, server_round: int) -> bool:
     return cfg.channel_pruning_ratio > 0.0 and server_round == cfg.channel_pruning_round
 
 
-def prune_global_channels(student: nn.Module, example_inputs: Tensor, ratio: float) -> int:
+def prune_global_channels(
+    student: nn.Module, example_inputs: Tensor, ratio: float, norm: int = 2
+) -> int:
     """Remove ``ratio`` of the student's channels in place; return parameters removed.
 
     Args:
         student: the global student (train or eval mode).
         example_inputs: one batch (B, C, H, W) to trace the dependency graph.
         ratio: fraction of channels removed per prunable layer, in [0, 1).
+        norm: 1 or 2, the filter norm that ranks channels.
 
     Returns:
         Number of parameters removed.
@@ -46,7 +49,7 @@ def prune_global_channels(student: nn.Module, example_inputs: Tensor, ratio: flo
     """
     before = sum(p.numel() for p in student.parameters())
     was_training = student.training
-    prune_channels(student.eval(), example_inputs, ratio)
+    prune_channels(student.eval(), example_inputs, ratio, norm)
     student.train(was_training)
     return before - sum(p.numel() for p in student.parameters())
 

@@ -90,3 +90,11 @@ def test_channel_pruned_run_resumes_like_the_uninterrupted_one(full, tmp_path):
     assert resumed[-1]["accepted"] == 2
     assert resumed[-1]["student_parameters"] == 13242
     assert resumed[-1]["accuracy"] == rows[-1]["accuracy"]
+
+
+def test_channel_pruning_norm_must_be_1_or_2():
+    # Execute / Assert
+    with pytest.raises(
+        ValueError, match="channel-pruning-norm=3 is not allowed; choose one of: 1, 2"
+    ):
+        RunConfig(channel_pruning_norm=3)
