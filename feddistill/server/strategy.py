@@ -220,6 +220,7 @@ class FedDistill(FedAvg):
                     self.temperature,
                     affinity=affinity,
                     seed=self.seed,
+                    num_examples=torch.tensor([r.num_examples for r in outcome.accepted]),
                 )
         return outcome
 
