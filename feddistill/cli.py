@@ -140,7 +140,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARKS = {"compression": "compression.py", "fed": "fed_mnist5k.py", "scaling": "scaling.py"}
+BENCHMARKS = {
+    "compression": "compression.py",
+    "fed": "fed_mnist5k.py",
+    "scaling": "scaling.py",
+    "domains": "domains.py",
+}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -203,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_plan_parser(sub)
 
-    bench = sub.add_parser("bench", help="benchmarks: compression | fed | scaling")
+    bench = sub.add_parser("bench", help="benchmarks: compression | fed | scaling | domains")
     bench.add_argument("which", choices=tuple(BENCHMARKS))
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
     bench.set_defaults(func=cmd_bench)
