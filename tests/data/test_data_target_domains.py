@@ -144,7 +144,7 @@ def test_target_oracle_needs_target_domains():
             r"partitioner='kmeans' cannot be used with target-domains",
         ),
         (
-            {"target-domains": "3", "num-domains": 2},
+            {"target-domains": "3", "num-domains": 2, "partitioner": "iid"},
             r"target-domains \[3\] must be < num-domains=2",
         ),
         ({"proxy-set": "test"}, r"proxy-set='test' is not allowed; choose one of: target, public"),
