@@ -5,6 +5,9 @@ per source domain) and both directions of ``digits-mix`` (mnist5k -> digits and
 digits -> mnist5k, 2 clients on the source domain). The target domain's training
 inputs are the unlabeled proxy set; its test samples give the headline metric.
 
+Settings (``COMMON``, change with ``--set``): ``cnn-small`` teachers and student, 2
+teacher epochs per round, dense fp32 student updates for every method.
+
 Methods, all through the same harness (the real ServerApp loop and ClientApp, run in
 process by :func:`feddistill.inprocess.run_in_process`, no Ray):
 
@@ -63,10 +66,16 @@ SUITES: dict[str, dict[str, Any]] = {
         "num-partitions": 2,
     },
 }
+# Small models, dense fp32 student updates for every method (this benchmark compares the
+# distillation across domains; `bench fed` / `bench compression` measure compression),
+# teachers trained 2 epochs per round so that the vote has confident teachers early.
 COMMON = {
     "partitioner": "domain",
     "teacher-models": "cnn-small",
     "student-model": "cnn-small",
+    "teacher-epochs": 2,
+    "update-density": 1.0,
+    "update-bit-width": 32,
     "device": "cpu",
 }
 
