@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup system-deps run test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# nginx: the Fleet-only proxy of the deployment layout (deploy/proxy.sh, tests/deploy).
+# Installed from the distribution (Debian/Ubuntu) when missing; as root or with sudo.
+system-deps:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends nginx; }
+
+setup: $(STAMP) system-deps
 
 run: $(STAMP)
 	$(VENV)/bin/feddistill run $(ARGS)
@@ -26,7 +33,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check feddistill tests benchmarks
 	$(VENV)/bin/mypy feddistill
 
-test: lint
+test: lint system-deps
 	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -360,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"rows": [{k: r[k] for k in keys} for r in result["rows"]]}))
     else:
         print(markdown(result))
+    # on stderr, so that --json keeps stdout pure JSON
+    print(
+        f"results written to {(out / 'results.json').resolve()} and "
+        f"{(out / 'results.md').resolve()}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -30,6 +30,7 @@ from feddistill.distill import (
     consensus,
     domain_affinity,
 )
+from feddistill.distill.robust_consensus import robust_consensus
 from feddistill.models import build_model
 
 NUM_CLIENTS = 4
@@ -135,6 +136,11 @@ def main() -> None:
             ]
         )
         score(f"domain, bandwidth {scale} x median", consensus(stacked, "domain", 1.0, aff))
+    # the robust weighting of issue 17 (no global student here, so no agreement gate):
+    # affinity normalised per client, then a cap on any one client's share per sample
+    for cap in (1.0, 0.75, 0.5):
+        robust = robust_consensus(stacked, "domain", TEMPERATURE, knn, max_share=cap)
+        score(f"domain, normalised affinity, max share {cap}", robust.soft_labels)
     oracle = torch.nn.functional.one_hot(proxy_domain, NUM_CLIENTS).T.float()  # (N, B)
     score("oracle: own-domain teacher only", consensus(stacked, "domain", 1.0, oracle))
 

@@ -105,14 +105,39 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="feddistill bench fed", description=__doc__.splitlines()[0]
+        prog="feddistill bench fed",
+        description=__doc__.split("\n\nUsage")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="results/bench-fed")
-    parser.add_argument("--only", default=",".join(STRATEGIES), help="comma list of strategies")
-    parser.add_argument("--scale", action="store_true", help="add the 100-client Dirichlet run")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--rounds", type=int, default=10, help="server rounds of every run (default 10)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every run: data, partitions, init (default 0)"
+    )
+    parser.add_argument(
+        "--out",
+        default="results/bench-fed",
+        help="output folder: one sub-folder per strategy, results.json / results.md and "
+        "the combined plots (default results/bench-fed)",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(STRATEGIES),
+        help=f"comma list of strategies to run (default all: {','.join(STRATEGIES)})",
+    )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="add a 100-client Dirichlet run (10%% of clients per round) with peak memory",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key for every run (repeatable), e.g. --set dataset=digits",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Scaling benchmark: the same small job on one node vs a 2-node local Ray cluster.
+"""Scaling benchmark: the same small job on one node, on a 2-node local Ray cluster and on
+Flower's Deployment Engine (local SuperLink + SuperNodes).
 
 Each engine runs the job through ``feddistill run`` (a subprocess, as a user runs it)
 and the table keeps the time spent starting processes apart from training:
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from feddistill.cluster.ray_cluster import LocalRayCluster, NodeSpec
+from feddistill.lifeline import parent_death_signal
 
 DEFAULT_SETS = ("num-partitions=2", "client-num-cpus=1")
 
@@ -48,7 +50,14 @@ def _feddistill_run(
     for pair in [*sets, f"num-server-rounds={rounds}"]:
         args += ["--set", pair]
     t0 = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s)
+    # the child (and, through its watchdog, everything it starts) dies with this script
+    done = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        preexec_fn=parent_death_signal(),
+    )
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise RuntimeError(
@@ -180,10 +189,16 @@ def _deployment_bench() -> Any | None:
 def main(argv: list[str] | None = None) -> int:
     """Run the scaling benchmark; print the table, write results.json / results.md."""
     parser = argparse.ArgumentParser(
-        prog="feddistill bench scaling", description=__doc__.split("\n\n")[0]
+        prog="feddistill bench scaling",
+        description=__doc__.split("\n\nUsage")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--out", default="results/bench-scaling")
+    parser.add_argument("--rounds", type=int, default=2, help="server rounds (default 2)")
+    parser.add_argument(
+        "--out",
+        default="results/bench-scaling",
+        help="output folder (default results/bench-scaling)",
+    )
     parser.add_argument("--nodes", type=int, default=2, help="Ray nodes in the local cluster")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key")
     args = parser.parse_args(argv)
@@ -198,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(table + "\n")
     print(table)
+    print(f"results written to {out / 'results.json'} and {out / 'results.md'}")
     return 0
 
 

@@ -83,6 +83,7 @@ def bench_deployment(rounds: int = 2, out: Path | None = None) -> dict[str, Any]
         "startup_seconds": round(timings["startup_s"], 2),
         "credentials_seconds": round(timings["credentials_s"], 3),
         "superlink_seconds": round(timings["superlink_s"], 2),
+        "proxy_seconds": round(timings["proxy_s"], 2),
         "register_seconds": round(timings["register_s"], 2),
         "supernodes_seconds": round(timings["supernodes_s"], 2),
         "run_seconds": round(timings["run_s"], 2),

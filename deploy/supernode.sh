@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Start one Flower SuperNode (one client machine) with TLS and SuperNode authentication.
+# It connects to the Fleet-only proxy (deploy/proxy.sh), never to the SuperLink itself.
 #
 # Usage: deploy/supernode.sh PARTITION_ID NUM_PARTITIONS
 # Environment (defaults in brackets):
-#   SUPERLINK         the SuperLink's host:port                      [127.0.0.1:9093]
+#   SUPERLINK         the proxy's host:port (Fleet API only)          [127.0.0.1:9093]
 #   CA_CERT           CA certificate that signed the SuperLink's     [deploy/tls/certificates/ca.crt]
 #   AUTH_KEY          this node's private key (its .pub must be registered on the
 #                     SuperLink: deploy/auth/register_keys.sh)   [deploy/auth/keys/supernode-<ID>]

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from feddistill.config import RunConfig, load_config
+from feddistill.progress import format_round_line
 from feddistill.terminal import make_console
 
 console = make_console()
@@ -21,14 +23,7 @@ err_console = make_console(stderr=True)
 
 
 def _format_row(row: dict[str, Any], rounds: int) -> str:
-    ratio = row.get("ratio_vs_fedavg_fp32")
-    ratio_txt = f" | {ratio:5.1f}x smaller than fp32 FedAvg" if isinstance(ratio, float) else ""
-    return (
-        f"round {row['round']:>3}/{rounds} | acc {100 * row['accuracy']:5.1f}% "
-        f"(worst domain {100 * row['worst_domain_accuracy']:5.1f}%) | loss {row['loss']:.3f} | "
-        f"uplink {row['uplink_bytes'] / 1e6:7.3f} MB{ratio_txt} | failed {row.get('failed', 0)} | "
-        f"{row['round_seconds']:5.1f} s"
-    )
+    return format_round_line(row, rounds)
 
 
 def run_job(
@@ -47,6 +42,7 @@ def run_job(
 
     progress = Progress(
         TextColumn(f"[bold]{cfg.strategy}"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("rounds"),
@@ -55,8 +51,15 @@ def run_job(
         disable=quiet,
         transient=True,
     )
+    t_start = time.monotonic()
     with progress:
-        task = progress.add_task("rounds", total=cfg.num_server_rounds)
+        task = progress.add_task("", total=cfg.num_server_rounds)
+
+        def on_phase(text: str) -> None:
+            # one plain line per phase, so a piped or logged run shows it too
+            progress.update(task, description=text)
+            if not quiet:
+                progress.console.print(f"{time.monotonic() - t_start:6.1f} s  {escape(text)}")
 
         def on_row(row: dict[str, Any]) -> None:
             progress.update(task, completed=row["round"])
@@ -67,7 +70,7 @@ def run_job(
             return run_centralized(cfg, on_row=on_row)
         if engine == "deployment":
             return run_local_deployment(cfg, on_row)
-        return run_simulation_job(cfg, on_row=on_row, ray_address=ray_address)
+        return run_simulation_job(cfg, on_row=on_row, ray_address=ray_address, on_phase=on_phase)
 
 
 def run_local_deployment(cfg: RunConfig, on_row: Any) -> dict[str, Any]:
@@ -90,20 +93,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     from feddistill.engine import (
         check_dataset_available,
         check_local_resources,
+        check_out_dir,
         load_run_config,
         prepare_out_dir,
         run_is_complete,
     )
+    from feddistill.outdir_lock import OutDirLock
 
     if args.resume:
         # the interrupted run's own config, then whatever --config / --set change
         out = Path(args.resume).resolve()
+        OutDirLock(out).check_free()  # a live run's folder: refused at once, naming its PID
         base = from_mapping({**load_run_config(out), "out-dir": str(out)})
         cfg = load_config(args.config, list(args.set or []), base=base)
         cfg = dataclasses.replace(cfg, out_dir=str(out), resume=True)
         if run_is_complete(cfg):
             console.print(f"{out}: the run is already complete ({cfg.num_server_rounds} rounds)")
             return 0
+        done = checkpoint_round(out)
+        console.print(
+            f"resuming {out}: continuing from round {done + 1} of {cfg.num_server_rounds} "
+            f"(checkpoint after round {done})"
+        )
     else:
         overrides = list(args.set or [])
         if args.out:
@@ -116,11 +127,26 @@ def cmd_run(args: argparse.Namespace) -> int:
             resume=False,
         )
     # every check that can fail fast runs before the out-dir is touched
+    lock = OutDirLock(cfg.out_dir)
+    lock.check_free()
     if cfg.strategy != "centralized" and args.engine == "simulation" and not args.ray_address:
         check_local_resources(cfg)
     check_dataset_available(cfg)
     if not args.resume:
-        prepare_out_dir(cfg)
+        check_out_dir(cfg)
+    with lock:  # held for the whole run; the kernel drops it if this process dies
+        if not args.resume:
+            replaced = describe_previous_run(Path(cfg.out_dir))
+            prepare_out_dir(cfg)
+            if replaced:
+                console.print(f"{cfg.out_dir} held {replaced}; it was replaced by this run")
+            from feddistill.server.provenance import save_command
+
+            save_command(Path(cfg.out_dir), ["feddistill", *getattr(args, "argv", [])])
+        return _run_and_report(cfg, args)
+
+
+def _run_and_report(cfg: RunConfig, args: argparse.Namespace) -> int:
     console.print(
         f"feddistill: strategy={cfg.strategy} dataset={cfg.dataset} clients={cfg.num_partitions} "
         f"({cfg.partitioner}) rounds={cfg.num_server_rounds} -> {cfg.out_dir}"
@@ -144,8 +170,47 @@ BENCHMARKS = {
     "compression": "compression.py",
     "fed": "fed_mnist5k.py",
     "scaling": "scaling.py",
+    "robustness": "robustness.py",
     "domains": "domains.py",
 }
+BENCHMARK_HELP = {
+    "compression": "codec settings (top-k density x bit width): compression ratio, "
+    "SQNR, encode/decode MB/s; exported int8 student size, latency and accuracy",
+    "fed": "feddistill vs fedavg, fedavg-compressed, fedmd, feddf and centralized on "
+    "MNIST-5k: accuracy, worst-domain accuracy, uplink/downlink bytes, wall time",
+    "scaling": "the same small job on one node, on a local multi-node Ray cluster and on "
+    "Flower's Deployment Engine (SuperLink + SuperNodes): start-up vs training time",
+    "robustness": "malicious clients (scaled / sign-flipped / random updates, shifted or "
+    "random logits with maximal affinity claims), 1 of 4 and 2 of 10: accuracy vs the clean "
+    "run and vs undefended FedAvg",
+    "domains": "cross-domain source -> target: leave-one-domain-out over mnist5k-rotated and "
+    "both directions of digits-mix, several seeds, mean +- std per method",
+}
+
+
+def checkpoint_round(out: Path) -> int:
+    """The round of the last checkpoint in ``<out>/checkpoints`` (0 if there is none)."""
+    latest = out / "checkpoints" / "latest"
+    if not latest.is_file():
+        return 0
+    name = latest.read_text().strip()  # "round-<r>.pt"
+    digits = "".join(ch for ch in name if ch.isdigit())
+    return int(digits) if digits else 0
+
+
+def describe_previous_run(out: Path) -> str | None:
+    """What a fresh run into `out` replaces, e.g. "a finished run (fedavg, 10 rounds)"."""
+    import json
+
+    summary = out / "summary.json"
+    if not summary.is_file():
+        return None
+    try:
+        data = json.loads(summary.read_text())
+    except ValueError:
+        return "a previous run"
+    kind = "a finished run" if data.get("status") == "completed" else "a failed run"
+    return f"{kind} ({data.get('strategy')}, {data.get('rounds', 0)} rounds)"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -165,6 +230,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="feddistill", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser(
@@ -192,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("simulation", "deployment"),
         default="simulation",
         help="simulation: Flower simulation on Ray (default); deployment: local TLS SuperLink "
-        "+ one authenticated SuperNode per partition",
+        "behind a Fleet-only nginx proxy + one authenticated SuperNode per partition",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar or per-round lines")
     run.set_defaults(func=cmd_run)
@@ -208,11 +274,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_plan_parser(sub)
 
-    bench = sub.add_parser("bench", help="benchmarks: compression | fed | scaling | domains")
-    bench.add_argument("which", choices=tuple(BENCHMARKS))
+    from feddistill.compare import add_compare_parser
+
+    add_compare_parser(sub)
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks: " + " | ".join(BENCHMARKS),
+        description="Run one of feddistill's benchmarks; each writes results.json and "
+        "results.md to its --out folder. `feddistill bench NAME --help` lists its options.",
+        epilog="benchmarks:\n"
+        + "\n".join(f"  {name:<12} {BENCHMARK_HELP.get(name, '')}" for name in BENCHMARKS),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument("which", choices=tuple(BENCHMARKS), help="the benchmark to run")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
     bench.set_defaults(func=cmd_bench)
     return parser
+
+
+def version_text() -> str:
+    """``feddistill 0.1.0 (flwr 1.42.0, torch 2.x, ray 2.x, python 3.11.x)``."""
+    from feddistill.server.provenance import package_versions
+
+    versions = package_versions()
+    others = ", ".join(f"{name} {v}" for name, v in versions.items() if name != "feddistill")
+    return f"feddistill {versions['feddistill']} ({others})"
 
 
 class Terminated(KeyboardInterrupt):
@@ -227,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``feddistill`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     # SIGTERM unwinds like Ctrl-C, so the engine's finally-block stops what it started.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     logging.basicConfig(

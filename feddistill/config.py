@@ -9,6 +9,7 @@ range-checked here, so library code takes typed arguments only.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,14 @@ KD3A_CONSENSUS_MODES = ("knowledge-vote", "consensus-focus")  # distill.kd3a
 BIT_WIDTHS = (1, 2, 4, 8, 16, 32)  # 16 = fp16, 32 = uncompressed fp32
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_NAMES = ("cnn", "cnn-small", "mlp", "resnet18")  # feddistill.models registry (tested equal)
+AGGREGATORS = (
+    "fedavg",
+    "median",
+    "trimmed-mean",
+    "krum",
+    "multi-krum",
+)  # server.robust (tested equal)
+ATTACKS = ("none", "scaled-update", "sign-flip", "random-update", "shifted-logits", "random-logits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +84,12 @@ class RunConfig:
     logits_bit_width: int = 4  # uploaded teacher logits, one of BIT_WIDTHS
     export_sparsity: float = 0.5  # unstructured sparsity of the exported student, [0, 1)
     round_timeout_s: float = 600.0  # a sampled client that has not replied by then failed
+    # --- robustness to malicious clients ---
+    aggregator: str = "fedavg"  # one of AGGREGATORS, on the trainable deltas
+    clip_multiple: float = 2.0  # clip updates to this x the round's median norm; 0 = off
+    robust_fraction: float = 0.25  # share of clients trimmed-mean / Krum assume malicious
+    robust_consensus: bool = True  # normalised affinity, agreement gate, share cap
+    max_client_share: float = 0.75  # largest share of one client per proxy sample, (0, 1]
     # --- output ---
     out_dir: str = "results/latest"
     resume: bool = (
@@ -82,6 +97,8 @@ class RunConfig:
     )
     # --- fault injection (tests, chaos drills) ---
     fail_partitions: str = ""  # comma list of partition ids whose training raises
+    attack: str = "none"  # one of ATTACKS, played by the clients in attack-partitions
+    attack_partitions: str = ""  # comma list of partition ids that attack
 
     def __post_init__(self) -> None:
         _check_choice("dataset", self.dataset, DATASETS + DOMAIN_DATASETS)
@@ -93,6 +110,12 @@ class RunConfig:
         _check_choice("device", self.device, DEVICES)
         _check_choice("update-bit-width", self.update_bit_width, BIT_WIDTHS)
         _check_choice("logits-bit-width", self.logits_bit_width, BIT_WIDTHS)
+        _check_choice("aggregator", self.aggregator, AGGREGATORS)
+        _check_choice("attack", self.attack, ATTACKS)
+        _check_range("clip_multiple", self.clip_multiple, low=0.0)
+        _check_range("robust_fraction", self.robust_fraction, low=0.0, high=0.5, high_open=True)
+        _check_range("max_client_share", self.max_client_share, low=0.0, low_open=True, high=1.0)
+        self._check_attack()
         for key in (
             "num_partitions",
             "num_server_rounds",
@@ -171,6 +194,28 @@ class RunConfig:
     def target_domain_ids(self) -> tuple[int, ...]:
         """Domain ids held out of training, sorted, without duplicates."""
         return tuple(sorted({int(s) for s in self.target_domains.split(",") if s.strip()}))
+
+    def _check_attack(self) -> None:
+        try:
+            ids = self.attacking_partitions()
+        except ValueError:
+            raise ValueError(
+                f"attack-partitions must be a comma list of integers, got {self.attack_partitions!r}"
+            ) from None
+        bad = sorted(p for p in ids if not 0 <= p < self.num_partitions)
+        if bad:
+            raise ValueError(
+                f"attack-partitions ids {bad} are outside [0, num-partitions={self.num_partitions})"
+            )
+        if (self.attack == "none") != (not ids):
+            raise ValueError(
+                f"attack={self.attack!r} with attack-partitions={self.attack_partitions!r}: "
+                "give both (an attack and the partitions playing it) or neither"
+            )
+
+    def attacking_partitions(self) -> set[int]:
+        """Partition ids whose client plays `attack` (fault injection)."""
+        return {int(s) for s in self.attack_partitions.split(",") if s.strip()}
 
     def teacher_model_list(self) -> list[str]:
         """Teacher architecture names, one per client or one shared."""
@@ -277,10 +322,17 @@ def from_mapping(values: Mapping[str, Any], base: RunConfig | None = None) -> Ru
     for key, value in values.items():
         field_name = key.replace("-", "_")
         if field_name not in _FIELDS:
-            valid = ", ".join(sorted(n.replace("_", "-") for n in _FIELDS))
-            raise ValueError(f"unknown config key {key!r}; valid keys: {valid}")
+            raise ValueError(unknown_key_message(key))
         changes[field_name] = _coerce(key, value)
     return dataclasses.replace(base or RunConfig(), **changes)
+
+
+def unknown_key_message(key: str) -> str:
+    """The error text for an unknown key: the closest valid keys (difflib), then all."""
+    keys = sorted(n.replace("_", "-") for n in _FIELDS)
+    close = difflib.get_close_matches(key.replace("_", "-"), keys, n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(k) for k in close)}?)" if close else ""
+    return f"unknown config key {key!r}{hint}; valid keys: {', '.join(keys)}"
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """Flower Deployment Engine on one machine: SuperLink + N SuperNodes, TLS and auth on.
 
 :class:`LocalDeployment` starts a SuperLink (not in simulation mode; ServerApps run in a
-subprocess) and one SuperNode per partition on free loopback ports, with TLS (a private
+subprocess) bound to loopback, the Fleet-only nginx proxy in front of it
+(:mod:`feddistill.proxy`: SuperNodes connect through it; the Control API stays on the
+SuperLink's own address, the operator's), and one SuperNode per partition on free
+loopback ports, with TLS (a private
 CA and a server certificate made here) and SuperNode authentication (one ECDSA P-384
 key pair per SuperNode; the public keys are registered with ``flwr supernode
 register`` before the SuperNodes start). Each process gets its own ``FLWR_HOME`` and
@@ -39,6 +42,8 @@ from feddistill.engine import (
     free_port,
     write_run_toml,
 )
+from feddistill.lifeline import spawn
+from feddistill.proxy import nginx_argv, write_nginx_config
 
 CONNECTION = "feddistill-deployment"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -241,8 +246,10 @@ def connection_toml(address: str, root_certificates: Path | None) -> str:
 
 
 class LocalDeployment:
-    """A SuperLink and SuperNodes on 127.0.0.1 with TLS and SuperNode auth, by PID.
+    """A SuperLink, its Fleet-only proxy and SuperNodes on 127.0.0.1, TLS and auth, by PID.
 
+    ``address`` is the SuperLink's own (Control API: the operator's ``flwr``, through
+    ``cli_home``); ``fleet_address`` is the nginx proxy's, the only one SuperNodes use.
     Use as a context manager (``with LocalDeployment(d, 2) as dep: dep.run_job(cfg)``):
     leaving the block stops every process started, on success or error.
     ``timings`` records seconds spent in each start-up step.
@@ -270,7 +277,10 @@ class LocalDeployment:
         self.num_supernodes = num_supernodes
         self.startup_timeout_s = startup_timeout_s
         self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = f"127.0.0.1:{self.port}"  # SuperLink: Control API, the operator's
+        self.fleet_port = free_port()
+        self.fleet_address = f"127.0.0.1:{self.fleet_port}"  # proxy: Fleet API only
+        self.proxy: subprocess.Popen | None = None
         self.group = ProcessGroup()
         self.timings: dict[str, float] = {}
         self.tls: TlsFiles | None = None
@@ -297,14 +307,14 @@ class LocalDeployment:
 
     def _spawn(self, name: str, argv: list[str], home: Path) -> subprocess.Popen:
         self.logs.mkdir(parents=True, exist_ok=True)
+        exe = argv[0] if Path(argv[0]).is_absolute() else str(Path(sys.executable).parent / argv[0])
         with (self.logs / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [str(Path(sys.executable).parent / argv[0]), *argv[1:]],
+            proc = spawn(  # dies with this process (feddistill.lifeline)
+                [exe, *argv[1:]],
                 env=self.env(home),
                 cwd=self.workdir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         self.group.track(proc.pid)
         return proc
@@ -313,11 +323,12 @@ class LocalDeployment:
         self.timings[f"{step}_s"] = time.monotonic() - started
 
     def start(self) -> None:
-        """Certificates and keys, SuperLink, key registration, then the SuperNodes.
+        """Certificates and keys, SuperLink, proxy, key registration, then the SuperNodes.
 
         Raises:
-            RuntimeError: if the SuperLink or a SuperNode does not come up in time, or
-                a key cannot be registered.
+            RuntimeError: if the SuperLink, the proxy or a SuperNode does not come up in
+                time, or a key cannot be registered.
+            FileNotFoundError: if nginx is not installed.
         """
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cli_home.mkdir(parents=True, exist_ok=True)
@@ -355,6 +366,9 @@ class LocalDeployment:
         )
         self._timed("superlink", t)
         t = time.monotonic()
+        self.start_proxy()
+        self._timed("proxy", t)
+        t = time.monotonic()
         for key in self.keys:
             self.register(key.public_key)
         self._timed("register", t)
@@ -368,7 +382,37 @@ class LocalDeployment:
             self.wait_online(proc, self.logs / f"supernode-{i}.log")
         self._timed("supernodes", t)
         self.timings["startup_s"] = sum(
-            self.timings[k] for k in ("credentials_s", "superlink_s", "register_s", "supernodes_s")
+            self.timings[k]
+            for k in ("credentials_s", "superlink_s", "proxy_s", "register_s", "supernodes_s")
+        )
+
+    def start_proxy(self) -> None:
+        """Start the Fleet-only nginx proxy on ``fleet_address`` and wait until it listens.
+
+        Raises:
+            RuntimeError: if nginx exits or does not listen within startup_timeout_s.
+            FileNotFoundError: if nginx is not installed.
+        """
+        assert self.tls is not None, "start() makes the certificates first"
+        conf = write_nginx_config(
+            self.workdir / "proxy",
+            listen=self.fleet_address,
+            superlink=self.address,
+            cert_dir=self.tls.ca_cert.parent,
+        )
+        pid_file = conf.parent / "nginx.pid"  # nginx writes it once it listens
+        pid_file.unlink(missing_ok=True)
+        self.proxy = self._spawn("proxy", nginx_argv(conf), self.workdir / "proxy")
+        deadline = time.monotonic() + self.startup_timeout_s
+        while self.proxy.poll() is None and time.monotonic() < deadline:
+            if pid_file.is_file() and pid_file.read_text().strip() == str(self.proxy.pid):
+                self.group.track(self.proxy.pid)  # its worker process too
+                return
+            time.sleep(0.2)
+        state = "did not listen in time" if self.proxy.poll() is None else "exited"
+        raise RuntimeError(
+            f"the fleet proxy (nginx) on {self.fleet_address} {state}; "
+            f"see {conf.parent / 'error.log'} and {self.logs / 'proxy.log'}"
         )
 
     def flwr(self, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
@@ -426,7 +470,7 @@ class LocalDeployment:
             ValueError: if `partition_id` is outside [0, num_supernodes).
         """
         name = name or f"supernode-{partition_id}"
-        argv = ["flower-supernode", "--superlink", self.address]
+        argv = ["flower-supernode", "--superlink", self.fleet_address]
         if insecure:
             argv.append("--insecure")
         else:
@@ -501,7 +545,7 @@ class LocalDeployment:
         t = time.monotonic()
         log_path = out / "flower.log"
         with log_path.open("ab") as log:
-            flwr = subprocess.Popen(
+            flwr = spawn(
                 [
                     str(Path(sys.executable).parent / "flwr"),
                     "run",
@@ -515,12 +559,11 @@ class LocalDeployment:
                 cwd=out,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         self.group.track(flwr.pid)
         deadline = time.monotonic() + timeout_s
         while flwr.poll() is None and not summary_path.is_file():
-            for proc in [self.superlink, *self.supernodes]:
+            for proc in [self.superlink, self.proxy, *self.supernodes]:
                 if proc is not None:
                     self.group.track(proc.pid)  # ServerApp / ClientApp children too
             if time.monotonic() > deadline:

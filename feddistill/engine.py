@@ -15,19 +15,21 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from feddistill.config import RunConfig
+from feddistill.lifeline import ProcessGroup, remove_on_exit, spawn
+from feddistill.outdir_lock import LOCK_FILE
+from feddistill.progress import emit_new_rows as _emit_new_rows
+from feddistill.progress import follow_progress, pump_without_ansi, read_new_phases
 from feddistill.server.results import RUN_CONFIG_FILE, save_run_config
 
 logger = logging.getLogger(__name__)
@@ -39,9 +41,16 @@ RESULT_FILES = (
     "report.md",
     "placement.jsonl",
     "flower.log",
+    "phases.jsonl",
+    "command.txt",
 )
-RESULT_DIRS = ("checkpoints", "client-state", "student", "deployment")
-PLOTS = ("accuracy_vs_round.png", "accuracy_vs_uplink.png", "label_distribution.png")
+RESULT_DIRS = ("checkpoints", "client-state", "student", "deployment", "tensorboard", "mlruns")
+PLOTS = (
+    "accuracy_vs_round.png",
+    "accuracy_vs_uplink.png",
+    "bytes_vs_round.png",
+    "label_distribution.png",
+)
 
 
 def app_dir() -> Path:
@@ -97,6 +106,29 @@ def _toml_literal(value: Any) -> str:
     return repr(value)
 
 
+def check_out_dir(cfg: RunConfig) -> None:
+    """Refuse an out-dir a fresh run must not use; touches nothing.
+
+    Raises:
+        ValueError: if out-dir is a file, holds an interrupted run, or is a non-empty
+            folder that holds no previous feddistill run (its lock file aside).
+    """
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out-dir {str(out)!r} is a file; give a folder")
+    if (out / "checkpoints" / "latest").is_file() and not (out / "summary.json").is_file():
+        raise ValueError(
+            f"out-dir {str(out)!r} holds an interrupted run; continue it with "
+            f"`feddistill run --resume {out}`, or delete the folder / choose another out-dir"
+        )
+    foreign = out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir())
+    if foreign and not (out / RUN_CONFIG_FILE).is_file():
+        raise ValueError(
+            f"out-dir {str(out)!r} is not empty and holds no previous feddistill run; "
+            "choose an empty or new folder (nothing in it was touched)"
+        )
+
+
 def prepare_out_dir(cfg: RunConfig) -> None:
     """Make ``cfg.out_dir`` ready for a fresh run and record the run's config in it.
 
@@ -108,19 +140,8 @@ def prepare_out_dir(cfg: RunConfig) -> None:
         ValueError: if out-dir is a file, cannot be created or written, or is a
             non-empty folder that holds no previous feddistill run.
     """
+    check_out_dir(cfg)
     out = Path(cfg.out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out-dir {str(out)!r} is a file; give a folder")
-    if (out / "checkpoints" / "latest").is_file() and not (out / "summary.json").is_file():
-        raise ValueError(
-            f"out-dir {str(out)!r} holds an interrupted run; continue it with "
-            f"`feddistill run --resume {out}`, or delete the folder / choose another out-dir"
-        )
-    if out.is_dir() and any(out.iterdir()) and not (out / RUN_CONFIG_FILE).is_file():
-        raise ValueError(
-            f"out-dir {str(out)!r} is not empty and holds no previous feddistill run; "
-            "choose an empty or new folder (nothing in it was touched)"
-        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name in RESULT_FILES:
@@ -175,67 +196,6 @@ def load_run_config(out: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
-class ProcessGroup:
-    """Processes this job started: a root and every descendant ever seen.
-
-    Descendants are recorded while the job runs (Ray's daemons may outlive their
-    parent), and :meth:`stop` terminates them all by PID, SIGKILL after a grace period.
-    """
-
-    def __init__(self) -> None:
-        self.seen: dict[int, float] = {}  # pid -> create_time (guards against PID reuse)
-
-    def track(self, pid: int) -> None:
-        """Record `pid` and its current descendants."""
-        try:
-            root = psutil.Process(pid)
-            for proc in [root, *root.children(recursive=True)]:
-                self.seen.setdefault(proc.pid, proc.create_time())
-        except psutil.Error:
-            pass
-
-    def alive(self) -> list[psutil.Process]:
-        """Tracked processes that are still running."""
-        procs = []
-        for pid, created in self.seen.items():
-            try:
-                proc = psutil.Process(pid)
-                if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
-                    procs.append(proc)
-            except psutil.Error:
-                continue
-        return procs
-
-    def alive_named(self, name: str) -> list[psutil.Process]:
-        """Tracked, running processes whose command line contains `name`."""
-        found = []
-        for proc in self.alive():
-            try:
-                if name in " ".join(proc.cmdline()):
-                    found.append(proc)
-            except psutil.Error:
-                continue
-        return found
-
-    def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM every tracked process still alive, then SIGKILL what remains."""
-        for pid in list(self.seen):
-            self.track(pid)
-        procs = self.alive()
-        for proc in procs:
-            try:
-                proc.send_signal(signal.SIGTERM)
-            except psutil.Error:
-                pass
-        _, remaining = psutil.wait_procs(procs, timeout=grace_s)
-        for proc in remaining:
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(remaining, timeout=grace_s)
-
-
 def federation_config(cfg: RunConfig) -> str:
     """``--federation-config`` for the simulation: one SuperNode per partition."""
     return (
@@ -251,6 +211,7 @@ def run_simulation_job(
     ray_address: str | None = None,
     startup_timeout_s: float = 60.0,
     attempts: int = 3,
+    on_phase: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the job through a private SuperLink and ``flwr run``; return summary.json.
 
@@ -267,6 +228,8 @@ def run_simulation_job(
         ray_address: attach the simulation to this Ray cluster (sets RAY_ADDRESS).
         startup_timeout_s: how long the SuperLink may take to answer.
         attempts: submissions at most, >= 1.
+        on_phase: called with each start-up phase ("starting SuperLink", ...) and each
+            phase the ServerApp records in ``phases.jsonl`` ("loading data", ...).
 
     Returns:
         The parsed summary.json (``status`` is "completed" or "failed").
@@ -289,7 +252,9 @@ def run_simulation_job(
         # a later attempt continues from the checkpoint the earlier one left
         attempt_cfg = cfg if attempt == 1 else dataclasses.replace(cfg, resume=True)
         log_size = (out / "flower.log").stat().st_size if (out / "flower.log").is_file() else 0
-        seen_rows = _submit_once(attempt_cfg, on_row, ray_address, startup_timeout_s, seen_rows)
+        seen_rows = _submit_once(
+            attempt_cfg, on_row, ray_address, startup_timeout_s, seen_rows, on_phase
+        )
         if summary_path.is_file():
             return json.loads(summary_path.read_text())
         reason = _runtime_failure(out / "flower.log", log_size)
@@ -311,6 +276,7 @@ def run_simulation_job(
 _PERMANENT = {
     "holds a previous run": "out-dir holds a previous run; resume it with --resume DIR",
     "does not fit student-model": "the checkpoint does not fit the configured student-model",
+    "is in use by a live run": "out-dir is in use by another live run (its PID is in the log)",
     "ActorPool is empty": "Ray cannot place a single client: client-num-cpus / client-num-gpus "
     "ask for more than one node has (see `feddistill plan`)",
 }
@@ -359,10 +325,12 @@ def _submit_once(
     ray_address: str | None,
     startup_timeout_s: float,
     seen_rows: int,
+    on_phase: Callable[[str], None] | None = None,
 ) -> int:
     """One private SuperLink, one ``flwr run``; everything stopped on return."""
     out = Path(cfg.out_dir)
     home = Path(tempfile.mkdtemp(prefix="feddistill-flwr-"))
+    remove_on_exit(home)  # by the watchdog, should this process be killed
     port = free_port()
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
@@ -373,6 +341,8 @@ def _submit_once(
     bin_dir = Path(sys.executable).parent
     if ray_address:
         env["RAY_ADDRESS"] = ray_address
+    elif not env.get("RAY_ADDRESS"):
+        env["RAY_TMPDIR"] = str(home)  # the private Ray's session folder goes with `home`
     superlink_cmd = [
         str(bin_dir / "flower-superlink"),
         "--insecure",
@@ -402,19 +372,27 @@ def _submit_once(
     group = ProcessGroup()
     log_path = out / "flower.log"
     summary_path = out / "summary.json"
+    _, seen_phases = read_new_phases(out, 0)  # phases of earlier attempts were shown
+    phase = on_phase or (lambda text: None)
     with log_path.open("ab") as log:
+        pumps: list[threading.Thread] = []
         try:
-            popen = dict(
-                env=env, cwd=out, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            # new session, parent-death signal, watched (see feddistill.lifeline)
+            popen: dict[str, Any] = dict(
+                env=env, cwd=out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )
-            superlink = subprocess.Popen(superlink_cmd, **popen)  # type: ignore[call-overload]
+            phase("starting SuperLink")
+            superlink = spawn(superlink_cmd, **popen)
             group.track(superlink.pid)
+            pumps.append(pump_without_ansi(superlink.stdout, log))
             _wait_for_port(port, superlink, startup_timeout_s, log_path)
-            flwr = subprocess.Popen(flwr_cmd, **popen)  # type: ignore[call-overload]
+            phase("starting Ray and the Flower simulation")
+            flwr = spawn(flwr_cmd, **popen)
             group.track(flwr.pid)
+            pumps.append(pump_without_ansi(flwr.stdout, log))
             while True:
                 group.track(superlink.pid)
-                seen_rows = _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row)
+                seen_rows, seen_phases = follow_progress(out, seen_rows, seen_phases, on_row, phase)
                 if summary_path.is_file() or superlink.poll() is not None:
                     break
                 # `flwr run --stream` can end early when the log stream breaks; the run
@@ -425,6 +403,8 @@ def _submit_once(
             return _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row)
         finally:
             group.stop()
+            for pump in pumps:
+                pump.join(timeout=10)
             shutil.rmtree(home, ignore_errors=True)
 
 
@@ -442,13 +422,3 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float, log_path
     raise RuntimeError(
         f"flower-superlink did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s; see {log_path}"
     )
-
-
-def _emit_new_rows(path: Path, seen: int, on_row: Callable[[dict[str, Any]], None] | None) -> int:
-    if not path.is_file():
-        return seen
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    for line in lines[seen:]:
-        if on_row is not None:
-            on_row(json.loads(line))
-    return max(seen, len(lines))

@@ -20,6 +20,7 @@ METRICS = "metrics"  # MetricRecord: num-examples, partition-id, losses, bytes
 PAYLOAD = "payload"  # ConfigRecord holding the two byte strings below
 UPDATE = "update"  # bytes: compressed student update (local - global)
 LOGITS = "logits"  # bytes: teacher logits (B, K) and log domain affinity (B,), quantized
+BUFFERS = "buffers"  # bytes: the student's buffers (BatchNorm statistics) as dense values
 PLACEMENT = "placement"  # ConfigRecord: where the client ran (hostname, ray-node-id, gpu-ids, pid)
 NUM_EXAMPLES = "num-examples"
 PARTITION_ID = "partition-id"

@@ -94,3 +94,143 @@ def test_round_lines_are_never_wrapped():
     console.print(text)
     # Assert
     assert buffer.getvalue() == text + "\n"
+
+
+def test_version_names_feddistill_and_its_runtime(capsys):
+    # Execute
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    # Assert
+    import importlib.metadata
+
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    assert out.startswith(
+        f"feddistill {importlib.metadata.version('feddistill')} "
+        f"(flwr {importlib.metadata.version('flwr')}, torch "
+    )
+
+
+def test_bench_help_describes_every_benchmark(capsys):
+    # Execute
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    # Assert: one description line per benchmark
+    out = capsys.readouterr().out
+    for name in ("compression", "fed", "scaling"):
+        assert any(line.startswith(f"  {name:<12} ") for line in out.splitlines()), out
+
+
+def test_bench_fed_help_describes_every_option(capsys):
+    # Execute
+    with pytest.raises(SystemExit):
+        main(["bench", "fed", "--help"])
+    # Assert
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps at the terminal width
+    for text in (
+        "--rounds ROUNDS server rounds of every run",
+        "--seed SEED seed of every run",
+        "--out OUT output folder",
+        "--only ONLY comma list of strategies",
+        "--scale add a 100-client Dirichlet run",
+        "--set KEY=VALUE override a config key",
+    ):
+        assert text in out
+
+
+def test_bench_scaling_help_mentions_the_deployment_engine(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "scaling", "--help"])
+    assert "Flower's Deployment Engine" in capsys.readouterr().out
+
+
+def _fake_job(summary):
+    def run_job(cfg, ray_address=None, quiet=False, engine="simulation"):
+        return summary
+
+    return run_job
+
+
+def test_run_into_a_finished_run_says_it_replaces_it(tmp_path, capsys, monkeypatch):
+    # Prepare: a folder holding a finished 3-round fedavg run
+    from feddistill import cli as cli_module
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run-config.json").write_text("{}")
+    (out / "summary.json").write_text(
+        json.dumps({"status": "completed", "strategy": "fedavg", "rounds": 3})
+    )
+    done = {"status": "completed", "final_accuracy": 0.5, "best_accuracy": 0.5}
+    monkeypatch.setattr(
+        cli_module, "run_job", _fake_job({**done, "uplink_bytes": 0, "wall_seconds": 1.0})
+    )
+    argv = ["run", "--out", str(out), "--set", "dataset=digits", "--set", "strategy=centralized"]
+    # Execute
+    code = main(argv)
+    # Assert
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert f"{out} held a finished run (fedavg, 3 rounds); it was replaced by this run" in lines
+    assert (out / "command.txt").read_text() == (
+        f"feddistill run --out {out} --set dataset=digits --set strategy=centralized\n"
+    )
+
+
+def test_resumed_run_says_from_which_round_it_continues(tmp_path, capsys, monkeypatch):
+    # Prepare: an interrupted 4-round run with a checkpoint after round 2
+    from feddistill import cli as cli_module
+
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "latest").write_text("round-2.pt")
+    config = {"dataset": "digits", "strategy": "centralized", "num-server-rounds": 4}
+    (out / "run-config.json").write_text(json.dumps(config))
+    done = {"status": "completed", "final_accuracy": 0.5, "best_accuracy": 0.5}
+    monkeypatch.setattr(
+        cli_module, "run_job", _fake_job({**done, "uplink_bytes": 0, "wall_seconds": 1.0})
+    )
+    # Execute
+    code = main(["run", "--resume", str(out)])
+    # Assert
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert f"resuming {out}: continuing from round 3 of 4 (checkpoint after round 2)" in lines
+
+
+def test_phases_and_rounds_are_plain_lines_when_piped(tmp_path, capsys, monkeypatch):
+    # Prepare: an engine that reports two phases and one round
+    from feddistill import engine
+    from feddistill.cli import run_job
+    from feddistill.config import from_mapping
+
+    row = {
+        "round": 1,
+        "accuracy": 0.5,
+        "worst_domain_accuracy": 0.25,
+        "loss": 1.0,
+        "uplink_bytes": 2000,
+        "ratio_vs_fedavg_fp32": 0.8,
+        "round_seconds": 3.0,
+    }
+
+    def fake_job(cfg, on_row=None, ray_address=None, on_phase=None):
+        on_phase("starting SuperLink")
+        on_phase("exporting student (mlp, int8 and pruned)")
+        on_row(row)
+        return {"status": "completed"}
+
+    monkeypatch.setattr(engine, "run_simulation_job", fake_job)
+    cfg = from_mapping({"num-server-rounds": 1, "out-dir": str(tmp_path)})
+    # Execute
+    run_job(cfg)
+    # Assert: "<elapsed> s  <phase>" lines, then the round line
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" s  ", 1)[1] for line in lines[:2]] == [
+        "starting SuperLink",
+        "exporting student (mlp, int8 and pruned)",
+    ]
+    assert lines[2] == (
+        "round   1/1 | acc  50.0% worst  25.0% | loss 1.000 | up 2.00 kB (1.25x larger "
+        "than fp32) | 3.0 s"
+    )

@@ -25,6 +25,27 @@ def test_unknown_key_lists_valid_keys():
         from_mapping({"num-round": 3})
 
 
+def test_unknown_key_suggests_the_closest_key():
+    # Prepare: a typo of learning-rate, one letter short
+    # Execute
+    with pytest.raises(ValueError) as info:
+        from_mapping({"learning-rat": 0.1})
+    # Assert: difflib ranks learning-rate first
+    assert str(info.value).startswith(
+        "unknown config key 'learning-rat' (did you mean 'learning-rate' or"
+    )
+
+
+def test_unknown_key_far_from_every_key_has_no_suggestion():
+    # Execute
+    with pytest.raises(ValueError) as info:
+        from_mapping({"zzz": 1})
+    # Assert
+    message = str(info.value)
+    assert message.startswith("unknown config key 'zzz'; valid keys: ")
+    assert "did you mean" not in message and "alpha, " in message
+
+
 @pytest.mark.parametrize(
     ("key", "value", "match"),
     [
@@ -155,3 +176,33 @@ def test_malformed_toml_names_the_file(tmp_path):
     path.write_text("alpha = \n")
     with pytest.raises(ValueError, match="bad.toml' is not valid TOML"):
         load_config(path)
+
+
+def test_attack_keys_parsed():
+    cfg = from_mapping({"attack": "sign-flip", "attack-partitions": "0, 2"})
+    assert cfg.attacking_partitions() == {0, 2}
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        ({"attack": "sign-flip"}, r"attack='sign-flip' with attack-partitions='': give both"),
+        ({"attack-partitions": "1"}, r"attack='none' with attack-partitions='1': give both"),
+        (
+            {"attack": "sign-flip", "attack-partitions": "x"},
+            "attack-partitions must be a comma list of integers, got 'x'",
+        ),
+        (
+            {"attack": "sign-flip", "attack-partitions": "4"},
+            r"attack-partitions ids \[4\] are outside \[0, num-partitions=4\)",
+        ),
+        ({"attack": "backdoor"}, r"attack='backdoor' is not allowed; choose one of: none"),
+        ({"aggregator": "bulyan"}, r"aggregator='bulyan' is not allowed; choose one of: fedavg"),
+        ({"clip-multiple": -1.0}, r"clip-multiple=-1.0 is out of range; allowed: \[0.0, inf\)"),
+        ({"robust-fraction": 0.5}, r"robust-fraction=0.5 is out of range; allowed: \[0.0, 0.5\)"),
+        ({"max-client-share": 0.0}, r"max-client-share=0.0 is out of range; allowed: \(0.0, 1.0\]"),
+    ],
+)
+def test_robustness_keys_are_checked(values, match):
+    with pytest.raises(ValueError, match=match):
+        from_mapping(values)

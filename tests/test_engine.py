@@ -168,3 +168,40 @@ def test_missing_torchvision_data_fails_before_the_out_dir_is_touched(tmp_path):
         ]
     )
     assert code == 2 and not out.exists()
+
+
+def test_flower_log_is_written_without_ansi_colour_codes(tmp_path):
+    # Prepare: a child printing Flower-style coloured log lines
+    import subprocess
+    import sys
+
+    from feddistill.progress import pump_without_ansi
+
+    code = r"print('\x1b[92mINFO \x1b[0m:      Starting\n\x1b[93mWARNING \x1b[0m:   slow')"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    # Execute
+    with (tmp_path / "flower.log").open("ab") as log:
+        pump_without_ansi(child.stdout, log).join(timeout=60)
+    child.wait(timeout=60)
+    # Assert
+    assert (tmp_path / "flower.log").read_bytes() == b"INFO :      Starting\nWARNING :   slow\n"
+
+
+def test_round_lines_and_phases_keep_the_order_they_were_written(tmp_path):
+    # Prepare: both rounds finished between two polls
+    from feddistill.progress import follow_progress, record_phase
+
+    record_phase(tmp_path, "round 1/2", rows_done=0)
+    (tmp_path / "metrics.jsonl").write_text('{"round": 1}\n')
+    record_phase(tmp_path, "round 2/2", rows_done=1)
+    with (tmp_path / "metrics.jsonl").open("a") as fh:
+        fh.write('{"round": 2}\n')
+    record_phase(tmp_path, "exporting student", rows_done=2)
+    shown = []
+    # Execute
+    seen = follow_progress(
+        tmp_path, 0, 0, lambda row: shown.append(f"row {row['round']}"), shown.append
+    )
+    # Assert
+    assert shown == ["round 1/2", "row 1", "round 2/2", "row 2", "exporting student"]
+    assert seen == (2, 3)

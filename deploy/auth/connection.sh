@@ -3,7 +3,9 @@
 # $FLWR_HOME/config.toml, for `flwr supernode register` and `flwr run`.
 #
 # Usage: export FLWR_HOME=$PWD/deploy/auth/flwr-home; deploy/auth/connection.sh
-# Environment: SUPERLINK [127.0.0.1:9093], CA_CERT [deploy/tls/certificates/ca.crt],
+# Environment: SUPERLINK [127.0.0.1:9091: the SuperLink's own loopback address, where the
+#              Control API is; only the operator reaches it, from elsewhere through an
+#              SSH tunnel], CA_CERT [deploy/tls/certificates/ca.crt],
 #              FLWR_HOME [deploy/auth/flwr-home]. An existing config.toml is kept
 #              unless it is the one this script wrote.
 set -euo pipefail
@@ -24,7 +26,7 @@ cat > "$target" <<TOML
 default = "feddistill-deployment"
 
 [superlink.feddistill-deployment]
-address = "${SUPERLINK:-127.0.0.1:9093}"
+address = "${SUPERLINK:-127.0.0.1:9091}"
 root-certificates = "$ca"
 TOML
 [[ "$target" == /dev/stderr ]] && exit 1

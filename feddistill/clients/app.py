@@ -76,14 +76,17 @@ def train(msg: Message, context: Context) -> Message:
     config = msg.content.config_records[P.CONFIG]
     server_round = int(cast(int, config[P.SERVER_ROUND]))
     global_state = msg.content.array_records[P.ARRAYS].to_torch_state_dict()
+    data = prepare_federated_data(cfg)
     consensus = None
     if P.CONSENSUS in config:
         blob = cast(bytes, config[P.CONSENSUS])
-        soft = decode_update(blob)[P.SOFT_LABELS_TENSOR].clamp_min(0)
+        shape = (len(data.splits.proxy_x), data.splits.num_classes)  # (B, K)
+        soft = decode_update(blob, {P.SOFT_LABELS_TENSOR: shape})[P.SOFT_LABELS_TENSOR]
+        soft = soft.clamp_min(0)
         consensus = soft / soft.sum(dim=1, keepdim=True).clamp_min(1e-12)  # (B, K), rows sum to 1
     reply = run_client_round(
         cfg,
-        prepare_federated_data(cfg),
+        data,
         partition_id,
         global_state,
         consensus,
@@ -94,7 +97,9 @@ def train(msg: Message, context: Context) -> Message:
     metrics = MetricRecord(
         {P.NUM_EXAMPLES: reply.num_examples, P.PARTITION_ID: partition_id, **reply.metrics}
     )
-    payload = ConfigRecord({P.UPDATE: reply.update, P.LOGITS: reply.logits})
+    payload = ConfigRecord(
+        {P.UPDATE: reply.update, P.LOGITS: reply.logits, P.BUFFERS: reply.buffers}
+    )
     content = RecordDict(
         {P.METRICS: metrics, P.PAYLOAD: payload, P.PLACEMENT: ConfigRecord(cast(Any, placement()))}
     )

@@ -1,9 +1,10 @@
 """One client's work in one round of FedDistill, as plain PyTorch (no Flower, no Ray).
 
 Per-client state (the teacher, the error-feedback residual) is kept on disk, keyed by
-partition id and round, because Ray actors are not tied to a partition. Keeping each
-round's file (the last two) lets a resumed run start from exactly the state the
-checkpointed round left behind.
+partition id and round, because Ray actors are not tied to a partition. A client
+loads its newest state written before the current round, however many rounds it sat
+out; its newest file and the one before it are never deleted, so a run resumed from
+the last checkpoint finds every client's state as that round left it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from feddistill.clients.attacks import attack_logits, attack_update
 from feddistill.clients.train import (
     KDTarget,
     evaluate,
@@ -24,12 +26,17 @@ from feddistill.clients.train import (
     state_delta,
     train_supervised,
 )
-from feddistill.compression import UpdateCompression, compress_update, encode_tensors
+from feddistill.compression import (
+    UpdateCompression,
+    compress_update,
+    encode_state,
+    encode_tensors,
+)
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData
 from feddistill.distill import SharedFeatureSpace, domain_affinity
 from feddistill.distill.kd3a import kept_samples
-from feddistill.models import build_model
+from feddistill.models import buffer_names, build_model
 from feddistill.protocol import AFFINITY_TENSOR, LOGITS_TENSOR, plan_for
 
 logger = logging.getLogger(__name__)
@@ -43,6 +50,7 @@ class ClientReply:
     logits: bytes
     num_examples: int
     metrics: dict[str, float] = field(default_factory=dict)
+    buffers: bytes = b""  # dense fp32 / integer buffer values (BatchNorm statistics)
 
 
 def _round_seed(seed: int, partition_id: int, server_round: int, salt: int) -> int:
@@ -54,24 +62,92 @@ def state_path(state_dir: str | Path, partition_id: int, server_round: int) -> P
     return Path(state_dir) / f"partition-{partition_id}" / f"round-{server_round}.pt"
 
 
+def _saved_rounds(state_dir: str | Path, partition_id: int) -> list[int]:
+    """Rounds with a state file for `partition_id`, ascending (stray names ignored)."""
+    folder = Path(state_dir) / f"partition-{partition_id}"
+    rounds = []
+    for path in folder.glob("round-*.pt"):
+        number = path.stem.removeprefix("round-")
+        if number.isdigit():
+            rounds.append(int(number))
+    return sorted(rounds)
+
+
+def newest_state_round(state_dir: str | Path, partition_id: int, before_round: int) -> int:
+    """The newest round < `before_round` with a saved state, or 0 if there is none."""
+    return max((r for r in _saved_rounds(state_dir, partition_id) if r < before_round), default=0)
+
+
 def load_state(state_dir: str | Path, partition_id: int, server_round: int) -> dict:
-    """State after `server_round` (empty dict if none was saved, e.g. round 0)."""
-    path = state_path(state_dir, partition_id, server_round)
-    if server_round < 1 or not path.is_file():
+    """The client's newest state written before `server_round` (``{}`` if none).
+
+    A client that sat out rounds resumes from the last round it took part in, however
+    long ago. Files of `server_round` or later (left by a run that was killed and is
+    now resumed from an earlier checkpoint) are ignored.
+    """
+    newest = newest_state_round(state_dir, partition_id, server_round)
+    if newest < 1:
         return {}
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(
+        state_path(state_dir, partition_id, newest), map_location="cpu", weights_only=True
+    )
 
 
 def save_state(state_dir: str | Path, partition_id: int, server_round: int, state: dict) -> None:
-    """Atomically write the state after `server_round`; drop files older than the last two."""
+    """Atomically write the state after `server_round`, then prune old files.
+
+    Kept: this round's file and the newest one before it (what a rerun of this round
+    after a kill and ``--resume`` loads). Older files are deleted, and so are files of
+    later rounds (an abandoned run's future, which a resumed run must not load).
+    """
     path = state_path(state_dir, partition_id, server_round)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
-    for old in path.parent.glob("round-*.pt"):
-        if int(old.stem.split("-")[1]) < server_round - 1:
-            old.unlink(missing_ok=True)
+    previous = newest_state_round(state_dir, partition_id, server_round)
+    for old in _saved_rounds(state_dir, partition_id):
+        if old < previous or old > server_round:
+            state_path(state_dir, partition_id, old).unlink(missing_ok=True)
+
+
+def encode_student(
+    student: torch.nn.Module,
+    global_state: dict[str, Tensor],
+    spec: UpdateCompression,
+    residual: dict[str, Tensor] | None,
+    generator: torch.Generator | None = None,
+) -> tuple[bytes, bytes, dict[str, Tensor]]:
+    """The student's upload: compressed parameter update and dense buffer values.
+
+    Trainable parameters travel as ``local - global``, top-k sparsified and quantized
+    with error feedback (``spec``). Buffers (BatchNorm ``running_mean`` /
+    ``running_var`` / ``num_batches_tracked``, any registered buffer) are state, not
+    updates: they travel as their values, fp32 or integer, exactly, with no residual,
+    and the server averages them by num-examples.
+
+    Args:
+        student: the locally trained student.
+        global_state: the global state_dict this round started from.
+        spec: compression of the parameter update.
+        residual: error-feedback residual of the parameters from the client's last
+            round (None for none).
+        generator: random source for stochastic rounding.
+
+    Returns:
+        (update payload, buffers payload (``b""`` if the model has none), new residual).
+
+    Raises:
+        ValueError: if a tensor holds NaN or Inf (named).
+    """
+    buffer_keys = buffer_names(student)
+    local_state = student.state_dict()
+    params = {k: v for k, v in local_state.items() if k not in buffer_keys}
+    buffers = {k: v.detach().cpu() for k, v in local_state.items() if k in buffer_keys}
+    update, new_residual = compress_update(
+        state_delta(params, global_state), spec, residual, generator=generator
+    )
+    return update, encode_state(buffers) if buffers else b"", new_residual
 
 
 @lru_cache(maxsize=4)
@@ -114,10 +190,12 @@ def run_client_round(
     if partition_id in cfg.failing_partitions():
         raise RuntimeError(f"partition {partition_id}: failure injected by fail-partitions")
     plan = plan_for(cfg)
+    attacker = partition_id in cfg.attacking_partitions()  # fault injection (attack)
+    attack_gen = torch.Generator().manual_seed(_round_seed(cfg.seed, partition_id, server_round, 5))
     splits = data.splits
     idx = torch.as_tensor(data.partitions[partition_id], dtype=torch.long)
     x, y = splits.train_x[idx], splits.train_y[idx]
-    state = load_state(state_dir, partition_id, server_round - 1)
+    state = load_state(state_dir, partition_id, server_round)
     new_state: dict = {}
     metrics: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -151,12 +229,14 @@ def run_client_round(
         teacher_logits = teacher_logits.clamp_min(-8.0 * cfg.temperature)
         space = _feature_space(splits.proxy_x, cfg.seed)
         affinity = domain_affinity(space.transform(x), space.transform(splits.proxy_x))  # (B,)
+        log_affinity = affinity.float().clamp_min(1e-30).log()
+        if attacker:
+            teacher_logits, log_affinity = attack_logits(
+                teacher_logits, log_affinity, cfg.attack, cfg.temperature, attack_gen
+            )
         logits_payload = encode_tensors(
             # log-affinity: 8 linear bits keep relative weights of far samples this way
-            {
-                LOGITS_TENSOR: teacher_logits,
-                AFFINITY_TENSOR: affinity.float().clamp_min(1e-30).log(),
-            },
+            {LOGITS_TENSOR: teacher_logits, AFFINITY_TENSOR: log_affinity},
             bit_width=cfg.logits_bit_width,
             per_channel=False,
         )
@@ -183,15 +263,18 @@ def run_client_round(
         kd=kd,
     )
     _, student_acc = evaluate(student, x, y, device)
-    delta = state_delta(student.state_dict(), global_state)
     spec = UpdateCompression(
         density=plan.density, bit_width=plan.bit_width, error_feedback=plan.error_feedback
     )
     residual = state.get("residual") if plan.error_feedback else None
     generator = torch.Generator().manual_seed(_round_seed(cfg.seed, partition_id, server_round, 3))
-    update_payload, new_residual = compress_update(delta, spec, residual, generator=generator)
+    update_payload, buffers_payload, new_residual = encode_student(
+        student, global_state, spec, residual, generator
+    )
     if plan.error_feedback:
         new_state["residual"] = new_residual
+    if attacker:
+        update_payload = attack_update(update_payload, cfg.attack, attack_gen)
     save_state(state_dir, partition_id, server_round, new_state)
 
     metrics.update(
@@ -199,8 +282,10 @@ def run_client_round(
         student_ce=stats["ce"],
         student_kd=stats["kd"],
         student_train_accuracy=student_acc,
-        update_bytes=float(len(update_payload)),
+        update_bytes=float(len(update_payload) + len(buffers_payload)),
         logits_bytes=float(len(logits_payload)),
         client_seconds=time.perf_counter() - t0,
     )
-    return ClientReply(update_payload, logits_payload, int(x.shape[0]), metrics)
+    return ClientReply(
+        update_payload, logits_payload, int(x.shape[0]), metrics, buffers=buffers_payload
+    )

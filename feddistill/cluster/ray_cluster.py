@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from feddistill.engine import ProcessGroup, free_port
+from feddistill.engine import free_port
+from feddistill.lifeline import ProcessGroup, parent_death_signal, remove_on_exit, spawn
 
 logger = logging.getLogger(__name__)
 
@@ -184,13 +185,12 @@ class LocalRayNode:
         """Launch the node (returns at once; see :meth:`LocalRayCluster.wait_for_nodes`)."""
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
+            self.proc = spawn(  # dies with this process (feddistill.lifeline)
                 self.command(head_address),
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,
             )
         self.group.track(self.proc.pid)
 
@@ -240,6 +240,8 @@ class LocalRayCluster:
             )
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="fdr-", dir="/tmp")) if root is None else root
+        if self._own_root:
+            remove_on_exit(self.root)  # by the watchdog, should this process be killed
         self.startup_timeout_s = startup_timeout_s
         self.nodes = [
             LocalRayNode(
@@ -409,6 +411,7 @@ def probe_cluster(address: str, timeout_s: float = 60.0, gpu_memory: bool = Fals
             timeout=timeout_s,
             env=env,
             start_new_session=True,
+            preexec_fn=parent_death_signal(),
         )
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"no answer from the Ray cluster at {address} in {timeout_s} s") from exc

@@ -17,6 +17,7 @@ from feddistill.compression.update import (
     UpdateCompression,
     compress_update,
     decode_update,
+    encode_state,
     encode_tensors,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "compress_update",
     "compression_report",
     "decode_update",
+    "encode_state",
     "encode_tensors",
     "export_student",
     "format_report",

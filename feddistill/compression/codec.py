@@ -2,12 +2,13 @@
 
 Layout, all integers little-endian::
 
-    header   magic b"FDCU" | version u8 (=1) | flags u8 (=0) | total_len u64 | count u32
+    header   magic b"FDCU" | version u8 (=2) | flags u8 (=0) | total_len u64 | count u32
     record   name_len u16 | name utf-8 | dtype u8 | ndim u8 | shape u32 * ndim | kind u8
       kind RAW (integer / bool tensors, lossless):   nbytes u64 | raw bytes
       kind FLOAT (decoded as float32):
                value_bits u8 | layout u8 | per_channel u8 | ch_axis i8 | k u64 | rice_r u8
-               | rows u32 | [scales f32 * rows | zero_points u8 * rows]  (value_bits <= 8)
+               | rows u32 | [scales f32 * rows | zero_points u8 * rows
+               | offsets f32 * rows]  (value_bits <= 8)
                | index_nbytes u64 | index | values (ceil(n * value_bits / 8) bytes,
                n = numel for DENSE, else k)
     trailer  crc32 u32 of everything before it
@@ -15,14 +16,23 @@ Layout, all integers little-endian::
 ``layout`` says how the positions of the k kept entries are coded, whichever is smallest
 for that tensor: DENSE (every entry coded, unsent ones as exact zeros), BITMAP (numel
 bits) or RICE (gaps between sorted positions, Golomb-Rice coded). Values are packed to
-``value_bits`` bits (1, 2, 4, 8 affine codes; 16 fp16; 32 fp32). A decoder checks the
-length, then the checksum, then every size against the header, so truncated or
-corrupted bytes raise :class:`CodecError` and never decode to garbage.
+``value_bits`` bits (1, 2, 4, 8 affine codes; 16 fp16; 32 fp32). At 16 and 32 bits a
+dense tensor that holds exact zeros is sent as its non-zero entries when that is
+smaller (lossless: a 90%-sparse tensor costs ~13% of its fp32 bytes).
+
+Encoding never turns a finite input into a non-finite value: fp16 saturates at
++-65504 and affine codes clip rows at +-``LIMIT`` (2**125); the caller's error
+feedback keeps the excess.
+
+A decoder checks the length, then the checksum, then every size against the bytes
+present (dense layouts) or against the shapes the receiver expects (``expected``,
+which bounds sparse layouts), before it allocates anything; truncated, corrupted or
+hostile bytes raise :class:`CodecError` and never decode to garbage (the decoder lives in
+:mod:`feddistill.compression.decode`).
 """
 
 from __future__ import annotations
 
-import math
 import struct
 import zlib
 from collections.abc import Iterable
@@ -33,17 +43,14 @@ import torch
 from torch import Tensor
 
 from feddistill.compression.packing import (
-    PackingError,
     pack_bitmap,
     pack_codes,
     pack_rice,
     packed_nbytes,
     rice_parameter,
-    unpack_bitmap,
-    unpack_codes,
-    unpack_rice,
 )
 from feddistill.compression.quantize import (
+    LIMIT,
     QParams,
     affine_qparams,
     channel_unview,
@@ -56,7 +63,12 @@ from feddistill.compression.sparsify import num_kept, topk_indices
 
 MAGIC = b"FDCU"
 MAX_NUMEL = 2**31  # entries per decoded tensor (8 GiB of float32); larger is rejected
-VERSION = 1
+# Entries of a sparse tensor decoded without ``expected`` shapes (64 MiB of float32):
+# its size is not backed by bytes present, so it is bounded here.
+MAX_UNCHECKED_SPARSE_NUMEL = 2**24
+VERSION = 2
+FP16_MAX = 65504.0
+_F32_MAX = float(np.finfo(np.float32).max)
 _HEADER = struct.Struct("<4sBBQI")
 _FLOAT_META = struct.Struct("<BBBbQBI")
 _CRC = struct.Struct("<I")
@@ -122,13 +134,21 @@ def encode_raw(name: str, t: Tensor) -> bytes:
 def _quantize_values(
     rows: Tensor, enc: FloatEncoding, generator: torch.Generator | None, recon: bool
 ) -> tuple[Tensor, QParams | None, Tensor | None]:
-    """(C, M) float32 rows -> (codes or cast values, qparams, reconstruction (C, M))."""
+    """(C, M) float32 rows -> (codes or cast values, qparams, reconstruction (C, M)).
+
+    fp16 saturates at +-65504 and affine codes clip at +-LIMIT, so a finite input never
+    decodes to Inf; the reconstruction shows the clipping to the caller's residual.
+    """
     if enc.bit_width == 32:
         return rows, None, rows
     if enc.bit_width == 16:
-        half = rows.half()
+        half = rows.clamp(-FP16_MAX, FP16_MAX).half()
         return half, None, half.float() if recon else None
-    qparams = affine_qparams(*row_minmax(rows), enc.bit_width)
+    lo, hi = row_minmax(rows)
+    if rows.numel() and (float(lo.min()) < -LIMIT or float(hi.max()) > LIMIT):
+        rows = rows.clamp(-LIMIT, LIMIT)
+        lo, hi = lo.clamp(-LIMIT, LIMIT), hi.clamp(-LIMIT, LIMIT)
+    qparams = affine_qparams(lo, hi, enc.bit_width)
     codes = quantize_rows(rows, qparams, enc.stochastic, generator)
     return codes, qparams, dequantize_rows(codes, qparams) if recon else None
 
@@ -166,6 +186,13 @@ def encode_float(
     acc = acc.detach().cpu().float().contiguous()
     n = acc.numel()
     kept = num_kept(n, enc.density, enc.k)
+    idx: Tensor | None = None
+    if kept == n and enc.bit_width >= 16:
+        # Lossless widths: exact zeros need not be sent (an already-pruned tensor).
+        nonzero = torch.count_nonzero(acc)
+        if int(nonzero) < n:
+            idx = torch.nonzero(acc.reshape(-1)).reshape(-1)  # sorted ascending
+            kept = idx.numel()
     if kept == n:
         per_channel = enc.per_channel and acc.ndim >= 2
         rows = channel_view(acc, per_channel, enc.ch_axis, name)  # (C, numel / C)
@@ -176,7 +203,7 @@ def encode_float(
         index, layout, rice_r = b"", DENSE, 0
         values_bytes = _values_bytes(values, enc.bit_width)
     else:
-        idx = topk_indices(acc, kept)
+        idx = topk_indices(acc, kept) if idx is None else idx
         sparse_rows = acc.reshape(-1)[idx].reshape(1, -1)  # (1, k)
         values, qparams, recon_rows = _quantize_values(sparse_rows, enc, generator, True)
         assert recon_rows is not None  # always reconstructed on the sparse path
@@ -198,6 +225,9 @@ def encode_float(
     if qparams is not None:
         scales = qparams.scale.numpy().astype("<f4").tobytes()
         scales += qparams.zero_point.numpy().astype(np.uint8).tobytes()
+        offset = qparams.offset
+        offsets = np.zeros(qparams.scale.numel(), "<f4") if offset is None else offset.numpy()
+        scales += offsets.astype("<f4").tobytes()
     record = b"".join(
         [
             _tensor_head(name, tuple(acc.shape), dtype, FLOAT),
@@ -220,10 +250,11 @@ def _smallest_layout(
     bits = enc.bit_width
     rice_r, rice_bytes = rice_parameter(idx_np)
     costs = {
-        DENSE: packed_nbytes(n, bits),
         BITMAP: packed_nbytes(n, 1) + packed_nbytes(k, bits),
         RICE: rice_bytes + packed_nbytes(k, bits),
     }
+    if qparams is None or qparams.offset is None:  # unsent entries need an exact 0 code
+        costs[DENSE] = packed_nbytes(n, bits)
     layout = min(costs, key=lambda key: (costs[key], key))
     if layout == DENSE:
         if qparams is None:
@@ -244,145 +275,3 @@ def pack_payload(records: Iterable[bytes]) -> bytes:
     head = _HEADER.pack(MAGIC, VERSION, 0, total, len(records))
     out = b"".join([head, *records])
     return out + _CRC.pack(zlib.crc32(out))
-
-
-class _Reader:
-    """Bounds-checked cursor over a payload; every overrun is a CodecError."""
-
-    def __init__(self, buf: memoryview, end: int) -> None:
-        self.buf, self.pos, self.end = buf, 0, end
-
-    def take(self, n: int, what: str) -> memoryview:
-        if n < 0 or self.pos + n > self.end:
-            raise CodecError(f"payload ends inside {what} (needs {n} bytes at offset {self.pos})")
-        out = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def unpack(self, fmt: str | struct.Struct, what: str) -> tuple:
-        s = fmt if isinstance(fmt, struct.Struct) else struct.Struct(fmt)
-        return s.unpack(self.take(s.size, what))
-
-
-def decode_payload(payload: bytes) -> dict[str, Tensor]:
-    """Decode a payload of :func:`pack_payload` into dense tensors, in stored order.
-
-    Returns:
-        name -> tensor: float records as float32, raw records with their dtype.
-
-    Raises:
-        CodecError: on a wrong magic/version, a length that disagrees with the header
-            (truncation), a checksum mismatch (corruption), or any inconsistent field.
-    """
-    if not isinstance(payload, bytes | bytearray | memoryview):
-        raise CodecError(f"payload must be bytes, got {type(payload).__name__}")
-    buf = memoryview(payload).cast("B")
-    if len(buf) < _HEADER.size + _CRC.size:
-        raise CodecError(f"payload of {len(buf)} bytes is shorter than a header")
-    magic, version, _flags, total, count = _HEADER.unpack(buf[: _HEADER.size])
-    if magic != MAGIC:
-        raise CodecError(f"not a feddistill payload: magic {bytes(magic)!r} != {MAGIC!r}")
-    if version != VERSION:
-        raise CodecError(f"payload version {version} unsupported; this decoder reads {VERSION}")
-    if total != len(buf):
-        raise CodecError(f"payload truncated or padded: header says {total} bytes, got {len(buf)}")
-    (crc,) = _CRC.unpack(buf[-_CRC.size :])
-    if zlib.crc32(buf[: -_CRC.size]) != crc:
-        raise CodecError("payload corrupted: crc32 mismatch")
-    reader = _Reader(buf, len(buf) - _CRC.size)
-    reader.pos = _HEADER.size
-    out: dict[str, Tensor] = {}
-    for _ in range(count):
-        name, tensor = _decode_record(reader)
-        if name in out:
-            raise CodecError(f"payload repeats tensor {name!r}")
-        out[name] = tensor
-    if reader.pos != reader.end:
-        raise CodecError(f"{reader.end - reader.pos} unexpected bytes after the last record")
-    return out
-
-
-def _decode_record(reader: _Reader) -> tuple[str, Tensor]:
-    (name_len,) = reader.unpack("<H", "name length")
-    try:
-        name = bytes(reader.take(name_len, "name")).decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise CodecError("tensor name is not utf-8") from err
-    dtype_code, ndim = reader.unpack("<BB", f"{name!r} dtype")
-    if dtype_code >= len(_DTYPES):
-        raise CodecError(f"tensor {name!r}: unknown dtype code {dtype_code}")
-    shape = tuple(reader.unpack(f"<{ndim}I", f"{name!r} shape"))
-    numel = math.prod(shape)
-    if numel > MAX_NUMEL:
-        raise CodecError(f"tensor {name!r}: {numel} entries exceed the decoder limit {MAX_NUMEL}")
-    (kind,) = reader.unpack("<B", f"{name!r} kind")
-    try:
-        if kind == RAW:
-            return name, _decode_raw(reader, name, _DTYPES[dtype_code], shape, numel)
-        if kind == FLOAT:
-            return name, _decode_float(reader, name, shape, numel)
-    except PackingError as err:
-        raise CodecError(f"tensor {name!r}: {err}") from err
-    raise CodecError(f"tensor {name!r}: unknown record kind {kind}")
-
-
-def _decode_raw(
-    reader: _Reader, name: str, dtype: torch.dtype, shape: tuple[int, ...], numel: int
-) -> Tensor:
-    (nbytes,) = reader.unpack("<Q", f"{name!r} size")
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    if nbytes != numel * itemsize:
-        raise CodecError(f"tensor {name!r}: {nbytes} bytes for {numel} x {dtype}")
-    data = bytearray(reader.take(nbytes, f"{name!r} data"))
-    if numel == 0:
-        return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(data, dtype=dtype).reshape(shape)
-
-
-def _decode_float(reader: _Reader, name: str, shape: tuple[int, ...], numel: int) -> Tensor:
-    bits, layout, per_channel, ch_axis, k, rice_r, rows = reader.unpack(_FLOAT_META, name)
-    if bits not in (1, 2, 4, 8, 16, 32) or layout not in (DENSE, BITMAP, RICE) or k > numel:
-        raise CodecError(f"tensor {name!r}: bad bit_width {bits}, layout {layout} or k {k}")
-    if per_channel and (k != numel or len(shape) < 2 or not 0 <= ch_axis < len(shape)):
-        raise CodecError(f"tensor {name!r}: per-channel scales on a sparse or 1-D tensor")
-    expected_rows = shape[ch_axis] if per_channel else 1
-    if bits <= 8 and rows != expected_rows:
-        raise CodecError(f"tensor {name!r}: {rows} scale rows, expected {expected_rows}")
-    qparams = None
-    if bits <= 8:
-        scale = np.frombuffer(reader.take(4 * rows, f"{name!r} scales"), dtype="<f4")
-        zp = np.frombuffer(reader.take(rows, f"{name!r} zero points"), dtype=np.uint8)
-        if not np.all(np.isfinite(scale) & (scale > 0)) or np.any(zp >= 2**bits):
-            raise CodecError(f"tensor {name!r}: non-finite scale or zero point out of range")
-        qparams = QParams(
-            torch.from_numpy(scale.astype(np.float32)), torch.from_numpy(zp.astype(np.int64)), bits
-        )
-    (index_nbytes,) = reader.unpack("<Q", f"{name!r} index size")
-    index = reader.take(index_nbytes, f"{name!r} index")
-    n_values = numel if layout == DENSE else k
-    values_buf = reader.take(packed_nbytes(n_values, bits), f"{name!r} values")
-    values = _decode_values(values_buf, bits, n_values)
-    if qparams is not None:
-        if per_channel:
-            flat = dequantize_rows(values.reshape(rows, -1), qparams)  # (C, numel / C)
-            return channel_unview(flat, shape, True, ch_axis)
-        values = dequantize_rows(values.reshape(1, -1), qparams).reshape(-1)
-    if layout == DENSE:
-        if index_nbytes:
-            raise CodecError(f"tensor {name!r}: dense layout with an index")
-        return values.reshape(shape)
-    if layout == BITMAP:
-        idx = unpack_bitmap(index, numel, k)
-    else:
-        idx = unpack_rice(index, rice_r, k, numel)
-    dense = torch.zeros(numel, dtype=torch.float32)
-    dense[torch.from_numpy(idx)] = values
-    return dense.reshape(shape)
-
-
-def _decode_values(buf: memoryview, bits: int, n: int) -> Tensor:
-    """``packed_nbytes(n, bits)`` bytes (length checked by the reader) -> n codes / floats."""
-    if bits <= 8:
-        return torch.from_numpy(unpack_codes(buf, bits, n))
-    dtype = np.float16 if bits == 16 else np.float32
-    return torch.from_numpy(np.frombuffer(buf, dtype=dtype).astype(np.float32))

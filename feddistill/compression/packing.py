@@ -155,6 +155,10 @@ def unpack_rice(buf: bytes | memoryview, r: int, k: int, n: int) -> np.ndarray:
         PackingError: if the streams hold fewer than k terminators, trailing bits, or an
             index >= n.
     """
+    if not 0 <= r <= 62:
+        raise PackingError(f"Rice parameter {r} outside [0, 62]")
+    if k > n:
+        raise PackingError(f"Rice stream of {k} indices cannot fit in numel {n}")
     rem_nbytes = packed_nbytes(k * r, 1)
     if len(buf) < rem_nbytes:
         raise PackingError(f"Rice stream needs at least {rem_nbytes} bytes, got {len(buf)}")
@@ -166,7 +170,13 @@ def unpack_rice(buf: bytes | memoryview, r: int, k: int, n: int) -> np.ndarray:
     if ends.size != k or (k and packed_nbytes(int(ends[-1]) + 1, 1) != raw.size - rem_nbytes):
         raise PackingError(f"Rice stream holds {ends.size} codes / trailing bytes, header says {k}")
     quotients = np.diff(ends, prepend=-1) - 1
-    indices = np.cumsum((quotients << r) + remainders + 1) - 1
+    # A gap is < n; checking the quotients first keeps every sum below 2**63.
+    if k and int(quotients.max()) > (n >> r):
+        raise PackingError(f"Rice stream decodes a gap >= numel {n}")
+    gaps = (quotients << r) + remainders
+    if k and int(gaps.max()) >= n:
+        raise PackingError(f"Rice stream decodes a gap >= numel {n}")
+    indices = np.cumsum(gaps + 1) - 1
     if k and indices[-1] >= n:
         raise PackingError(f"Rice stream decodes index {int(indices[-1])} >= numel {n}")
     return indices.astype(np.int64)

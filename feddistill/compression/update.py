@@ -20,11 +20,11 @@ from torch import Tensor
 
 from feddistill.compression.codec import (
     FloatEncoding,
-    decode_payload,
     encode_float,
     encode_raw,
     pack_payload,
 )
+from feddistill.compression.decode import decode_payload
 from feddistill.compression.quantize import BIT_WIDTHS, all_finite, check_bit_width
 from feddistill.compression.sparsify import check_density, check_k
 
@@ -140,21 +140,44 @@ def compress_update(
     return pack_payload(records), new_residual
 
 
-def decode_update(payload: bytes) -> dict[str, Tensor]:
+def decode_update(
+    payload: bytes, expected: Mapping[str, tuple[int, ...]] | None = None
+) -> dict[str, Tensor]:
     """Decode a payload of :func:`compress_update` or :func:`encode_tensors`.
 
     Args:
         payload: the exact bytes produced by the encoder.
+        expected: name -> shape the receiver knows; a tensor of another name or shape
+            is rejected before it is allocated (pass it for untrusted payloads).
 
     Returns:
         name -> dense tensor in the encoder's order: float tensors as float32 with
         their original shape, integer and bool tensors with their dtype.
 
     Raises:
-        CodecError: (a ``ValueError``) if the payload is truncated, corrupted or not a
-            payload of this codec.
+        CodecError: (a ``ValueError``) if the payload is truncated, corrupted, not a
+            payload of this codec, or holds a tensor other than ``expected``.
     """
-    return decode_payload(payload)
+    return decode_payload(payload, expected)
+
+
+def encode_state(state: Mapping[str, Tensor]) -> bytes:
+    """Model state that is not an update (buffers): dense, lossless, no residual.
+
+    Float tensors as fp32 (exact zeros skipped when that is smaller), integer and bool
+    tensors with their dtype. Nothing is sparsified or quantized, so BatchNorm
+    statistics arrive exactly as the client had them.
+
+    Args:
+        state: name -> tensor, e.g. ``{"bn.running_var": (C,), ...}``; floats finite.
+
+    Returns:
+        Payload bytes; decode with :func:`decode_update`.
+
+    Raises:
+        ValueError: if a float tensor holds NaN or Inf (the message names the key).
+    """
+    return encode_tensors(state, bit_width=32, per_channel=False)
 
 
 def encode_tensors(

@@ -162,6 +162,7 @@ def consensus(
     num_clusters: int = 2,
     seed: int = 0,
     num_examples: Tensor | None = None,
+    client_weights: Tensor | None = None,
 ) -> Tensor:
     """Consensus soft labels on the proxy set from N clients' logits.
 
@@ -193,6 +194,9 @@ def consensus(
             randomness, so the result does not depend on it.
         num_examples: clients' training samples, shape (N,), for ``consensus-focus``
             (None = equal); ignored otherwise.
+        client_weights: optional per-client factor, shape (N,), positive and finite;
+            each mode's weights are multiplied by it (e.g. Consensus Focus weights of
+            :mod:`feddistill.distill.robust_consensus`).
 
     Returns:
         Soft labels, shape (B, K), float32; each row sums to 1 (a row a KD3A mode
@@ -203,7 +207,7 @@ def consensus(
             T <= 0, the mode is unknown (the message lists the valid modes),
             ``affinity`` is missing for ``domain``, has the wrong shape, is negative
             or non-finite, or sums to 0 over clients for a sample, or
-            ``num_clusters`` < 1.
+            ``num_clusters`` < 1, or ``client_weights`` is not (N,) positive and finite.
 
     References:
         FedMD, arXiv:1910.03581; FedDF, arXiv:2006.07242; Hinton et al.,
@@ -234,6 +238,13 @@ def consensus(
         if num_clusters < 1:
             raise ValueError(f"num_clusters must be >= 1, got {num_clusters}")
         weights = largest_cluster_mask(soft_labels(logits, temperature), num_clusters).float()
+    if client_weights is not None:
+        cw = torch.as_tensor(client_weights).to(logits.device, torch.float32)
+        if tuple(cw.shape) != (n,) or not bool(torch.isfinite(cw).all()) or bool((cw <= 0).any()):
+            raise ValueError(
+                f"client_weights must be ({n},), positive and finite, got {cw.tolist()}"
+            )
+        weights = weights * cw.unsqueeze(1)  # (N, B) * (N, 1)
     return weighted_consensus(logits, weights, temperature)
 
 

@@ -44,7 +44,9 @@ def kd_loss(student_logits: Tensor, target_probs: Tensor, temperature: float) ->
     The KL divergence is summed over classes and averaged over the batch (PyTorch's
     ``reduction="batchmean"``, the mathematically correct KL; ``"mean"`` would also
     divide by K). Scaling by T^2 keeps gradient magnitudes comparable across
-    temperatures. Zero target probabilities contribute 0 (``0 * log 0 = 0``).
+    temperatures. Zero target probabilities contribute 0 (``0 * log 0 = 0``). The
+    divergence is computed in float64 on renormalised target rows and clamped at 0 per
+    sample, so it is never negative and is 0 (within 1e-7) for identical distributions.
 
     Args:
         student_logits: student logits, shape (B, K).
@@ -81,5 +83,11 @@ def kd_loss(student_logits: Tensor, target_probs: Tensor, temperature: float) ->
             f"target_probs rows must sum to 1 (max deviation {row_err:.3g} > {_ROW_SUM_ATOL}); "
             "pass probabilities, e.g. soft_labels(teacher_logits, T), not logits"
         )
-    log_p = F.log_softmax(student_logits.float() / temperature, dim=1)
-    return F.kl_div(log_p, target, reduction="batchmean") * temperature**2
+    # float64 and renormalised rows: KL(q || p) = sum q (log q - log p) is then >= 0 up
+    # to ~1e-15 (the first-order rounding term sum(q * eps) cancels when sum(q) == 1);
+    # the clamp removes what is left, so identical logits give exactly 0, never < 0.
+    q = target.double()
+    q = q / q.sum(dim=1, keepdim=True)
+    log_p = F.log_softmax(student_logits.double() / temperature, dim=1)
+    kl = (torch.xlogy(q, q) - q * log_p).sum(dim=1).clamp_min(0.0)  # (B,)
+    return (kl.mean() * temperature**2).to(student_logits.dtype)

@@ -140,6 +140,17 @@ def build_model(
         return _BUILDERS[name](shape, int(num_classes))
 
 
+def buffer_names(model: nn.Module) -> frozenset[str]:
+    """Keys of ``model.state_dict()`` that are buffers, not trainable parameters.
+
+    BatchNorm's ``running_mean``, ``running_var``, ``num_batches_tracked`` and any other
+    persistent registered buffer. Such state travels as values (dense, lossless) and
+    is averaged, never sent as a compressed update.
+    """
+    params = {name for name, _ in model.named_parameters()}
+    return frozenset(key for key in model.state_dict() if key not in params)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of scalar parameters (trainable or not) of `model`."""
     return sum(p.numel() for p in model.parameters())

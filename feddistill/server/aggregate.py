@@ -50,6 +50,40 @@ def validate_update(
                 raise RejectedUpdate(f"update[{key!r}] has L2 norm {norm:.3g} > max {max_norm:.3g}")
 
 
+def validate_buffers(buffers: Mapping[str, Tensor], template: Mapping[str, Tensor]) -> None:
+    """Check a client's buffer values (BatchNorm statistics) against the global model's.
+
+    Args:
+        buffers: name -> value, as decoded from the client's buffers payload.
+        template: the global model's buffers (names, shapes and dtypes expected).
+
+    Raises:
+        RejectedUpdate: on missing or unexpected names, a shape or dtype mismatch, a
+            non-finite value, or a negative variance (a key ending in ``running_var``)
+            or a negative ``num_batches_tracked``; the message names the key.
+    """
+    missing = sorted(set(template) - set(buffers))
+    extra = sorted(set(buffers) - set(template))
+    if missing or extra:
+        raise RejectedUpdate(
+            f"buffer keys differ from the model: missing {missing}, unexpected {extra}"
+        )
+    for key, expected in template.items():
+        got = buffers[key]
+        if tuple(got.shape) != tuple(expected.shape):
+            raise RejectedUpdate(
+                f"buffer {key!r} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+            )
+        if got.is_floating_point() != expected.is_floating_point():
+            raise RejectedUpdate(f"buffer {key!r} has dtype {got.dtype}, expected {expected.dtype}")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise RejectedUpdate(f"buffer {key!r} contains NaN or Inf")
+        if key.endswith(("running_var", "num_batches_tracked")) and bool((got < 0).any()):
+            raise RejectedUpdate(
+                f"buffer {key!r} has a negative entry ({float(got.min()):.3g}); must be >= 0"
+            )
+
+
 def fedavg(updates: Sequence[tuple[int, Mapping[str, Tensor]]]) -> dict[str, Tensor]:
     """Average updates weighted by their number of examples, in the order given.
 
@@ -65,7 +99,8 @@ def fedavg(updates: Sequence[tuple[int, Mapping[str, Tensor]]]) -> dict[str, Ten
         The weighted mean update, same names as the inputs.
 
     Raises:
-        ValueError: if `updates` is empty, a count is negative, or all counts are 0.
+        ValueError: if `updates` is empty, a count is negative, all counts are 0, or
+            an update's keys or shapes differ from the first one's (named).
 
     References:
         McMahan et al., FedAvg, arXiv:1602.05629.
@@ -78,8 +113,21 @@ def fedavg(updates: Sequence[tuple[int, Mapping[str, Tensor]]]) -> dict[str, Ten
     total = sum(counts)
     if total == 0:
         raise ValueError(f"all {len(counts)} clients reported 0 examples; nothing to average")
+    reference = updates[0][1]
+    for i, (_, upd) in enumerate(updates[1:], start=1):
+        missing, extra = sorted(set(reference) - set(upd)), sorted(set(upd) - set(reference))
+        if missing or extra:
+            raise ValueError(
+                f"update {i} has other keys than update 0: missing {missing}, unexpected {extra}"
+            )
+        for key, first in reference.items():
+            if tuple(upd[key].shape) != tuple(first.shape):
+                raise ValueError(
+                    f"update {i}[{key!r}] has shape {tuple(upd[key].shape)}, "
+                    f"update 0 has {tuple(first.shape)}"
+                )
     out: dict[str, Tensor] = {}
-    for key, first in updates[0][1].items():
+    for key, first in reference.items():
         acc = torch.zeros(first.shape, dtype=torch.float64)
         for n, upd in updates:
             acc += upd[key].to(torch.float64) * (n / total)
@@ -87,11 +135,29 @@ def fedavg(updates: Sequence[tuple[int, Mapping[str, Tensor]]]) -> dict[str, Ten
     return out
 
 
-def apply_update(state: Mapping[str, Tensor], update: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """global + update for floating tensors; integer buffers take the averaged value."""
-    return {
-        key: (value + update[key].to(value.dtype))
-        if value.is_floating_point()
-        else update[key].to(value.dtype)
-        for key, value in state.items()
-    }
+def apply_update(
+    state: Mapping[str, Tensor],
+    update: Mapping[str, Tensor],
+    buffers: Mapping[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """The next global state: buffers take their (averaged) values, parameters add the update.
+
+    Args:
+        state: the global state_dict the update was computed against.
+        update: averaged parameter deltas (floating) and, for older senders, integer
+            values; keys of ``state`` not in ``buffers``.
+        buffers: averaged buffer values (BatchNorm statistics); None for none.
+
+    Returns:
+        A new state_dict with the dtypes of ``state``.
+    """
+    buffers = buffers or {}
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key in buffers:
+            out[key] = buffers[key].to(value.dtype)
+        elif value.is_floating_point():
+            out[key] = value + update[key].to(value.dtype)
+        else:
+            out[key] = update[key].to(value.dtype)
+    return out

@@ -7,9 +7,11 @@ import traceback
 from pathlib import Path
 
 from flwr.app import Context
+from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid, ServerApp
 
-from feddistill.config import from_mapping
+from feddistill.config import RunConfig, from_mapping
+from feddistill.outdir_lock import OutDirLock
 from feddistill.server.loop import FederationRun, OutDirInUse
 from feddistill.server.results import write_summary
 
@@ -19,12 +21,29 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run FedDistill; on failure write summary.json with status "failed" and re-raise."""
+    """Run FedDistill; on failure write summary.json with status "failed" and re-raise.
+
+    The out-dir's lock is taken first (``OutDirLocked``, naming the holder's PID, if
+    another live run writes there; nothing is written then) and held for the run.
+
+    An out-dir holding another run (:class:`OutDirInUse`) is reported as one error line
+    and not raised, so ``flwr run`` shows the message without a traceback.
+    """
     cfg = from_mapping(context.run_config)
+    with OutDirLock(cfg.out_dir):
+        _run(grid, cfg)
+
+
+def _run(grid: Grid, cfg: RunConfig) -> None:
     try:
         FederationRun(cfg).run(grid)
-    except OutDirInUse:
-        raise  # leave the previous run's summary.json as it is
+    except OutDirInUse as exc:
+        # Flower logs the full traceback of any exception a ServerApp raises (flwr's
+        # simulation runtime calls log(ERROR, traceback.format_exc())) and offers no hook
+        # to mark a run failed otherwise; this error is the user's, not a bug, so log the
+        # message alone and return. The previous run's summary.json is left as it is.
+        flwr_log(logging.ERROR, "%s", exc)
+        return
     except Exception as exc:
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,9 @@ from feddistill.server.domain_results import (
 )
 from feddistill.server.evaluate import evaluate_by_domain
 from feddistill.server.loop import build_summary, save_label_plot
-from feddistill.server.results import plot_curves, write_report, write_rows, write_summary
+from feddistill.server.plots import plot_run
+from feddistill.server.results import write_report, write_rows, write_summary
+from feddistill.server.tracking import RunTracker
 
 
 def run_centralized(cfg: RunConfig, on_row: Any = None) -> dict[str, Any]:
@@ -35,6 +37,7 @@ def run_centralized(cfg: RunConfig, on_row: Any = None) -> dict[str, Any]:
     student = build_model(cfg.student_model, splits.in_shape, splits.num_classes, seed=cfg.seed)
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
+    tracker = RunTracker(out, cfg.to_kebab(), run_name=cfg.strategy)
     for server_round in range(1, cfg.num_server_rounds + 1):
         t0 = time.perf_counter()
         stats = train_supervised(
@@ -71,8 +74,10 @@ def run_centralized(cfg: RunConfig, on_row: Any = None) -> dict[str, Any]:
         }
         rows.append(row)
         write_rows(out, rows)
+        tracker.log_round(row)
         if on_row is not None:
             on_row(row)
+    tracker.close()
     summary = build_summary(cfg, rows, time.perf_counter() - t_start, status="completed")
     summary["final_worst_domain_accuracy"] = rows[-1]["worst_domain_accuracy"]
     from feddistill.compression import export_student
@@ -89,7 +94,7 @@ def run_centralized(cfg: RunConfig, on_row: Any = None) -> dict[str, Any]:
     write_summary(out, summary)
     write_report(out, summary, rows)
     append_domain_report(out, summary)
-    plot_curves(out, {cfg.strategy: rows}, uplink=False)  # nothing is sent
+    plot_run(out, rows, summary)  # accuracy only: nothing is sent
     plot_domain_curves(out, data, rows)
     save_label_plot(data, cfg, out)
     return summary

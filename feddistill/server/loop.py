@@ -26,7 +26,8 @@ from feddistill.config import RunConfig
 from feddistill.data import FederatedData, prepare_federated_data
 from feddistill.distill import consensus as build_consensus
 from feddistill.distill.kd3a import kept_samples
-from feddistill.models import build_model
+from feddistill.models import buffer_names, build_model
+from feddistill.progress import record_phase
 from feddistill.server.aggregate import apply_update
 from feddistill.server.checkpoint import load_latest_checkpoint, save_checkpoint
 from feddistill.server.domain_results import (
@@ -35,13 +36,14 @@ from feddistill.server.domain_results import (
     plot_domain_curves,
 )
 from feddistill.server.evaluate import evaluate_by_domain
+from feddistill.server.plots import plot_run
 from feddistill.server.results import (
-    plot_curves,
     save_run_config,
     write_report,
     write_rows,
     write_summary,
 )
+from feddistill.server.robust import robust_policy, robustness_columns
 from feddistill.server.strategy import FedDistill, RoundOutcome
 
 logger = logging.getLogger(__name__)
@@ -129,6 +131,7 @@ class FederationRun:
         self.timeout_s = cfg.round_timeout_s
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        record_phase(self.out, f"loading data ({cfg.dataset}, {cfg.num_partitions} partitions)")
         self.data: FederatedData = prepare_federated_data(cfg)
         self.device = resolve_device(cfg.device)
         self.plan = P.plan_for(cfg)
@@ -143,7 +146,13 @@ class FederationRun:
             cfg.seed,
             cfg.fraction_train,
             cfg.min_train_nodes,
+            buffer_keys=buffer_names(self.student),
+            num_classes=splits.num_classes,
+            proxy_size=len(splits.proxy_x),
+            robust=robust_policy(cfg),
+            robust_keys=frozenset(name for name, _ in self.student.named_parameters()),
         )
+        self.strategy.reference_fn = self.reference_logits
         self.rows: list[dict[str, Any]] = []
         self.consensus: Tensor | None = None
         self.start_round = 0
@@ -175,12 +184,24 @@ class FederationRun:
 
     def run(self, grid: Grid) -> dict[str, Any]:
         """Run rounds start_round+1..num_server_rounds, then write the final results."""
+        from feddistill.server.tracking import RunTracker
+
         t_start = time.perf_counter() - self.wall_offset
+        record_phase(self.out, f"waiting for {self.cfg.num_partitions} clients to connect")
         self.strategy.node_partitions = discover_partitions(
             grid, self.cfg.num_partitions, self.timeout_s
         )
-        for server_round in range(self.start_round + 1, self.cfg.num_server_rounds + 1):
-            self.run_round(grid, server_round, t_start)
+        tracker = RunTracker(self.out, self.cfg.to_kebab(), run_name=self.cfg.strategy)
+        try:
+            for server_round in range(self.start_round + 1, self.cfg.num_server_rounds + 1):
+                record_phase(
+                    self.out,
+                    f"round {server_round}/{self.cfg.num_server_rounds}",
+                    rows_done=len(self.rows),
+                )
+                tracker.log_round(self.run_round(grid, server_round, t_start))
+        finally:
+            tracker.close()
         return self.finish(time.perf_counter() - t_start)
 
     def run_round(self, grid: Grid, server_round: int, t_start: float) -> dict[str, Any]:
@@ -207,7 +228,7 @@ class FederationRun:
                 f"round {server_round}: only {len(outcome.accepted)} of {len(messages)} sampled clients "
                 f"succeeded, fewer than min-train-nodes={self.cfg.min_train_nodes}; failures: {outcome.failures}"
             )
-        self.student.load_state_dict(apply_update(global_state, outcome.update))
+        self.student.load_state_dict(apply_update(global_state, outcome.update, outcome.buffers))
         self.consensus = outcome.consensus
         distill_loss = self.server_distill(global_state, outcome)
         metrics = evaluate_by_domain(
@@ -222,6 +243,7 @@ class FederationRun:
             server_round, metrics, outcome, len(messages), global_state, consensus_bytes
         )
         row["server_distill_loss"] = distill_loss
+        row.update(robustness_columns(outcome.actions, outcome.failures))
         row["round_seconds"] = time.perf_counter() - t0
         row["wall_seconds"] = time.perf_counter() - t_start
         self.rows.append(row)
@@ -247,6 +269,13 @@ class FederationRun:
         )
         return row
 
+    def reference_logits(self, update: dict[str, Tensor]) -> Tensor:
+        """(B, K) logits on the proxy set of the global student after `update`."""
+        splits = self.data.splits
+        model = build_model(self.cfg.student_model, splits.in_shape, splits.num_classes)
+        model.load_state_dict(apply_update(_state(self.student), update))
+        return predict_logits(model, splits.proxy_x, self.device)
+
     def server_distill(self, global_state: dict[str, Tensor], outcome: RoundOutcome) -> float:
         """FedDF: distill the new global student to the ensemble on the proxy set."""
         epochs = self.plan.server_distill_epochs
@@ -258,7 +287,9 @@ class FederationRun:
             client_model = build_model(self.cfg.student_model, splits.in_shape, splits.num_classes)
             logits = []
             for result in outcome.accepted:
-                client_model.load_state_dict(apply_update(global_state, result.update))
+                client_model.load_state_dict(
+                    apply_update(global_state, result.update, result.buffers)
+                )
                 logits.append(predict_logits(client_model, splits.proxy_x, self.device))
             target = build_consensus(
                 torch.stack(logits), "mean", self.cfg.temperature
@@ -333,6 +364,11 @@ class FederationRun:
         from feddistill.compression import export_student  # heavy (quantization backends)
 
         splits = self.data.splits
+        record_phase(
+            self.out,
+            f"exporting student ({self.cfg.student_model}, int8 and pruned)",
+            rows_done=len(self.rows),
+        )
         export = export_student(
             self.student,
             splits.proxy_x,
@@ -346,12 +382,15 @@ class FederationRun:
         summary["student_export"] = export
         summary["final_worst_domain_accuracy"] = last.get("worst_domain_accuracy")
         summary.update(domain_summary(self.data, self.rows))
-        write_summary(self.out, summary)
+        record_phase(self.out, "writing report.md and plots", rows_done=len(self.rows))
         write_report(self.out, summary, self.rows)
+        plot_run(self.out, self.rows, summary)
         append_domain_report(self.out, summary)
-        plot_curves(self.out, {self.cfg.strategy: self.rows})
         plot_domain_curves(self.out, self.data, self.rows)
         save_label_plot(self.data, self.cfg, self.out)
+        # last: summary.json tells `feddistill run` the run is over, and it then stops
+        # every process of the run, this one included
+        write_summary(self.out, summary)
         return summary
 
 

@@ -28,8 +28,8 @@ def write_rows(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """(Re)write metrics.csv and metrics.jsonl from all rows so far (atomic replace)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
+    for row in rows:  # lists (per-client events) go to metrics.jsonl only
+        columns += [k for k in row if k not in columns and not isinstance(row[k], list | dict)]
     tmp = out_dir / "metrics.csv.tmp"
     with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
@@ -56,9 +56,28 @@ def write_summary(out_dir: Path, summary: Mapping[str, Any]) -> None:
 def write_report(
     out_dir: Path, summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
 ) -> None:
-    """report.md: the summary and a per-round table."""
+    """report.md: what was run and how to repeat it, the results, a per-round table.
+
+    Sections: title (strategy and dataset) and a one-line run description; results;
+    how to reproduce (the command as typed, an equivalent command from the config, the
+    full config table, package versions, the machine); the exported student; rounds.
+    """
+    from feddistill.progress import ratio_phrase
+    from feddistill.server.plots import describe_run, domain_keys
+    from feddistill.server.provenance import (
+        equivalent_command,
+        machine,
+        package_versions,
+        typed_command,
+    )
+
+    config = dict(summary.get("config", {}))
     lines = [
-        f"# feddistill run: {summary.get('strategy')}",
+        f"# {summary.get('strategy')} on {config.get('dataset')}: feddistill run report",
+        "",
+        describe_run(config) + ".",
+        "",
+        "## Results",
         "",
         "| metric | value |",
         "|---|---|",
@@ -74,11 +93,34 @@ def write_report(
         "uplink_ratio_vs_fedavg_fp32",
         "wall_seconds",
     ):
-        if key in summary:
+        if key in summary and summary[key] is not None:
             value = summary[key]
             lines.append(
                 f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |"
             )
+    ratio = summary.get("uplink_ratio_vs_fedavg_fp32")
+    if isinstance(ratio, float) and ratio > 0:
+        lines += ["", f"Uplink: {ratio_phrase(ratio)} than FedAvg sending fp32 updates."]
+    typed = typed_command(out_dir)
+    lines += ["", "## Reproduce", ""]
+    if typed:
+        lines += ["Command as typed:", "", "```sh", typed, "```", ""]
+    lines += [
+        "The same run from its config (every key that differs from the default):",
+        "",
+        "```sh",
+        equivalent_command(config),
+        "```",
+        "",
+        "### Configuration",
+        "",
+        "| key | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {key} | {config[key]} |" for key in sorted(config)]
+    lines += ["", "### Environment", "", "| | |", "|---|---|"]
+    lines += [f"| {name} | {version} |" for name, version in package_versions().items()]
+    lines += [f"| {name} | {value} |" for name, value in machine().items()]
     if "student_export" in summary:
         lines += [
             "",
@@ -91,24 +133,57 @@ def write_report(
     cols = [
         "round",
         "accuracy",
-        "loss",
         "worst_domain_accuracy",
+        *domain_keys(rows),
+        "loss",
         "teacher_accuracy",
         "sampled",
         "failed",
         "uplink_bytes",
+        "downlink_bytes",
         "cumulative_uplink_bytes",
         "round_seconds",
     ]
+    cols = [c for c in cols if any(c in row for row in rows)]
     lines += ["", "## Rounds", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
         lines.append("| " + " | ".join(str(_fmt(row.get(c, ""))) for c in cols) + " |")
+    lines += robustness_lines(rows)
+    plots = ["accuracy_vs_round.png"]
+    if summary.get("uplink_bytes"):
+        plots += ["accuracy_vs_uplink.png", "bytes_vs_round.png"]
+    plots.append("label_distribution.png")
     lines += [
         "",
-        "Plots: `accuracy_vs_round.png`, `accuracy_vs_uplink.png`, `label_distribution.png`.",
+        "## Plots",
+        "",
+        "![accuracy per round](accuracy_vs_round.png)",
+        "",
+        "Also: " + ", ".join(f"`{p}`" for p in plots[1:]) + "; per-round scalars for "
+        "TensorBoard: `tensorboard --logdir tensorboard`.",
         "",
     ]
     (out_dir / "report.md").write_text("\n".join(lines))
+
+
+def robustness_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """report.md's table of per-client actions (clipped, excluded, down-weighted, capped,
+    rejected) with their reasons, one line per client and round; none if nothing happened."""
+    events = [(row["round"], e) for row in rows for e in row.get("robust_events", [])]
+    if not events:
+        return []
+    lines = [
+        "",
+        "## Robustness: per-client actions",
+        "",
+        "| round | partition | action | reason |",
+        "|---|---|---|---|",
+    ]
+    for server_round, e in events:
+        pid = e["partition_id"] if e["partition_id"] >= 0 else "?"
+        reason = str(e["reason"]).replace("|", "/")
+        lines.append(f"| {server_round} | {pid} | {e['action']} | {reason} |")
+    return lines
 
 
 def plot_curves(

@@ -9,7 +9,7 @@ averages the clients' compressed updates in partition-id order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -23,7 +23,15 @@ from torch import Tensor
 from feddistill import protocol as P
 from feddistill.compression import CodecError, decode_update
 from feddistill.distill import consensus as build_consensus
-from feddistill.server.aggregate import RejectedUpdate, fedavg, validate_update
+from feddistill.distill.kd3a import KD3A_MODES
+from feddistill.server.aggregate import (
+    RejectedUpdate,
+    fedavg,
+    validate_buffers,
+    validate_update,
+)
+from feddistill.server.robust import ClientAction, RobustPolicy, aggregate_updates
+from feddistill.server.robust_round import robust_round_consensus
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +48,7 @@ class ClientResult:
     metrics: dict[str, float]
     uplink_bytes: int
     placement: dict[str, str | int] = field(default_factory=dict)
+    buffers: dict[str, Tensor] = field(default_factory=dict)  # buffer values, not deltas
 
 
 @dataclass
@@ -50,6 +59,8 @@ class RoundOutcome:
     failures: list[str] = field(default_factory=list)  # one reason per failed client
     update: dict[str, Tensor] | None = None
     consensus: Tensor | None = None  # (B, K) soft labels
+    buffers: dict[str, Tensor] | None = None  # averaged buffer values (BatchNorm statistics)
+    actions: list[ClientAction] = field(default_factory=list)  # clipped / down-weighted ...
 
 
 def _as_bytes(value: object, key: str) -> bytes:
@@ -81,6 +92,17 @@ class FedDistill(FedAvg):
         min_train_nodes: fewest clients sampled per round; also the fewest accepted
             replies for a round to count.
         max_update_norm: replies with a larger L2 norm in any tensor are rejected.
+        buffer_keys: keys of ``template`` that are buffers (BatchNorm statistics):
+            clients send their values densely (``buffers`` payload), the server
+            averages them by num-examples; every other key is a compressed update.
+        num_classes: the student's class count K; teacher logits with another count
+            are rejected before they are decoded. None: the first accepted reply (in
+            partition order) sets K and others must match it.
+        proxy_size: proxy samples B; logits must be (B, K). None: not checked up front.
+        robust: how malicious clients are bounded (clipping, aggregator, consensus);
+            None: plain FedAvg and consensus.
+        robust_keys: names of the trainable deltas that are clipped and robustly
+            aggregated (None: every floating tensor of `template`).
 
     References:
         FedAvg, arXiv:1602.05629; FedDF, arXiv:2006.07242; FedMD, arXiv:1910.03581.
@@ -95,6 +117,11 @@ class FedDistill(FedAvg):
         fraction_train: float = 1.0,
         min_train_nodes: int = 2,
         max_update_norm: float = 1e4,
+        buffer_keys: Iterable[str] = (),
+        num_classes: int | None = None,
+        proxy_size: int | None = None,
+        robust: RobustPolicy | None = None,
+        robust_keys: frozenset[str] | None = None,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -109,7 +136,19 @@ class FedDistill(FedAvg):
         self.temperature = temperature
         self.seed = seed
         self.max_update_norm = max_update_norm
+        buffers = frozenset(buffer_keys)
+        self.param_template = {k: v for k, v in template.items() if k not in buffers}
+        self.buffer_template = {k: v for k, v in template.items() if k in buffers}
+        self.num_classes = num_classes
+        self.proxy_size = proxy_size
         self.node_partitions: dict[int, int] = {}  # node id -> partition id
+        self.robust = robust or RobustPolicy()
+        self.robust_keys = robust_keys or frozenset(
+            k for k, v in template.items() if v.is_floating_point()
+        )
+        # aggregated update -> (B, K) logits of the new global student on the proxy set;
+        # the trusted reference of the consensus' agreement gate (set by the loop)
+        self.reference_fn: Callable[[dict[str, Tensor]], Tensor] | None = None
 
     def sample_partitions(self, server_round: int, num_partitions: int) -> list[int]:
         """Seeded sample of partition ids for `server_round`, sorted."""
@@ -132,26 +171,52 @@ class FedDistill(FedAvg):
         logger.info("round %d: sampled partitions %s", server_round, chosen)
         return self._construct_messages(record, node_ids, MessageType.TRAIN)
 
+    def _shapes(self, template: dict[str, Tensor]) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape) for k, v in template.items()}
+
+    def _logits_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        if self.num_classes is None or self.proxy_size is None:
+            return None
+        b, k = self.proxy_size, self.num_classes
+        return {P.LOGITS_TENSOR: (b, k), P.AFFINITY_TENSOR: (b,)}
+
     def decode_reply(self, msg: Message) -> ClientResult:
         """Decode and validate one reply.
 
+        Every size claim is checked against the shapes the server knows before
+        anything is allocated (:func:`feddistill.compression.decode_update`).
+
         Raises:
             RejectedUpdate: if the reply is malformed, cannot be decoded, or fails
-                :func:`validate_update`.
+                :func:`validate_update` / :func:`validate_buffers`, or its teacher
+                logits have another class count than the student (both named).
         """
         try:
             metrics = {k: float(v) for k, v in msg.content[P.METRICS].items()}  # type: ignore[arg-type]
             payload = msg.content[P.PAYLOAD]
             update_bytes = _as_bytes(payload[P.UPDATE], P.UPDATE)
             logits_bytes = _as_bytes(payload[P.LOGITS], P.LOGITS)
+            buffers_bytes = b""
+            if self.buffer_template:
+                buffers_bytes = _as_bytes(payload[P.BUFFERS], P.BUFFERS)
         except (KeyError, TypeError, ValueError) as exc:
             raise RejectedUpdate(f"malformed reply: {exc!r}") from None
         try:
-            update = decode_update(update_bytes)
-            tensors = decode_update(logits_bytes) if logits_bytes else {}
+            update = decode_update(update_bytes, self._shapes(self.param_template))
+            buffers: dict[str, Tensor] = {}
+            if self.buffer_template:
+                buffers = decode_update(buffers_bytes, self._shapes(self.buffer_template))
         except CodecError as exc:
             raise RejectedUpdate(f"undecodable payload: {exc}") from None
-        validate_update(update, self.template, self.max_update_norm)
+        try:
+            tensors = decode_update(logits_bytes, self._logits_shapes()) if logits_bytes else {}
+        except CodecError as exc:
+            raise RejectedUpdate(
+                f"undecodable teacher logits (student: {self.num_classes} classes, "
+                f"{self.proxy_size} proxy samples): {exc}"
+            ) from None
+        validate_update(update, self.param_template, self.max_update_norm)
+        validate_buffers(buffers, self.buffer_template)
         logits = tensors.get(P.LOGITS_TENSOR)
         affinity = tensors.get(P.AFFINITY_TENSOR)
         if self.plan.uses_teachers:
@@ -174,8 +239,9 @@ class FedDistill(FedAvg):
             logits=logits,
             affinity=affinity,
             metrics=metrics,
-            uplink_bytes=len(update_bytes) + len(logits_bytes),
+            uplink_bytes=len(update_bytes) + len(logits_bytes) + len(buffers_bytes),
             placement=dict(msg.content[P.PLACEMENT]) if P.PLACEMENT in msg.content else {},  # type: ignore[arg-type]
+            buffers=buffers,
         )
 
     def aggregate_round(self, server_round: int, replies: Iterable[Message]) -> RoundOutcome:
@@ -197,15 +263,27 @@ class FedDistill(FedAvg):
             except RejectedUpdate as exc:
                 outcome.failures.append(f"node {node}: rejected: {exc}")
                 continue
+            except Exception as exc:  # noqa: BLE001 - one bad reply never stops the round
+                outcome.failures.append(f"node {node}: rejected: {type(exc).__name__}: {exc}")
+                continue
             if result.num_examples == 0:
                 outcome.failures.append(f"partition {result.partition_id}: 0 examples")
                 continue
             outcome.accepted.append(result)
         outcome.accepted.sort(key=lambda r: r.partition_id)
+        if self.plan.uses_teachers:
+            outcome.accepted = self._same_logits_shape(outcome)
         for reason in outcome.failures:
             logger.warning("round %d: %s", server_round, reason)
         if outcome.accepted:
-            outcome.update = fedavg([(r.num_examples, r.update) for r in outcome.accepted])
+            outcome.update, outcome.actions = aggregate_updates(
+                [(r.num_examples, r.update) for r in outcome.accepted],
+                [r.partition_id for r in outcome.accepted],
+                self.robust_keys,
+                self.robust,
+            )
+            if self.buffer_template:
+                outcome.buffers = fedavg([(r.num_examples, r.buffers) for r in outcome.accepted])
             if self.plan.uses_teachers and self.plan.consensus is not None:
                 logits = torch.stack(
                     [cast(Tensor, r.logits) for r in outcome.accepted]
@@ -214,15 +292,51 @@ class FedDistill(FedAvg):
                 log_affinity = [cast(Tensor, r.affinity) for r in outcome.accepted]
                 affinity = torch.stack(log_affinity).exp()  # (N, B)
                 affinity = affinity.clamp_min(1e-12)
-                outcome.consensus = build_consensus(
-                    logits,
-                    self.plan.consensus,
-                    self.temperature,
-                    affinity=affinity,
-                    seed=self.seed,
-                    num_examples=torch.tensor([r.num_examples for r in outcome.accepted]),
-                )
+                # KD3A's modes carry their own defence (Knowledge Vote's agreement gate,
+                # Consensus Focus' contribution weights); the others get the robust path
+                if self.robust.robust_consensus and self.plan.consensus not in KD3A_MODES:
+                    reference = self.reference_fn(outcome.update) if self.reference_fn else None
+                    outcome.consensus, actions = robust_round_consensus(
+                        logits,
+                        self.plan.consensus,
+                        self.temperature,
+                        affinity,
+                        reference,
+                        [r.partition_id for r in outcome.accepted],
+                        self.robust.max_share,
+                    )
+                    outcome.actions += actions
+                else:
+                    outcome.consensus = build_consensus(
+                        logits,
+                        self.plan.consensus,
+                        self.temperature,
+                        affinity=affinity,
+                        seed=self.seed,
+                        num_examples=torch.tensor([r.num_examples for r in outcome.accepted]),
+                    )
         return outcome
+
+    def _same_logits_shape(self, outcome: RoundOutcome) -> list[ClientResult]:
+        """Accepted replies whose logits are (B, K) like the student's (or the first's)."""
+        kept: list[ClientResult] = []
+        for r in outcome.accepted:
+            shape = tuple(cast(Tensor, r.logits).shape)  # (B, K)
+            if self.num_classes is not None and shape[1] != self.num_classes:
+                outcome.failures.append(
+                    f"partition {r.partition_id}: rejected: teacher logits have {shape[1]} "
+                    f"classes, the student has {self.num_classes}"
+                )
+            elif kept and shape != tuple(cast(Tensor, kept[0].logits).shape):
+                first = tuple(cast(Tensor, kept[0].logits).shape)
+                outcome.failures.append(
+                    f"partition {r.partition_id}: rejected: teacher logits of shape {shape} "
+                    f"({shape[1]} classes), partition {kept[0].partition_id} sent {first} "
+                    f"({first[1]} classes)"
+                )
+            else:
+                kept.append(r)
+        return kept
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -20,7 +20,8 @@ def test_quick_json_prints_only_rows(tmp_path: Path, capsys: pytest.CaptureFixtu
 
     # Execute
     code = bench.main(["--quick", "--json", "--out", str(tmp_path)])
-    printed = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
 
     # Assert
     assert code == 0
@@ -30,3 +31,8 @@ def test_quick_json_prints_only_rows(tmp_path: Path, capsys: pytest.CaptureFixtu
     settings = {r["setting"] for r in printed["rows"]}
     assert {"cnn | top1%+int4", "cnn-small | int8", "random 1M | zlib-6 (lossless)"} <= settings
     assert (tmp_path / "results.json").is_file() and (tmp_path / "results.md").is_file()
+    # where it wrote, on stderr so stdout stays pure JSON
+    written = tmp_path.resolve()
+    assert captured.err.splitlines()[-1] == (
+        f"results written to {written / 'results.json'} and {written / 'results.md'}"
+    )

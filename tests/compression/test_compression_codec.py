@@ -76,7 +76,7 @@ def test_rice_by_hand() -> None:
         (lambda: unpack_bitmap(b"\x03", 8, 1), "holds 2 set bits"),
         (lambda: unpack_rice(b"", 3, 2, 100), "at least 1 bytes"),
         (lambda: unpack_rice(b"\x00\x01", 3, 2, 100), "holds 1 codes"),
-        (lambda: unpack_rice(pack_rice(np.array([50]), 2), 2, 1, 10), "index 50 >= numel 10"),
+        (lambda: unpack_rice(pack_rice(np.array([50]), 2), 2, 1, 10), "gap >= numel 10"),
     ],
 )
 def test_packing_errors(call, match: str) -> None:  # type: ignore[no-untyped-def]
@@ -258,7 +258,8 @@ def _float(shape: tuple[int, ...], meta: tuple, tail: bytes, dtype: int = 0) -> 
     return _head(b"w", dtype, shape, 1) + struct.pack("<BBBbQBI", *meta) + tail
 
 
-_SCALE = struct.pack("<f", 1.0) + b"\x00"
+_OFFSET = struct.pack("<f", 0.0)
+_SCALE = struct.pack("<f", 1.0) + b"\x00" + _OFFSET  # scale 1, zero point 0, offset 0
 
 
 @pytest.mark.parametrize(
@@ -277,8 +278,14 @@ _SCALE = struct.pack("<f", 1.0) + b"\x00"
         ([_float((4,), (8, 0, 0, 0, 4, 0, 2), b"")], "2 scale rows, expected 1"),
         ([_float((2, 2), (8, 0, 1, -9, 4, 0, 2), b"")], "per-channel scales on a sparse or 1-D"),
         ([_head(b"w", 0, (2**31, 2), 1)], "exceed the decoder limit"),
-        ([_float((4,), (8, 0, 0, 0, 4, 0, 1), struct.pack("<f", -1.0) + b"\x00")], "scale"),
-        ([_float((4,), (2, 0, 0, 0, 4, 0, 1), struct.pack("<f", 1.0) + b"\x09")], "zero point"),
+        (
+            [_float((4,), (8, 0, 0, 0, 4, 0, 1), struct.pack("<f", -1.0) + b"\x00" + _OFFSET)],
+            "scale",
+        ),
+        (
+            [_float((4,), (2, 0, 0, 0, 4, 0, 1), struct.pack("<f", 1.0) + b"\x09" + _OFFSET)],
+            "zero point",
+        ),
         (
             [
                 _float(

@@ -130,3 +130,28 @@ def test_kd_loss_rejects_negative_or_non_finite_target(target: torch.Tensor) -> 
 def test_kd_loss_rejects_logits_passed_as_target() -> None:
     with pytest.raises(ValueError, match="sum to 1"):
         kd_loss(torch.zeros(1, 2), torch.tensor([[2.0, 0.0]]), 1.0)
+
+
+def test_kd_loss_of_identical_logits_is_zero_not_negative() -> None:
+    # Prepare: the input (was -3.9e-8 with F.kl_div in float32).
+    torch.manual_seed(0)
+    s = torch.randn(32, 10)
+
+    # Execute
+    loss = kd_loss(s, soft_labels(s, 2.0), 2.0).item()
+
+    # Assert
+    assert 0.0 <= loss <= 1e-7
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 10.0, 100.0])
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 4.0])
+def test_kd_loss_of_identical_logits_is_zero_at_any_scale(scale: float, temperature: float) -> None:
+    # Prepare: large logits made float32 KL drift to -4.2e-5 / +7.4e-5.
+    s = torch.randn(64, 10, generator=torch.Generator().manual_seed(3)) * scale
+
+    # Execute
+    loss = kd_loss(s, soft_labels(s, temperature), temperature).item()
+
+    # Assert
+    assert 0.0 <= loss <= 1e-7

@@ -65,7 +65,16 @@ def test_run_writes_every_result_and_is_deterministic(tmp_path, test_env):
     # Assert
     assert first.returncode == 0, first.stdout + first.stderr
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "round   2/2" in first.stdout and "x smaller than fp32 FedAvg" in first.stdout
+    assert "round   2/2" in first.stdout and "x smaller than fp32)" in first.stdout
+    # each phase is a plain line when piped, the export after the last round included
+    for phase in (
+        "s  starting SuperLink",
+        "s  loading data",
+        "s  round 1/2",
+        "s  exporting student",
+    ):
+        assert phase in first.stdout, first.stdout
+    assert b"\x1b[" not in (a / "flower.log").read_bytes()  # no ANSI colour codes
     summary = json.loads((a / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds"] == 2
     for key in (
@@ -84,7 +93,10 @@ def test_run_writes_every_result_and_is_deterministic(tmp_path, test_env):
         "report.md",
         "accuracy_vs_round.png",
         "accuracy_vs_uplink.png",
+        "bytes_vs_round.png",
         "label_distribution.png",
+        "phases.jsonl",
+        "command.txt",
     ):
         assert (a / name).is_file(), name
     assert (a / "checkpoints" / "latest").is_file() and any((a / "student").iterdir())

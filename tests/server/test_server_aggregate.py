@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from feddistill.server.aggregate import RejectedUpdate, apply_update, fedavg, validate_update
+from feddistill.server.aggregate import (
+    RejectedUpdate,
+    apply_update,
+    fedavg,
+    validate_buffers,
+    validate_update,
+)
 
 TEMPLATE = {"w": torch.zeros(2), "n": torch.tensor(0, dtype=torch.long)}
 
@@ -90,3 +96,60 @@ def test_apply_update_adds_floats_and_replaces_ints():
     state = {"w": torch.ones(2), "n": torch.tensor(3)}
     new = apply_update(state, {"w": torch.full((2,), 0.5), "n": torch.tensor(7)})
     assert torch.equal(new["w"], torch.full((2,), 1.5)) and new["n"].item() == 7
+
+
+def test_fedavg_refuses_to_broadcast_a_size_1_tensor_into_an_8_entry_key():
+    # Prepare: the second update's "w" has 1 entry, the first's 8.
+    updates = [(1, {"w": torch.zeros(8)}), (1, {"w": torch.ones(1)})]
+
+    # Execute / Assert
+    with pytest.raises(ValueError, match=r"update 1\['w'\] has shape \(1,\), update 0 has \(8,\)"):
+        fedavg(updates)
+
+
+def test_fedavg_refuses_extra_or_missing_keys():
+    # Prepare
+    updates = [(1, {"w": torch.zeros(2)}), (1, {"w": torch.zeros(2), "extra": torch.zeros(2)})]
+
+    # Execute / Assert
+    with pytest.raises(ValueError, match=r"update 1 .*missing \[\], unexpected \['extra'\]"):
+        fedavg(updates)
+    with pytest.raises(ValueError, match=r"update 1 .*missing \['extra'\], unexpected \[\]"):
+        fedavg(updates[::-1])
+
+
+def test_apply_update_replaces_buffers_with_their_average():
+    # Prepare: running_var is a buffer (a value), "w" a parameter (a delta).
+    state = {"w": torch.ones(2), "running_var": torch.full((2,), 4.0)}
+
+    # Execute
+    new = apply_update(state, {"w": torch.full((2,), 0.5)}, {"running_var": torch.full((2,), 2.0)})
+
+    # Assert
+    assert new["w"].tolist() == [1.5, 1.5] and new["running_var"].tolist() == [2.0, 2.0]
+
+
+BUFFERS = {"bn.running_var": torch.ones(2), "bn.num_batches_tracked": torch.tensor(3)}
+
+
+@pytest.mark.parametrize(
+    ("buffers", "match"),
+    [
+        (
+            {"bn.running_var": torch.ones(2)},
+            r"missing \['bn.num_batches_tracked'\], unexpected \[\]",
+        ),
+        ({**BUFFERS, "x": torch.ones(1)}, r"missing \[\], unexpected \['x'\]"),
+        ({**BUFFERS, "bn.running_var": torch.ones(3)}, r"has shape \(3,\), expected \(2,\)"),
+        ({**BUFFERS, "bn.running_var": torch.ones(2, dtype=torch.long)}, "dtype torch.int64"),
+        ({**BUFFERS, "bn.num_batches_tracked": torch.tensor(-1)}, "negative entry"),
+    ],
+)
+def test_validate_buffers_rejects_with_the_key_named(buffers, match):
+    with pytest.raises(RejectedUpdate, match=match):
+        validate_buffers(buffers, BUFFERS)
+
+
+def test_validate_buffers_accepts_zero_variance():
+    # Execute / Assert: a variance of exactly 0 (a dead channel) is valid; no exception
+    validate_buffers({**BUFFERS, "bn.running_var": torch.zeros(2)}, BUFFERS)

@@ -52,10 +52,10 @@ def test_error_reply_and_nan_update_are_failures_and_the_rest_is_averaged(monkey
 
     real_decode = strategy_module.decode_update
 
-    def decode_with_nan(payload):
+    def decode_with_nan(payload, expected=None):
         return {
             k: torch.where(v == 7.0, float("nan"), v) if v.is_floating_point() else v
-            for k, v in real_decode(payload).items()
+            for k, v in real_decode(payload, expected).items()
         }
 
     monkeypatch.setattr(strategy_module, "decode_update", decode_with_nan)
@@ -98,7 +98,8 @@ def test_wrong_shape_and_zero_examples_are_failures():
     empty = reply(2, 1, const(1.0), n=0)
     outcome = strategy().aggregate_round(1, [wrong, empty])
     assert outcome.accepted == [] and outcome.update is None
-    assert "has shape (2, 3), expected (4, 3)" in outcome.failures[0]
+    # the decoder checks the claimed shape against the model before allocating it
+    assert "'w' claims shape (2, 3), expected (4, 3)" in outcome.failures[0]
     assert "0 examples" in outcome.failures[1]
 
 
@@ -160,3 +161,69 @@ def test_strategy_plans(name, teachers, density, bits, server_epochs):
         bits,
         server_epochs,
     )
+
+
+def test_logits_with_other_class_count_than_the_student_are_rejected_naming_both():
+    # Prepare: the student has 3 classes over 5 proxy samples; one client sends 2.
+    s = FedDistill(TEMPLATE, P.plan_for(RunConfig()), 2.0, seed=0, num_classes=3, proxy_size=5)
+    replies = [reply(1, 0, const(1.0)), reply(2, 1, const(2.0), logits=torch.zeros(5, 2))]
+
+    # Execute
+    outcome = s.aggregate_round(1, replies)
+
+    # Assert: rejected before decoding; the other client's round goes on.
+    assert [r.partition_id for r in outcome.accepted] == [0]
+    assert "'logits' claims shape (5, 2), expected (5, 3)" in outcome.failures[0]
+    assert "student: 3 classes" in outcome.failures[0]
+
+
+def test_logits_class_counts_that_differ_between_clients_are_rejected_naming_both():
+    # Prepare: no class count given; partition 0 sends 3 classes, partition 1 sends 2.
+    replies = [reply(1, 0, const(1.0)), reply(2, 1, const(2.0), logits=torch.zeros(5, 2))]
+
+    # Execute
+    outcome = strategy().aggregate_round(1, replies)
+
+    # Assert: no torch.stack error; the first client's consensus is built.
+    assert [r.partition_id for r in outcome.accepted] == [0]
+    assert outcome.consensus is not None and outcome.consensus.shape == (5, 3)
+    assert "(2 classes), partition 0 sent (5, 3) (3 classes)" in outcome.failures[0]
+
+
+def test_any_exception_while_decoding_one_reply_fails_only_that_client(monkeypatch):
+    # Prepare: decoding the third reply raises an unexpected error type.
+    import feddistill.server.strategy as strategy_module
+
+    real_decode = strategy_module.decode_update
+    poison = reply(3, 2, const(3.0)).content[P.PAYLOAD][P.UPDATE]
+
+    def flaky_decode(payload, expected=None):
+        if payload == poison:
+            raise MemoryError("cannot allocate 8 GiB")
+        return real_decode(payload, expected)
+
+    monkeypatch.setattr(strategy_module, "decode_update", flaky_decode)
+    replies = [reply(1, 0, const(1.0)), reply(2, 1, const(2.0)), reply(3, 2, const(3.0))]
+
+    # Execute
+    outcome = strategy().aggregate_round(1, replies)
+
+    # Assert: (1 + 2) / 2 from the other two; the reason names the error.
+    assert [r.partition_id for r in outcome.accepted] == [0, 1]
+    assert torch.equal(outcome.update["w"], torch.full((4, 3), 1.5))
+    assert outcome.failures == ["node 3: rejected: MemoryError: cannot allocate 8 GiB"]
+
+
+def test_logits_class_count_is_checked_when_only_the_class_count_is_known():
+    # Prepare: K = 3 known, proxy size not: the decoded (5, 2) logits are compared.
+    s = FedDistill(TEMPLATE, P.plan_for(RunConfig()), 2.0, seed=0, num_classes=3)
+    replies = [reply(1, 0, const(1.0)), reply(2, 1, const(2.0), logits=torch.zeros(5, 2))]
+
+    # Execute
+    outcome = s.aggregate_round(1, replies)
+
+    # Assert
+    assert [r.partition_id for r in outcome.accepted] == [0]
+    assert outcome.failures == [
+        "partition 1: rejected: teacher logits have 2 classes, the student has 3"
+    ]
