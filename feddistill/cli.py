@@ -171,6 +171,7 @@ BENCHMARKS = {
     "fed": "fed_mnist5k.py",
     "scaling": "scaling.py",
     "robustness": "robustness.py",
+    "domains": "domains.py",
 }
 BENCHMARK_HELP = {
     "compression": "codec settings (top-k density x bit width): compression ratio, "
@@ -182,6 +183,8 @@ BENCHMARK_HELP = {
     "robustness": "malicious clients (scaled / sign-flipped / random updates, shifted or "
     "random logits with maximal affinity claims), 1 of 4 and 2 of 10: accuracy vs the clean "
     "run and vs undefended FedAvg",
+    "domains": "cross-domain source -> target: leave-one-domain-out over mnist5k-rotated and "
+    "both directions of digits-mix, several seeds, mean +- std per method",
 }
 
 

@@ -17,9 +17,13 @@ from pathlib import Path
 from typing import Any
 
 DATASETS = ("mnist5k", "digits", "mnist", "fashion-mnist", "cifar10")
+DOMAIN_DATASETS = ("digits-mix", "mnist5k-rotated", "mnist-usps")  # data.domain_datasets
 PARTITIONERS = ("kmeans", "iid", "dirichlet")
+DOMAIN_PARTITIONERS = ("domain", "domain-dirichlet")  # one domain per client (data.target_domains)
+PROXY_SETS = ("target", "public")
 STRATEGIES = ("feddistill", "fedavg", "fedavg-compressed", "feddf", "fedmd", "centralized")
 CONSENSUS_MODES = ("mean", "confidence", "entropy", "domain", "cluster-mean")
+KD3A_CONSENSUS_MODES = ("knowledge-vote", "consensus-focus")  # distill.kd3a
 BIT_WIDTHS = (1, 2, 4, 8, 16, 32)  # 16 = fp16, 32 = uncompressed fp32
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_NAMES = ("cnn", "cnn-small", "mlp", "resnet18")  # feddistill.models registry (tested equal)
@@ -48,6 +52,9 @@ class RunConfig:
     num_partitions: int = 4  # clients (one partition each)
     dirichlet_alpha: float = 0.5  # concentration for partitioner = dirichlet
     min_partition_size: int = 10  # every partition has at least this many samples
+    target_domains: str = ""  # comma list of domain ids held out of training (no labels)
+    proxy_set: str = "target"  # with target-domains: "target" (their unlabeled inputs) or "public"
+    num_domains: int = 0  # KMeans domains of a plain dataset with target-domains; 0 = auto
     # --- federation ---
     strategy: str = "feddistill"  # one of STRATEGIES
     num_server_rounds: int = 10
@@ -101,10 +108,12 @@ class RunConfig:
     attack_partitions: str = ""  # comma list of partition ids that attack
 
     def __post_init__(self) -> None:
-        _check_choice("dataset", self.dataset, DATASETS)
-        _check_choice("partitioner", self.partitioner, PARTITIONERS)
+        _check_choice("dataset", self.dataset, DATASETS + DOMAIN_DATASETS)
+        _check_choice("partitioner", self.partitioner, PARTITIONERS + DOMAIN_PARTITIONERS)
         _check_choice("strategy", self.strategy, STRATEGIES)
-        _check_choice("consensus", self.consensus, CONSENSUS_MODES)
+        _check_choice("consensus", self.consensus, CONSENSUS_MODES + KD3A_CONSENSUS_MODES)
+        _check_choice("proxy-set", self.proxy_set, PROXY_SETS)
+        self._check_domains()
         _check_choice("device", self.device, DEVICES)
         _check_choice("update-bit-width", self.update_bit_width, BIT_WIDTHS)
         _check_choice("logits-bit-width", self.logits_bit_width, BIT_WIDTHS)
@@ -179,6 +188,32 @@ class RunConfig:
                 f"min-train-nodes={self.min_train_nodes} exceeds "
                 f"num-partitions={self.num_partitions}"
             )
+
+    def _check_domains(self) -> None:
+        try:
+            targets = self.target_domain_ids()
+        except ValueError:
+            raise ValueError(
+                f"target-domains must be a comma list of integers >= 0, got {self.target_domains!r}"
+            ) from None
+        if any(t < 0 for t in targets):
+            raise ValueError(
+                f"target-domains must be a comma list of integers >= 0, got {self.target_domains!r}"
+            )
+        _check_range("num_domains", self.num_domains, low=0)
+        if targets and self.partitioner == "kmeans":
+            raise ValueError(
+                "partitioner='kmeans' cannot be used with target-domains (its clusters are "
+                "the clients); use partitioner=domain, domain-dirichlet, iid or dirichlet"
+            )
+        if self.num_domains and any(t >= self.num_domains for t in targets):
+            raise ValueError(
+                f"target-domains {sorted(targets)} must be < num-domains={self.num_domains}"
+            )
+
+    def target_domain_ids(self) -> tuple[int, ...]:
+        """Domain ids held out of training, sorted, without duplicates."""
+        return tuple(sorted({int(s) for s in self.target_domains.split(",") if s.strip()}))
 
     def _check_attack(self) -> None:
         try:

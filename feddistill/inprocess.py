@@ -90,3 +90,22 @@ def run_rounds(cfg: RunConfig) -> list[dict[str, Any]]:
         for server_round in range(run.start_round + 1, cfg.num_server_rounds + 1):
             run.run_round(grid, server_round, t_start)
         return run.rows
+
+
+def run_in_process(cfg: RunConfig) -> dict[str, Any]:
+    """Run one whole job in this process and return its summary (writes ``cfg.out_dir``
+    as usual, export and plots included).
+
+    ``centralized`` runs :func:`~feddistill.server.centralized.run_centralized`; every
+    other strategy runs :class:`~feddistill.server.loop.FederationRun` (the ServerApp's
+    loop) on an :class:`InProcessGrid`.
+
+    Raises:
+        RuntimeError, ValueError: as the round loop (e.g. too few clients succeeded).
+    """
+    from feddistill.server.centralized import run_centralized
+
+    if cfg.strategy == "centralized":
+        return run_centralized(cfg)
+    with task_identity():
+        return FederationRun(cfg).run(cast(Grid, InProcessGrid(cfg)))

@@ -44,6 +44,7 @@ from feddistill.compression.pruning import resize_to_state
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData
 from feddistill.distill import SharedFeatureSpace, domain_affinity
+from feddistill.distill.kd3a import kept_samples
 from feddistill.models import buffer_names, build_model
 from feddistill.protocol import AFFINITY_TENSOR, LOGITS_TENSOR, plan_for
 from feddistill.protocol import MASK_VERSION as P_MASK_VERSION
@@ -300,7 +301,9 @@ def run_client_round(
     t_student = time.perf_counter()
     kd = None
     if plan.uses_kd and consensus is not None:
-        kd = KDTarget(splits.proxy_x, consensus, cfg.alpha, cfg.temperature)
+        keep = kept_samples(consensus)  # (B,): KD3A modes drop unconfident samples (zero rows)
+        if bool(keep.any()):
+            kd = KDTarget(splits.proxy_x[keep], consensus[keep], cfg.alpha, cfg.temperature)
     stats = train_supervised(
         student,
         x,

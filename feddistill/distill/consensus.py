@@ -12,9 +12,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from feddistill.distill.kd3a import KD3A_MODES, kd3a_consensus
 from feddistill.distill.losses import soft_labels
 
-CONSENSUS_MODES: tuple[str, ...] = ("mean", "confidence", "entropy", "domain", "cluster-mean")
+CONSENSUS_MODES: tuple[str, ...] = (
+    "mean",
+    "confidence",
+    "entropy",
+    "domain",
+    "cluster-mean",
+    *KD3A_MODES,
+)
 
 # Lloyd iterations of the per-sample k-means in `cluster-mean` (fixed: deterministic cost).
 _KMEANS_ITERS = 10
@@ -153,6 +161,7 @@ def consensus(
     affinity: Tensor | None = None,
     num_clusters: int = 2,
     seed: int = 0,
+    num_examples: Tensor | None = None,
     client_weights: Tensor | None = None,
 ) -> Tensor:
     """Consensus soft labels on the proxy set from N clients' logits.
@@ -170,6 +179,9 @@ def consensus(
       are split into ``min(num_clusters, N)`` groups by the deterministic k-means of
       :func:`largest_cluster_mask`, and the result is the mean of the largest group
       (majority consensus; a minority of outlying clients is ignored).
+    - ``knowledge-vote`` / ``consensus-focus``: KD3A's modes
+      (:func:`~feddistill.distill.kd3a.kd3a_consensus`); a sample without a confident
+      teacher is dropped: its row is all zeros.
 
     Args:
         logits: client logits on the proxy set, shape (N clients, B samples, K classes).
@@ -180,12 +192,15 @@ def consensus(
         num_clusters: clusters per sample for ``cluster-mean``, >= 1.
         seed: accepted for interface stability; every mode is deterministic without
             randomness, so the result does not depend on it.
+        num_examples: clients' training samples, shape (N,), for ``consensus-focus``
+            (None = equal); ignored otherwise.
         client_weights: optional per-client factor, shape (N,), positive and finite;
             each mode's weights are multiplied by it (e.g. Consensus Focus weights of
             :mod:`feddistill.distill.robust_consensus`).
 
     Returns:
-        Soft labels, shape (B, K), float32; each row sums to 1.
+        Soft labels, shape (B, K), float32; each row sums to 1 (a row a KD3A mode
+        dropped is all zeros).
 
     Raises:
         ValueError: if ``logits`` is not (N, B, K) with N, B, K >= 1 or is non-finite,
@@ -196,7 +211,7 @@ def consensus(
 
     References:
         FedMD, arXiv:1910.03581; FedDF, arXiv:2006.07242; Hinton et al.,
-        arXiv:1503.02531.
+        arXiv:1503.02531; KD3A, arXiv:2011.09757.
     """
     del seed  # deterministic by construction
     if mode not in CONSENSUS_MODES:
@@ -206,6 +221,8 @@ def consensus(
     _check_logits(logits)
     soft_labels(logits[:1, :1], temperature)  # validates T before any work
     n, b, _ = logits.shape
+    if mode in KD3A_MODES:
+        return kd3a_consensus(logits, mode, temperature, num_examples=num_examples)
     if mode == "mean":
         weights = torch.ones(n, b, device=logits.device)
     elif mode == "confidence":

@@ -26,10 +26,16 @@ from feddistill.compression.pruning import resize_to_state
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData, prepare_federated_data
 from feddistill.distill import consensus as build_consensus
+from feddistill.distill.kd3a import kept_samples
 from feddistill.models import buffer_names, build_model
 from feddistill.progress import record_phase
 from feddistill.server.aggregate import apply_update
 from feddistill.server.checkpoint import load_latest_checkpoint, save_checkpoint
+from feddistill.server.domain_results import (
+    append_domain_report,
+    domain_summary,
+    plot_domain_curves,
+)
 from feddistill.server.evaluate import evaluate_by_domain
 from feddistill.server.plots import plot_run
 from feddistill.server.results import (
@@ -254,6 +260,7 @@ class FederationRun:
             self.data.splits.test_y,
             self.data.test_domains,
             self.device,
+            target_domains=self.data.target_domains,
         )
         row = self.make_row(
             server_round, metrics, outcome, len(messages), global_state, consensus_bytes
@@ -325,11 +332,14 @@ class FederationRun:
             target = build_consensus(
                 torch.stack(logits), "mean", self.cfg.temperature
             )  # (N,B,K) -> (B,K)
+        keep = kept_samples(target)  # (B,): KD3A modes drop unconfident samples (zero rows)
+        if not bool(keep.any()):
+            return 0.0
         # On a GPU node of the Ray cluster when this process has no GPU and one is free.
         return distill_on_gpu_node(
             self.student,
-            self.data.splits.proxy_x,
-            target,
+            self.data.splits.proxy_x[keep],
+            target[keep],
             num_gpus=0.1,
             temperature=self.cfg.temperature,
             epochs=epochs,
@@ -411,9 +421,12 @@ class FederationRun:
         summary = build_summary(self.cfg, self.rows, wall_seconds, status="completed")
         summary["student_export"] = export
         summary["final_worst_domain_accuracy"] = last.get("worst_domain_accuracy")
+        summary.update(domain_summary(self.data, self.rows))
         record_phase(self.out, "writing report.md and plots", rows_done=len(self.rows))
         write_report(self.out, summary, self.rows)
         plot_run(self.out, self.rows, summary)
+        append_domain_report(self.out, summary)
+        plot_domain_curves(self.out, self.data, self.rows)
         save_label_plot(self.data, self.cfg, self.out)
         # last: summary.json tells `feddistill run` the run is over, and it then stops
         # every process of the run, this one included

@@ -24,6 +24,7 @@ from feddistill import protocol as P
 from feddistill.compression import CodecError, decode_update
 from feddistill.compression.masks import packed_shapes, unpack_unmasked
 from feddistill.distill import consensus as build_consensus
+from feddistill.distill.kd3a import KD3A_MODES
 from feddistill.server.aggregate import (
     RejectedUpdate,
     fedavg,
@@ -303,7 +304,9 @@ class FedDistill(FedAvg):
                 log_affinity = [cast(Tensor, r.affinity) for r in outcome.accepted]
                 affinity = torch.stack(log_affinity).exp()  # (N, B)
                 affinity = affinity.clamp_min(1e-12)
-                if self.robust.robust_consensus:
+                # KD3A's modes carry their own defence (Knowledge Vote's agreement gate,
+                # Consensus Focus' contribution weights); the others get the robust path
+                if self.robust.robust_consensus and self.plan.consensus not in KD3A_MODES:
                     reference = self.reference_fn(outcome.update) if self.reference_fn else None
                     outcome.consensus, actions = robust_round_consensus(
                         logits,
@@ -322,6 +325,7 @@ class FedDistill(FedAvg):
                         self.temperature,
                         affinity=affinity,
                         seed=self.seed,
+                        num_examples=torch.tensor([r.num_examples for r in outcome.accepted]),
                     )
         return outcome
 
