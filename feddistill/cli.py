@@ -31,8 +31,9 @@ def run_job(
 ) -> dict[str, Any]:
     """Run one job (federated through Flower, or the centralized baseline) with progress.
 
-    `engine` is "simulation" (Flower's simulation runtime on Ray) or "deployment" (a
-    local SuperLink + SuperNodes with TLS and SuperNode auth).
+    `engine` is "simulation" (Flower's simulation runtime on Ray), "deployment" (a
+    local SuperLink + SuperNodes with TLS and SuperNode auth) or "inprocess" (the same
+    apps in this one process, no SuperLink or Ray: for debugging and as a baseline).
 
     Returns:
         The run's summary.json as a dict.
@@ -70,6 +71,10 @@ def run_job(
             return run_centralized(cfg, on_row=on_row)
         if engine == "deployment":
             return run_local_deployment(cfg, on_row)
+        if engine == "inprocess":
+            from feddistill.inprocess import run_inprocess_job
+
+            return run_inprocess_job(cfg, on_row=on_row, on_phase=on_phase)
         return run_simulation_job(cfg, on_row=on_row, ray_address=ray_address, on_phase=on_phase)
 
 
@@ -252,10 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--engine",
-        choices=("simulation", "deployment"),
+        choices=("simulation", "deployment", "inprocess"),
         default="simulation",
         help="simulation: Flower simulation on Ray (default); deployment: local TLS SuperLink "
-        "behind a Fleet-only nginx proxy + one authenticated SuperNode per partition",
+        "behind a Fleet-only nginx proxy + one authenticated SuperNode per partition; "
+        "inprocess: the same ServerApp/ClientApp in this one process, no SuperLink or Ray "
+        "(debugging with pdb, overhead baseline)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar or per-round lines")
     run.set_defaults(func=cmd_run)
