@@ -176,6 +176,7 @@ BENCHMARKS = {
     "fed": "fed_mnist5k.py",
     "scaling": "scaling.py",
     "robustness": "robustness.py",
+    "overhead": "overhead.py",
 }
 BENCHMARK_HELP = {
     "compression": "codec settings (top-k density x bit width): compression ratio, "
@@ -187,6 +188,9 @@ BENCHMARK_HELP = {
     "robustness": "malicious clients (scaled / sign-flipped / random updates, shifted or "
     "random logits with maximal affinity claims), 1 of 4 and 2 of 10: accuracy vs the clean "
     "run and vs undefended FedAvg",
+    "overhead": "seconds per phase of one job (start-up, data, teacher/student training, KD, "
+    "encode/decode, messaging + Ray, aggregation, evaluation, I/O, export) on the simulation "
+    "and in-process engines, and their wall-time ratio",
 }
 
 
