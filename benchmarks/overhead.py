@@ -29,9 +29,12 @@ import csv
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from feddistill.lifeline import parent_death_signal
 from feddistill.timing import read_timings
@@ -75,14 +78,27 @@ def run_engine(engine: str, out: Path, sets: list[str], timeout_s: float) -> dic
     for pair in sets:
         args += ["--set", pair]
     t0 = time.perf_counter()
-    done = subprocess.run(
-        args, capture_output=True, text=True, timeout=timeout_s, preexec_fn=parent_death_signal()
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=parent_death_signal(),
     )
+    peak = PeakRss(proc.pid)
+    peak.start()
+    try:
+        output, _ = proc.communicate(timeout=timeout_s)
+    finally:
+        peak.stop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     command_s = time.perf_counter() - t0
-    if done.returncode != 0:
+    if proc.returncode != 0:
         raise RuntimeError(
-            f"feddistill run --engine {engine} failed ({done.returncode}): "
-            f"{(done.stdout + done.stderr).strip()[-500:]}; see {out / 'flower.log'}"
+            f"feddistill run --engine {engine} failed ({proc.returncode}): "
+            f"{output.strip()[-500:]}; see {out / 'flower.log'}"
         )
     summary = json.loads((out / "summary.json").read_text())
     return {
@@ -92,7 +108,50 @@ def run_engine(engine: str, out: Path, sets: list[str], timeout_s: float) -> dic
         "final_accuracy": summary["final_accuracy"],
         "phases": read_timings(out),
         "server_data_loading_s": _server_data_loading(out),
+        "peak_rss_bytes": peak.peak_bytes,
+        "client_state_bytes": sum(
+            p.stat().st_size for p in (out / "client-state").rglob("*") if p.is_file()
+        ),
     }
+
+
+class PeakRss:
+    """Samples the summed RSS of a process and all its descendants every `interval_s`
+    (Ray's GCS, raylet and workers included) and keeps the peak, in bytes."""
+
+    def __init__(self, pid: int, interval_s: float = 0.5) -> None:
+        self.pid, self.interval_s, self.peak_bytes = pid, interval_s, 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def start(self) -> None:
+        """Start sampling in a background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sampling (the peak stays in ``peak_bytes``)."""
+        self._done.set()
+        self._thread.join()
+
+    def tree_rss(self) -> int:
+        """RSS of the process and its descendants now, in bytes (0 once it is gone)."""
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0
+        total = 0
+        for proc in procs:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak_bytes = max(self.peak_bytes, self.tree_rss())
+            self._done.wait(self.interval_s)
 
 
 def _server_data_loading(out: Path) -> float:
@@ -138,6 +197,15 @@ def table_rows(runs: dict[str, dict[str, Any]]) -> list[tuple[str, float, float]
     return rows
 
 
+def memory_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """Peak RSS of each engine's process tree and its client-state disk use."""
+    return [
+        f"{name}: peak RSS of the process tree {r.get('peak_rss_bytes', 0) / 2**30:.2f} GiB, "
+        f"client-state on disk {r.get('client_state_bytes', 0) / 1e6:.1f} MB"
+        for name, r in runs.items()
+    ]
+
+
 def markdown_table(runs: dict[str, dict[str, Any]], same_metrics: bool) -> str:
     """The README table: seconds per phase for both engines and the ratios."""
     lines = ["| phase | inprocess s | simulation s |", "|---|---:|---:|"]
@@ -152,6 +220,7 @@ def markdown_table(runs: dict[str, dict[str, Any]], same_metrics: bool) -> str:
         f"{100 * sim['final_accuracy']:.2f}%; metrics.csv identical (timing aside): "
         f"{'yes' if same_metrics else 'NO'}"
     )
+    lines += ["", *memory_lines(runs)]
     return "\n".join(lines)
 
 
