@@ -68,6 +68,8 @@ class RunConfig:
     student_model: str = "cnn-small"
     teacher_epochs: int = 1  # local teacher epochs per round
     local_epochs: int = 1  # local student epochs per round
+    local_steps: int = 0  # fixed student SGD steps per round; 0 = local-epochs decides
+    teacher_rounds: int = 0  # train teachers in rounds 1..R, then reuse cached logits; 0 = always
     batch_size: int = 32
     learning_rate: float = 0.02  # student SGD learning rate
     teacher_learning_rate: float = 0.05
@@ -132,7 +134,14 @@ class RunConfig:
             "min_partition_size",
         ):
             _check_range(key, getattr(self, key), low=1)
-        for key in ("teacher_epochs", "local_epochs", "server_distill_epochs", "seed"):
+        for key in (
+            "teacher_epochs",
+            "local_epochs",
+            "local_steps",
+            "teacher_rounds",
+            "server_distill_epochs",
+            "seed",
+        ):
             _check_range(key, getattr(self, key), low=0)
         for key in ("proxy_fraction", "test_fraction"):
             _check_open_unit(key, getattr(self, key))

@@ -24,6 +24,7 @@ from feddistill.clients.train import resolve_device
 from feddistill.compression import decode_update
 from feddistill.config import RunConfig, from_mapping
 from feddistill.data import prepare_federated_data
+from feddistill.timing import flush, timed
 
 logger = logging.getLogger(__name__)
 app = ClientApp()
@@ -76,12 +77,14 @@ def train(msg: Message, context: Context) -> Message:
     config = msg.content.config_records[P.CONFIG]
     server_round = int(cast(int, config[P.SERVER_ROUND]))
     global_state = msg.content.array_records[P.ARRAYS].to_torch_state_dict()
-    data = prepare_federated_data(cfg)
+    with timed("data_loading"):  # cached per process: only the first call loads
+        data = prepare_federated_data(cfg)
     consensus = None
     if P.CONSENSUS in config:
         blob = cast(bytes, config[P.CONSENSUS])
         shape = (len(data.splits.proxy_x), data.splits.num_classes)  # (B, K)
-        soft = decode_update(blob, {P.SOFT_LABELS_TENSOR: shape})[P.SOFT_LABELS_TENSOR]
+        with timed("decode"):
+            soft = decode_update(blob, {P.SOFT_LABELS_TENSOR: shape})[P.SOFT_LABELS_TENSOR]
         soft = soft.clamp_min(0)
         consensus = soft / soft.sum(dim=1, keepdim=True).clamp_min(1e-12)  # (B, K), rows sum to 1
     reply = run_client_round(
@@ -105,6 +108,10 @@ def train(msg: Message, context: Context) -> Message:
     content = RecordDict(
         {P.METRICS: metrics, P.PAYLOAD: payload, P.PLACEMENT: ConfigRecord(cast(Any, placement()))}
     )
+    try:
+        flush(cfg.out_dir)  # this process's phase seconds, for `feddistill bench overhead`
+    except OSError as exc:  # a SuperNode that cannot write there still trains
+        logger.debug("timings not written to %s: %s", cfg.out_dir, exc)
     return Message(content=content, reply_to=msg)
 
 

@@ -48,6 +48,7 @@ from feddistill.distill.kd3a import kept_samples
 from feddistill.models import buffer_names, build_model
 from feddistill.protocol import AFFINITY_TENSOR, LOGITS_TENSOR, plan_for
 from feddistill.protocol import MASK_VERSION as P_MASK_VERSION
+from feddistill.timing import timed
 
 logger = logging.getLogger(__name__)
 
@@ -243,53 +244,76 @@ def run_client_round(
     splits = data.splits
     idx = torch.as_tensor(data.partitions[partition_id], dtype=torch.long)
     x, y = splits.train_x[idx], splits.train_y[idx]
-    state = load_state(state_dir, partition_id, server_round)
+    with timed("client_state_io"):
+        state = load_state(state_dir, partition_id, server_round)
     new_state: dict = {}
     metrics: dict[str, float] = {}
     t0 = time.perf_counter()
 
     logits_payload = b""
     if plan.uses_teachers:
-        teacher = build_model(
-            cfg.teacher_model_for(partition_id),
-            splits.in_shape,
-            splits.num_classes,
-            seed=_round_seed(cfg.seed, partition_id, 0, 4),
-        )
-        if "teacher" in state:
-            teacher.load_state_dict(state["teacher"])
-        stats = train_supervised(
-            teacher,
-            x,
-            y,
-            cfg.teacher_epochs,
-            cfg.teacher_learning_rate,
-            cfg.momentum,
-            cfg.batch_size,
-            _round_seed(cfg.seed, partition_id, server_round, 1),
-            device,
-        )
-        new_state["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
-        teacher_logits = predict_logits(teacher, splits.proxy_x, device)  # (B, K)
-        # Shift each row to max 0 and clip at -8T: softmax at T is unchanged up to
-        # e^-8 per class, and the quantizer's range no longer depends on outliers.
-        teacher_logits = teacher_logits - teacher_logits.max(dim=1, keepdim=True).values
-        teacher_logits = teacher_logits.clamp_min(-8.0 * cfg.temperature)
-        space = _feature_space(splits.proxy_x, cfg.seed)
-        affinity = domain_affinity(space.transform(x), space.transform(splits.proxy_x))  # (B,)
-        log_affinity = affinity.float().clamp_min(1e-30).log()
-        if attacker:
-            teacher_logits, log_affinity = attack_logits(
-                teacher_logits, log_affinity, cfg.attack, cfg.temperature, attack_gen
+        cached = state.get("teacher_cache")
+        if cfg.teacher_rounds and server_round > cfg.teacher_rounds and cached is not None:
+            # teacher-rounds: the teacher is frozen; its last logits and affinity, as
+            # encoded then, are sent again (no training, no logits, no affinity)
+            logits_payload = cached["payload"].numpy().tobytes()
+            metrics.update({k: float(v) for k, v in cached["metrics"].items()})
+            new_state["teacher_cache"] = cached  # the teacher's weights are not kept
+        else:
+            teacher = build_model(
+                cfg.teacher_model_for(partition_id),
+                splits.in_shape,
+                splits.num_classes,
+                seed=_round_seed(cfg.seed, partition_id, 0, 4),
             )
-        logits_payload = encode_tensors(
-            # log-affinity: 8 linear bits keep relative weights of far samples this way
-            {LOGITS_TENSOR: teacher_logits, AFFINITY_TENSOR: log_affinity},
-            bit_width=cfg.logits_bit_width,
-            per_channel=False,
-        )
-        _, teacher_acc = evaluate(teacher, x, y, device)
-        metrics.update(teacher_loss=stats["loss"], teacher_train_accuracy=teacher_acc)
+            if "teacher" in state:
+                teacher.load_state_dict(state["teacher"])
+            with timed("teacher_training"):
+                stats = train_supervised(
+                    teacher,
+                    x,
+                    y,
+                    cfg.teacher_epochs,
+                    cfg.teacher_learning_rate,
+                    cfg.momentum,
+                    cfg.batch_size,
+                    _round_seed(cfg.seed, partition_id, server_round, 1),
+                    device,
+                )
+            new_state["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
+            with timed("logits_affinity"):
+                teacher_logits = predict_logits(teacher, splits.proxy_x, device)  # (B, K)
+                # Shift each row to max 0 and clip at -8T: softmax at T is unchanged up to
+                # e^-8 per class, and the quantizer's range no longer depends on outliers.
+                teacher_logits = teacher_logits - teacher_logits.max(dim=1, keepdim=True).values
+                teacher_logits = teacher_logits.clamp_min(-8.0 * cfg.temperature)
+                space = _feature_space(splits.proxy_x, cfg.seed)
+                affinity = domain_affinity(
+                    space.transform(x), space.transform(splits.proxy_x)
+                )  # (B,)
+                log_affinity = affinity.float().clamp_min(1e-30).log()
+            if attacker:
+                teacher_logits, log_affinity = attack_logits(
+                    teacher_logits, log_affinity, cfg.attack, cfg.temperature, attack_gen
+                )
+            with timed("encode"):
+                logits_payload = encode_tensors(
+                    # log-affinity: 8 linear bits keep relative weights of far samples this way
+                    {LOGITS_TENSOR: teacher_logits, AFFINITY_TENSOR: log_affinity},
+                    bit_width=cfg.logits_bit_width,
+                    per_channel=False,
+                )
+            with timed("evaluation"):
+                _, teacher_acc = evaluate(teacher, x, y, device)
+            metrics.update(teacher_loss=stats["loss"], teacher_train_accuracy=teacher_acc)
+            if cfg.teacher_rounds:
+                new_state["teacher_cache"] = {
+                    "payload": torch.frombuffer(bytearray(logits_payload), dtype=torch.uint8),
+                    "metrics": {
+                        "teacher_loss": stats["loss"],
+                        "teacher_train_accuracy": teacher_acc,
+                    },
+                }
 
     student = build_model(cfg.student_model, splits.in_shape, splits.num_classes)
     resize_to_state(student, global_state)  # the server may have pruned channels
@@ -304,22 +328,25 @@ def run_client_round(
         keep = kept_samples(consensus)  # (B,): KD3A modes drop unconfident samples (zero rows)
         if bool(keep.any()):
             kd = KDTarget(splits.proxy_x[keep], consensus[keep], cfg.alpha, cfg.temperature)
-    stats = train_supervised(
-        student,
-        x,
-        y,
-        cfg.local_epochs,
-        cfg.learning_rate,
-        cfg.momentum,
-        cfg.batch_size,
-        _round_seed(cfg.seed, partition_id, server_round, 2),
-        device,
-        kd=kd,
-    )
+    with timed("student_training"):  # the KD term's share is also timed as "kd"
+        stats = train_supervised(
+            student,
+            x,
+            y,
+            cfg.local_epochs,
+            cfg.learning_rate,
+            cfg.momentum,
+            cfg.batch_size,
+            _round_seed(cfg.seed, partition_id, server_round, 2),
+            device,
+            kd=kd,
+            steps=cfg.local_steps,
+        )
     student_seconds = time.perf_counter() - t_student
     if masks:
         detach_masks(student, masks)
-    _, student_acc = evaluate(student, x, y, device)
+    with timed("evaluation"):
+        _, student_acc = evaluate(student, x, y, device)
     spec = UpdateCompression(
         density=plan.density, bit_width=plan.bit_width, error_feedback=plan.error_feedback
     )
@@ -331,14 +358,16 @@ def run_client_round(
             if k in global_state and v.shape == global_state[k].shape
         }
     generator = torch.Generator().manual_seed(_round_seed(cfg.seed, partition_id, server_round, 3))
-    update_payload, buffers_payload, new_residual = encode_student(
-        student, global_state, spec, residual, generator, masks
-    )
+    with timed("encode"):
+        update_payload, buffers_payload, new_residual = encode_student(
+            student, global_state, spec, residual, generator, masks
+        )
     if plan.error_feedback:
         new_state["residual"] = new_residual
     if attacker:
         update_payload = attack_update(update_payload, cfg.attack, attack_gen)
-    save_state(state_dir, partition_id, server_round, new_state)
+    with timed("client_state_io"):
+        save_state(state_dir, partition_id, server_round, new_state)
 
     metrics.update(
         student_loss=stats["loss"],

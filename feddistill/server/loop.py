@@ -19,7 +19,7 @@ from flwr.serverapp import Grid
 from torch import Tensor
 
 from feddistill import protocol as P
-from feddistill.clients.train import predict_logits, resolve_device
+from feddistill.clients.train import few_steps_warning, predict_logits, resolve_device
 from feddistill.cluster.remote import distill_on_gpu_node
 from feddistill.compression import encode_tensors
 from feddistill.compression.pruning import resize_to_state
@@ -48,6 +48,7 @@ from feddistill.server.robust import robust_policy, robustness_columns
 from feddistill.server.sparse import GlobalMask
 from feddistill.server.strategy import FedDistill, RoundOutcome
 from feddistill.server.surgery import channel_pruning_due, prune_global_channels, retarget
+from feddistill.timing import flush, reset, timed
 
 logger = logging.getLogger(__name__)
 QUERY_PARTITION = "partition"
@@ -135,8 +136,19 @@ class FederationRun:
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         record_phase(self.out, f"loading data ({cfg.dataset}, {cfg.num_partitions} partitions)")
-        self.data: FederatedData = prepare_federated_data(cfg)
+        reset()  # phase seconds of this run only (feddistill.timing)
+        with timed("data_loading"):
+            self.data: FederatedData = prepare_federated_data(cfg)
         self.device = resolve_device(cfg.device)
+        few = few_steps_warning(
+            [len(p) for p in self.data.partitions],
+            cfg.local_epochs,
+            cfg.local_steps,
+            cfg.batch_size,
+        )
+        if few is not None:
+            logger.warning("%s", few)
+            record_phase(self.out, few)  # shown by `feddistill run` like a phase
         self.plan = P.plan_for(cfg)
         splits = self.data.splits
         self.student = build_model(
@@ -219,7 +231,10 @@ class FederationRun:
         consensus_bytes = b""
         if self.consensus is not None and self.plan.uses_kd:
             # fp16 on the downlink: soft labels need finer steps than 8 bits give.
-            consensus_bytes = encode_tensors({P.SOFT_LABELS_TENSOR: self.consensus}, bit_width=16)
+            with timed("encode"):
+                consensus_bytes = encode_tensors(
+                    {P.SOFT_LABELS_TENSOR: self.consensus}, bit_width=16
+                )
             config[P.CONSENSUS] = consensus_bytes
         if channel_pruning_due(self.cfg, server_round):
             removed = prune_global_channels(
@@ -238,7 +253,8 @@ class FederationRun:
         )
         mask_bytes = self.mask.attach(messages, self.strategy.node_partitions)
         replies = list(grid.send_and_receive(messages, timeout=self.timeout_s))
-        outcome = self.strategy.aggregate_round(server_round, replies)
+        with timed("server_aggregation"):  # includes "decode_server"
+            outcome = self.strategy.aggregate_round(server_round, replies)
         if len(replies) < len(messages):
             outcome.failures.append(
                 f"{len(messages) - len(replies)} client(s) did not reply in {self.timeout_s:.0f} s"
@@ -250,18 +266,20 @@ class FederationRun:
             )
         self.student.load_state_dict(apply_update(global_state, outcome.update, outcome.buffers))
         self.consensus = outcome.consensus
-        distill_loss = self.server_distill(global_state, outcome)
+        with timed("server_distillation"):
+            distill_loss = self.server_distill(global_state, outcome)
         if self.mask.enabled:  # server distillation must not revive pruned weights
             self.student.load_state_dict(self.mask.apply(_state(self.student)))
             self.mask.accepted([r.partition_id for r in outcome.accepted])
-        metrics = evaluate_by_domain(
-            self.student,
-            self.data.splits.test_x,
-            self.data.splits.test_y,
-            self.data.test_domains,
-            self.device,
-            target_domains=self.data.target_domains,
-        )
+        with timed("evaluation"):
+            metrics = evaluate_by_domain(
+                self.student,
+                self.data.splits.test_x,
+                self.data.splits.test_y,
+                self.data.test_domains,
+                self.device,
+                target_domains=self.data.target_domains,
+            )
         row = self.make_row(
             server_round, metrics, outcome, len(messages), global_state, consensus_bytes
         )
@@ -281,19 +299,21 @@ class FederationRun:
         row["round_seconds"] = time.perf_counter() - t0
         row["wall_seconds"] = time.perf_counter() - t_start
         self.rows.append(row)
-        write_rows(self.out, self.rows)
-        write_placement(self.out, server_round, outcome)
-        save_checkpoint(
-            self.out / "checkpoints",
-            server_round,
-            {
-                "student": _state(self.student),
-                "consensus": self.consensus,
-                "rows": self.rows,
-                "wall_seconds": row["wall_seconds"],
-                **({"mask": self.mask.state_dict()} if self.mask.enabled else {}),
-            },
-        )
+        with timed("checkpoint_io"):
+            write_rows(self.out, self.rows)
+            write_placement(self.out, server_round, outcome)
+            save_checkpoint(
+                self.out / "checkpoints",
+                server_round,
+                {
+                    "student": _state(self.student),
+                    "consensus": self.consensus,
+                    "rows": self.rows,
+                    "wall_seconds": row["wall_seconds"],
+                    **({"mask": self.mask.state_dict()} if self.mask.enabled else {}),
+                },
+            )
+        flush(self.out)
         logger.info(
             "round %d: accuracy %.4f loss %.4f uplink %d B failed %d",
             server_round,
@@ -407,27 +427,30 @@ class FederationRun:
             f"exporting student ({self.cfg.student_model}, int8 and pruned)",
             rows_done=len(self.rows),
         )
-        export = export_student(
-            self.student,
-            splits.proxy_x,
-            splits.test_x,
-            splits.test_y,
-            self.out / "student",
-            # a sparse run exports its own trained mask (pruning more only if asked)
-            sparsity=max(self.cfg.export_sparsity, self.mask.sparsity),
-            compress=self.mask.enabled,
-        )
+        with timed("export"):
+            export = export_student(
+                self.student,
+                splits.proxy_x,
+                splits.test_x,
+                splits.test_y,
+                self.out / "student",
+                # a sparse run exports its own trained mask (pruning more only if asked)
+                sparsity=max(self.cfg.export_sparsity, self.mask.sparsity),
+                compress=self.mask.enabled,
+            )
         last = self.rows[-1]
         summary = build_summary(self.cfg, self.rows, wall_seconds, status="completed")
         summary["student_export"] = export
         summary["final_worst_domain_accuracy"] = last.get("worst_domain_accuracy")
         summary.update(domain_summary(self.data, self.rows))
         record_phase(self.out, "writing report.md and plots", rows_done=len(self.rows))
-        write_report(self.out, summary, self.rows)
-        plot_run(self.out, self.rows, summary)
-        append_domain_report(self.out, summary)
-        plot_domain_curves(self.out, self.data, self.rows)
-        save_label_plot(self.data, self.cfg, self.out)
+        with timed("report_plots"):
+            write_report(self.out, summary, self.rows)
+            plot_run(self.out, self.rows, summary)
+            append_domain_report(self.out, summary)
+            plot_domain_curves(self.out, self.data, self.rows)
+            save_label_plot(self.data, self.cfg, self.out)
+        flush(self.out)
         # last: summary.json tells `feddistill run` the run is over, and it then stops
         # every process of the run, this one included
         write_summary(self.out, summary)

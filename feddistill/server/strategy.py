@@ -33,6 +33,7 @@ from feddistill.server.aggregate import (
 )
 from feddistill.server.robust import ClientAction, RobustPolicy, aggregate_updates
 from feddistill.server.robust_round import robust_round_consensus
+from feddistill.timing import timed
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +272,8 @@ class FedDistill(FedAvg):
                 )
                 continue
             try:
-                result = self.decode_reply(msg)
+                with timed("decode_server"):  # decode and validation of one reply
+                    result = self.decode_reply(msg)
             except RejectedUpdate as exc:
                 outcome.failures.append(f"node {node}: rejected: {exc}")
                 continue
