@@ -187,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         help="add a 100-client Dirichlet run (10%% of clients per round) with peak memory",
     )
     parser.add_argument(
+        "--pruning",
+        action="store_true",
+        help="add issue 12's rows (benchmarks/fed_pruning.py, in process): dense vs 80%% "
+        "in-loop mask vs half the channels, and the exported sparse int8 student",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -217,6 +223,16 @@ def main(argv: list[str] | None = None) -> int:
             "min-train-nodes=5",
         ]
         results.append(run_one("feddistill-100-dirichlet-10pct", scale, out / "scale100"))
+    if args.pruning:
+        import importlib.util
+
+        path = Path(__file__).with_name("fed_pruning.py")
+        spec = importlib.util.spec_from_file_location("feddistill_bench_fed_pruning", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sets = [f"--set={s}" for s in [f"seed={args.seed}", *args.set]]
+        module.main(["--rounds", str(args.rounds), "--out", str(out / "pruning"), *sets])
     table = markdown(results)
     (out / "results.md").write_text(table)
     (out / "results.json").write_text(

@@ -31,8 +31,9 @@ def run_job(
 ) -> dict[str, Any]:
     """Run one job (federated through Flower, or the centralized baseline) with progress.
 
-    `engine` is "simulation" (Flower's simulation runtime on Ray) or "deployment" (a
-    local SuperLink + SuperNodes with TLS and SuperNode auth).
+    `engine` is "simulation" (Flower's simulation runtime on Ray), "deployment" (a
+    local SuperLink + SuperNodes with TLS and SuperNode auth) or "inprocess" (the same
+    apps in this one process, no SuperLink or Ray: for debugging and as a baseline).
 
     Returns:
         The run's summary.json as a dict.
@@ -70,6 +71,10 @@ def run_job(
             return run_centralized(cfg, on_row=on_row)
         if engine == "deployment":
             return run_local_deployment(cfg, on_row)
+        if engine == "inprocess":
+            from feddistill.inprocess import run_inprocess_job
+
+            return run_inprocess_job(cfg, on_row=on_row, on_phase=on_phase)
         return run_simulation_job(cfg, on_row=on_row, ray_address=ray_address, on_phase=on_phase)
 
 
@@ -171,6 +176,8 @@ BENCHMARKS = {
     "fed": "fed_mnist5k.py",
     "scaling": "scaling.py",
     "robustness": "robustness.py",
+    "domains": "domains.py",
+    "overhead": "overhead.py",
 }
 BENCHMARK_HELP = {
     "compression": "codec settings (top-k density x bit width): compression ratio, "
@@ -182,6 +189,11 @@ BENCHMARK_HELP = {
     "robustness": "malicious clients (scaled / sign-flipped / random updates, shifted or "
     "random logits with maximal affinity claims), 1 of 4 and 2 of 10: accuracy vs the clean "
     "run and vs undefended FedAvg",
+    "domains": "cross-domain source -> target: leave-one-domain-out over mnist5k-rotated and "
+    "both directions of digits-mix, several seeds, mean +- std per method",
+    "overhead": "seconds per phase of one job (start-up, data, teacher/student training, KD, "
+    "encode/decode, messaging + Ray, aggregation, evaluation, I/O, export) on the simulation "
+    "and in-process engines, and their wall-time ratio",
 }
 
 
@@ -252,10 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--engine",
-        choices=("simulation", "deployment"),
+        choices=("simulation", "deployment", "inprocess"),
         default="simulation",
         help="simulation: Flower simulation on Ray (default); deployment: local TLS SuperLink "
-        "behind a Fleet-only nginx proxy + one authenticated SuperNode per partition",
+        "behind a Fleet-only nginx proxy + one authenticated SuperNode per partition; "
+        "inprocess: the same ServerApp/ClientApp in this one process, no SuperLink or Ray "
+        "(debugging with pdb, overhead baseline)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar or per-round lines")
     run.set_defaults(func=cmd_run)

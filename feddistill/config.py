@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 DATASETS = ("mnist5k", "digits", "mnist", "fashion-mnist", "cifar10")
+DOMAIN_DATASETS = ("digits-mix", "mnist5k-rotated", "mnist-usps")  # data.domain_datasets
 PARTITIONERS = ("kmeans", "iid", "dirichlet")
+DOMAIN_PARTITIONERS = ("domain", "domain-dirichlet")  # one domain per client (data.target_domains)
+PROXY_SETS = ("target", "public")
 STRATEGIES = (
     "feddistill",
     "fedavg",
@@ -28,6 +31,7 @@ STRATEGIES = (
     "centralized",
 )
 CONSENSUS_MODES = ("mean", "confidence", "entropy", "domain", "cluster-mean", "era")
+KD3A_CONSENSUS_MODES = ("knowledge-vote", "consensus-focus")  # distill.kd3a
 BIT_WIDTHS = (1, 2, 4, 8, 16, 32)  # 16 = fp16, 32 = uncompressed fp32
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_NAMES = ("cnn", "cnn-small", "mlp", "resnet18")  # feddistill.models registry (tested equal)
@@ -56,6 +60,9 @@ class RunConfig:
     num_partitions: int = 4  # clients (one partition each)
     dirichlet_alpha: float = 0.5  # concentration for partitioner = dirichlet
     min_partition_size: int = 10  # every partition has at least this many samples
+    target_domains: str = ""  # comma list of domain ids held out of training (no labels)
+    proxy_set: str = "target"  # with target-domains: "target" (their unlabeled inputs) or "public"
+    num_domains: int = 0  # KMeans domains of a plain dataset with target-domains; 0 = auto
     # --- federation ---
     strategy: str = "feddistill"  # one of STRATEGIES
     num_server_rounds: int = 10
@@ -69,6 +76,8 @@ class RunConfig:
     student_model: str = "cnn-small"
     teacher_epochs: int = 1  # local teacher epochs per round
     local_epochs: int = 1  # local student epochs per round
+    local_steps: int = 0  # fixed student SGD steps per round; 0 = local-epochs decides
+    teacher_rounds: int = 0  # train teachers in rounds 1..R, then reuse cached logits; 0 = always
     batch_size: int = 32
     learning_rate: float = 0.02  # student SGD learning rate
     teacher_learning_rate: float = 0.05
@@ -83,11 +92,18 @@ class RunConfig:
     update_bit_width: int = 4  # one of BIT_WIDTHS
     error_feedback: bool = True  # keep what top-k did not send for the next round
     logits_bit_width: int = 4  # uploaded teacher logits, one of BIT_WIDTHS
-    downlink_density: float = 0.1  # top-k fraction of the global-student delta sent down
-    downlink_bit_width: int = 8  # bits of that delta; 32 with density 1: full fp32 model
+    downlink_density: float = 1.0  # top-k fraction of the global-student delta sent down
+    downlink_bit_width: int = 32  # bits of that delta; 32 with density 1: full fp32 model
     logits_subset: float = 1.0  # seeded share of the proxy set with logits each round
-    consensus_bit_width: int = 8  # bits of the soft labels sent down (measured: README)
+    consensus_bit_width: int = 16  # bits of the soft labels sent down (measured: README)
     export_sparsity: float = 0.5  # unstructured sparsity of the exported student, [0, 1)
+    # --- in-federation sparsity (server-owned global mask; 0 = off) ---
+    target_sparsity: float = 0.0  # final fraction of conv / linear weights masked, [0, 1)
+    sparsity_start_round: int = 1  # first round with a mask
+    sparsity_end_round: int = 1  # round the target is reached (cubic ramp in between)
+    channel_pruning_ratio: float = 0.0  # channels the server removes once, [0, 1); 0 = off
+    channel_pruning_round: int = 1  # the removal happens at the start of this round
+    channel_pruning_norm: int = 2  # filter norm ranking the channels: 1 (L1) or 2 (L2)
     round_timeout_s: float = 600.0  # a sampled client that has not replied by then failed
     # --- robustness to malicious clients ---
     aggregator: str = "fedavg"  # one of AGGREGATORS, on the trainable deltas
@@ -106,10 +122,12 @@ class RunConfig:
     attack_partitions: str = ""  # comma list of partition ids that attack
 
     def __post_init__(self) -> None:
-        _check_choice("dataset", self.dataset, DATASETS)
-        _check_choice("partitioner", self.partitioner, PARTITIONERS)
+        _check_choice("dataset", self.dataset, DATASETS + DOMAIN_DATASETS)
+        _check_choice("partitioner", self.partitioner, PARTITIONERS + DOMAIN_PARTITIONERS)
         _check_choice("strategy", self.strategy, STRATEGIES)
-        _check_choice("consensus", self.consensus, CONSENSUS_MODES)
+        _check_choice("consensus", self.consensus, CONSENSUS_MODES + KD3A_CONSENSUS_MODES)
+        _check_choice("proxy-set", self.proxy_set, PROXY_SETS)
+        self._check_domains()
         _check_choice("device", self.device, DEVICES)
         _check_choice("update-bit-width", self.update_bit_width, BIT_WIDTHS)
         _check_choice("logits-bit-width", self.logits_bit_width, BIT_WIDTHS)
@@ -130,7 +148,14 @@ class RunConfig:
             "min_partition_size",
         ):
             _check_range(key, getattr(self, key), low=1)
-        for key in ("teacher_epochs", "local_epochs", "server_distill_epochs", "seed"):
+        for key in (
+            "teacher_epochs",
+            "local_epochs",
+            "local_steps",
+            "teacher_rounds",
+            "server_distill_epochs",
+            "seed",
+        ):
             _check_range(key, getattr(self, key), low=0)
         for key in ("proxy_fraction", "test_fraction"):
             _check_open_unit(key, getattr(self, key))
@@ -145,6 +170,31 @@ class RunConfig:
         _check_range("logits_subset", self.logits_subset, low=0.0, low_open=True, high=1.0)
         _check_range("client_num_gpus", self.client_num_gpus, low=0.0, high=1.0)
         _check_range("export_sparsity", self.export_sparsity, low=0.0, high=1.0, high_open=True)
+        _check_range("target_sparsity", self.target_sparsity, low=0.0, high=1.0, high_open=True)
+        _check_range("sparsity_start_round", self.sparsity_start_round, low=1)
+        _check_range("sparsity_end_round", self.sparsity_end_round, low=self.sparsity_start_round)
+        _check_range(
+            "channel_pruning_ratio", self.channel_pruning_ratio, low=0.0, high=1.0, high_open=True
+        )
+        _check_range("channel_pruning_round", self.channel_pruning_round, low=1)
+        _check_choice("channel-pruning-norm", self.channel_pruning_norm, (1, 2))
+        if self.channel_pruning_ratio > 0 and self.target_sparsity > 0:
+            raise ValueError(
+                f"channel-pruning-ratio={self.channel_pruning_ratio} and target-sparsity="
+                f"{self.target_sparsity} cannot both be on (the mask would not fit the new shapes)"
+            )
+        downlink_compressed = self.downlink_density < 1.0 or self.downlink_bit_width < 32
+        if self.channel_pruning_ratio > 0 and downlink_compressed:
+            raise ValueError(
+                f"channel-pruning-ratio={self.channel_pruning_ratio} needs the full downlink "
+                f"(downlink-density=1.0, downlink-bit-width=32), got {self.downlink_density} / "
+                f"{self.downlink_bit_width}: clients' replicas would not fit the new shapes"
+            )
+        if self.teacher_rounds and self.logits_subset < 1.0:
+            raise ValueError(
+                f"teacher-rounds={self.teacher_rounds} resends cached logits of the whole proxy "
+                f"set; it needs logits-subset=1.0, got {self.logits_subset}"
+            )
         for key in ("learning_rate", "teacher_learning_rate", "temperature", "dirichlet_alpha"):
             _check_range(key, getattr(self, key), low=0.0, low_open=True)
         _check_range("alpha", self.alpha, low=0.0)
@@ -175,6 +225,32 @@ class RunConfig:
                 f"min-train-nodes={self.min_train_nodes} exceeds "
                 f"num-partitions={self.num_partitions}"
             )
+
+    def _check_domains(self) -> None:
+        try:
+            targets = self.target_domain_ids()
+        except ValueError:
+            raise ValueError(
+                f"target-domains must be a comma list of integers >= 0, got {self.target_domains!r}"
+            ) from None
+        if any(t < 0 for t in targets):
+            raise ValueError(
+                f"target-domains must be a comma list of integers >= 0, got {self.target_domains!r}"
+            )
+        _check_range("num_domains", self.num_domains, low=0)
+        if targets and self.partitioner == "kmeans":
+            raise ValueError(
+                "partitioner='kmeans' cannot be used with target-domains (its clusters are "
+                "the clients); use partitioner=domain, domain-dirichlet, iid or dirichlet"
+            )
+        if self.num_domains and any(t >= self.num_domains for t in targets):
+            raise ValueError(
+                f"target-domains {sorted(targets)} must be < num-domains={self.num_domains}"
+            )
+
+    def target_domain_ids(self) -> tuple[int, ...]:
+        """Domain ids held out of training, sorted, without duplicates."""
+        return tuple(sorted({int(s) for s in self.target_domains.split(",") if s.strip()}))
 
     def _check_attack(self) -> None:
         try:

@@ -176,6 +176,10 @@ def check_dataset_available(cfg: RunConfig) -> None:
         from feddistill.data import load_dataset
 
         load_dataset(cfg.dataset, cfg.data_root, download=False)
+    if cfg.dataset == "mnist-usps" and not cfg.download:
+        from feddistill.data.domain_datasets import load_mnist_usps
+
+        load_mnist_usps(cfg.data_root, download=False)
 
 
 def load_run_config(out: Path) -> dict[str, Any]:

@@ -13,6 +13,10 @@ from feddistill.config import RunConfig
 ARRAYS = "arrays"  # ArrayRecord: global student state_dict, float32
 CONFIG = "config"  # ConfigRecord: server-round, consensus payload
 SERVER_ROUND = "server-round"
+MASK = "mask"  # bytes: global keep-mask bitmap (compression/masks.py), to clients that lack it
+MASK_VERSION = (
+    "mask-version"  # int: round the global mask last changed (0: none); also a reply metric
+)
 CONSENSUS = "consensus"  # bytes: soft labels (B, K) encoded with the wire codec; absent in round 1
 # downlink compression (downlink-bit-width < 32 or downlink-density < 1): ARRAYS is empty
 DOWNLINK_BASE = "downlink-base-round"  # int: replica round the delta is against; 0 = full

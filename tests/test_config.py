@@ -209,3 +209,13 @@ def test_attack_keys_parsed():
 def test_robustness_keys_are_checked(values, match):
     with pytest.raises(ValueError, match=match):
         from_mapping(values)
+
+
+def test_channel_pruning_with_a_compressed_downlink_is_refused():
+    with pytest.raises(ValueError, match="channel-pruning-ratio=0.5 needs the full downlink"):
+        from_mapping({"channel-pruning-ratio": 0.5, "downlink-density": 0.1})
+
+
+def test_teacher_rounds_with_a_logits_subset_is_refused():
+    with pytest.raises(ValueError, match="teacher-rounds=2 resends cached logits"):
+        from_mapping({"teacher-rounds": 2, "logits-subset": 0.5})

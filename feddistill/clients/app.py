@@ -26,6 +26,7 @@ from feddistill.compression.downlink import DownlinkPayload
 from feddistill.config import RunConfig, from_mapping
 from feddistill.data import prepare_federated_data
 from feddistill.distill.subset import proxy_subset
+from feddistill.timing import flush, timed
 
 logger = logging.getLogger(__name__)
 app = ClientApp()
@@ -85,14 +86,16 @@ def train(msg: Message, context: Context) -> Message:
             cast(bytes, config[P.DOWNLINK_PARAMS]),
             cast(bytes, config[P.DOWNLINK_BUFFERS]),
         )
-    data = prepare_federated_data(cfg)
+    with timed("data_loading"):  # cached per process: only the first call loads
+        data = prepare_federated_data(cfg)
     consensus = None
     if P.CONSENSUS in config:
         blob = cast(bytes, config[P.CONSENSUS])
         # built in the previous round on that round's proxy subset: (b, K)
         rows = proxy_subset(len(data.splits.proxy_x), cfg.logits_subset, cfg.seed, server_round - 1)
         shape = (len(rows), data.splits.num_classes)
-        soft = decode_update(blob, {P.SOFT_LABELS_TENSOR: shape})[P.SOFT_LABELS_TENSOR]
+        with timed("decode"):
+            soft = decode_update(blob, {P.SOFT_LABELS_TENSOR: shape})[P.SOFT_LABELS_TENSOR]
         soft = soft.clamp_min(0)
         consensus = soft / soft.sum(dim=1, keepdim=True).clamp_min(1e-12)  # (B, K), rows sum to 1
     reply = run_client_round(
@@ -105,6 +108,8 @@ def train(msg: Message, context: Context) -> Message:
         client_state_dir(cfg, context),
         resolve_device(cfg.device),
         downlink,
+        mask_blob=cast(bytes, config[P.MASK]) if P.MASK in config else None,
+        mask_version=int(cast(int, config.get(P.MASK_VERSION, 0))),
     )
     metrics = MetricRecord(
         {P.NUM_EXAMPLES: reply.num_examples, P.PARTITION_ID: partition_id, **reply.metrics}
@@ -115,6 +120,10 @@ def train(msg: Message, context: Context) -> Message:
     content = RecordDict(
         {P.METRICS: metrics, P.PAYLOAD: payload, P.PLACEMENT: ConfigRecord(cast(Any, placement()))}
     )
+    try:
+        flush(cfg.out_dir)  # this process's phase seconds, for `feddistill bench overhead`
+    except OSError as exc:  # a SuperNode that cannot write there still trains
+        logger.debug("timings not written to %s: %s", cfg.out_dir, exc)
     return Message(content=content, reply_to=msg)
 
 

@@ -33,12 +33,24 @@ from feddistill.compression import (
     encode_tensors,
 )
 from feddistill.compression.downlink import DownlinkPayload, receive_student
+from feddistill.compression.masks import (
+    attach_masks,
+    decode_mask,
+    detach_masks,
+    maskable_keys,
+    pack_unmasked,
+    unpack_unmasked,
+)
+from feddistill.compression.pruning import resize_to_state
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData
 from feddistill.distill import SharedFeatureSpace, domain_affinity
+from feddistill.distill.kd3a import kept_samples
 from feddistill.distill.subset import proxy_subset, subset_rows
 from feddistill.models import buffer_names, build_model
 from feddistill.protocol import AFFINITY_TENSOR, LOGITS_TENSOR, plan_for
+from feddistill.protocol import MASK_VERSION as P_MASK_VERSION
+from feddistill.timing import timed
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +130,7 @@ def encode_student(
     spec: UpdateCompression,
     residual: dict[str, Tensor] | None,
     generator: torch.Generator | None = None,
+    masks: dict[str, Tensor] | None = None,
 ) -> tuple[bytes, bytes, dict[str, Tensor]]:
     """The student's upload: compressed parameter update and dense buffer values.
 
@@ -134,9 +147,13 @@ def encode_student(
         residual: error-feedback residual of the parameters from the client's last
             round (None for none).
         generator: random source for stochastic rounding.
+        masks: the server's keep-masks (key -> bool tensor); a masked tensor travels
+            as its kept entries only (1-D, row-major; top-k runs within them) and
+            the residual of masked-out entries is dropped. None: no mask.
 
     Returns:
-        (update payload, buffers payload (``b""`` if the model has none), new residual).
+        (update payload, buffers payload (``b""`` if the model has none), new residual
+        (dense shapes, 0 at masked-out entries)).
 
     Raises:
         ValueError: if a tensor holds NaN or Inf (named).
@@ -145,10 +162,39 @@ def encode_student(
     local_state = student.state_dict()
     params = {k: v for k, v in local_state.items() if k not in buffer_keys}
     buffers = {k: v.detach().cpu() for k, v in local_state.items() if k in buffer_keys}
-    update, new_residual = compress_update(
-        state_delta(params, global_state), spec, residual, generator=generator
-    )
+    delta = state_delta(params, global_state)
+    if masks:
+        delta = pack_unmasked(delta, masks)
+        residual = pack_unmasked(residual, masks) if residual else residual
+    update, new_residual = compress_update(delta, spec, residual, generator=generator)
+    if masks:
+        new_residual = unpack_unmasked(new_residual, masks)
     return update, encode_state(buffers) if buffers else b"", new_residual
+
+
+def client_masks(
+    student: torch.nn.Module, state: dict, mask_blob: bytes | None, mask_version: int
+) -> dict[str, Tensor]:
+    """The global mask of version ``mask_version``: from the message, else from state.
+
+    Raises:
+        ValueError: if the bitmap does not fit the student or has another version, or
+            the client holds no mask of ``mask_version`` and none was sent.
+    """
+    if mask_version <= 0:
+        return {}
+    if mask_blob:
+        shapes = {k: tuple(student.state_dict()[k].shape) for k in maskable_keys(student)}
+        masks, version = decode_mask(mask_blob, shapes)
+        if version != mask_version:
+            raise ValueError(f"mask bitmap has version {version}, the round uses {mask_version}")
+        return masks
+    if int(state.get("mask_version", 0)) != mask_version:
+        raise ValueError(
+            f"the round uses mask version {mask_version}, this client holds "
+            f"{int(state.get('mask_version', 0))} and no bitmap was sent"
+        )
+    return dict(state["mask"])
 
 
 @lru_cache(maxsize=4)
@@ -167,6 +213,8 @@ def run_client_round(
     state_dir: str | Path,
     device: torch.device,
     downlink: DownlinkPayload | None = None,
+    mask_blob: bytes | None = None,
+    mask_version: int = 0,
 ) -> ClientReply:
     """Teacher round, proxy logits, student round and compressed upload of one client.
 
@@ -182,6 +230,8 @@ def run_client_round(
         device: where to train.
         downlink: the compressed student (delta against this client's replica); when
             given, `global_state` is ignored and rebuilt from it.
+        mask_blob: the server's keep-mask bitmap when this client lacks it, else None.
+        mask_version: round the global mask last changed (0: no mask).
 
     Returns:
         The :class:`ClientReply` with the encoded update and logits.
@@ -199,7 +249,8 @@ def run_client_round(
     splits = data.splits
     idx = torch.as_tensor(data.partitions[partition_id], dtype=torch.long)
     x, y = splits.train_x[idx], splits.train_y[idx]
-    state = load_state(state_dir, partition_id, server_round)
+    with timed("client_state_io"):
+        state = load_state(state_dir, partition_id, server_round)
     new_state: dict = {}
     if downlink is not None:
         # the server's initial student: same name, shapes and seed
@@ -229,55 +280,76 @@ def run_client_round(
         proxy_subset(num_proxy, cfg.logits_subset, cfg.seed, max(1, server_round - 1)),
     )
     if plan.uses_teachers:
-        teacher = build_model(
-            cfg.teacher_model_for(partition_id),
-            splits.in_shape,
-            splits.num_classes,
-            seed=_round_seed(cfg.seed, partition_id, 0, 4),
-        )
-        if "teacher" in state:
-            teacher.load_state_dict(state["teacher"])
-        teacher_kd = None  # logits-only: the client's own model also learns the consensus
-        if not plan.uploads_student and consensus is not None:
-            teacher_kd = KDTarget(proxy_prev, consensus, cfg.alpha, cfg.temperature)
-        stats = train_supervised(
-            teacher,
-            x,
-            y,
-            cfg.teacher_epochs,
-            cfg.teacher_learning_rate,
-            cfg.momentum,
-            cfg.batch_size,
-            _round_seed(cfg.seed, partition_id, server_round, 1),
-            device,
-            kd=teacher_kd,
-        )
-        new_state["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
-        teacher_logits = predict_logits(teacher, proxy_now, device)  # (b, K)
-        # Shift each row to max 0 and clip at -8T: softmax at T is unchanged up to
-        # e^-8 per class, and the quantizer's range no longer depends on outliers.
-        teacher_logits = teacher_logits - teacher_logits.max(dim=1, keepdim=True).values
-        teacher_logits = teacher_logits.clamp_min(-8.0 * cfg.temperature)
-        space = _feature_space(splits.proxy_x, cfg.seed)
-        affinity = domain_affinity(space.transform(x), space.transform(proxy_now))  # (b,)
-        log_affinity = affinity.float().clamp_min(1e-30).log()
-        if attacker:
-            teacher_logits, log_affinity = attack_logits(
-                teacher_logits, log_affinity, cfg.attack, cfg.temperature, attack_gen
+        cached = state.get("teacher_cache")
+        if cfg.teacher_rounds and server_round > cfg.teacher_rounds and cached is not None:
+            # teacher-rounds: the teacher is frozen; its last logits and affinity, as
+            # encoded then, are sent again (no training, no logits, no affinity)
+            logits_payload = cached["payload"].numpy().tobytes()
+            metrics.update({k: float(v) for k, v in cached["metrics"].items()})
+            new_state["teacher_cache"] = cached  # the teacher's weights are not kept
+        else:
+            teacher = build_model(
+                cfg.teacher_model_for(partition_id),
+                splits.in_shape,
+                splits.num_classes,
+                seed=_round_seed(cfg.seed, partition_id, 0, 4),
             )
-        logits_payload = encode_tensors(
-            # log-affinity: 8 linear bits keep relative weights of far samples this way
-            {LOGITS_TENSOR: teacher_logits, AFFINITY_TENSOR: log_affinity},
-            bit_width=cfg.logits_bit_width,
-            per_channel=False,
-        )
-        _, teacher_acc = evaluate(teacher, x, y, device)
-        metrics.update(teacher_loss=stats["loss"], teacher_train_accuracy=teacher_acc)
+            if "teacher" in state:
+                teacher.load_state_dict(state["teacher"])
+            teacher_kd = None  # logits-only: the client's own model also learns the consensus
+            if not plan.uploads_student and consensus is not None:
+                teacher_kd = KDTarget(proxy_prev, consensus, cfg.alpha, cfg.temperature)
+            with timed("teacher_training"):
+                stats = train_supervised(
+                    teacher,
+                    x,
+                    y,
+                    cfg.teacher_epochs,
+                    cfg.teacher_learning_rate,
+                    cfg.momentum,
+                    cfg.batch_size,
+                    _round_seed(cfg.seed, partition_id, server_round, 1),
+                    device,
+                    kd=teacher_kd,
+                )
+            new_state["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
+            with timed("logits_affinity"):
+                teacher_logits = predict_logits(teacher, proxy_now, device)  # (b, K)
+                # Shift each row to max 0 and clip at -8T: softmax at T is unchanged up to
+                # e^-8 per class, and the quantizer's range no longer depends on outliers.
+                teacher_logits = teacher_logits - teacher_logits.max(dim=1, keepdim=True).values
+                teacher_logits = teacher_logits.clamp_min(-8.0 * cfg.temperature)
+                space = _feature_space(splits.proxy_x, cfg.seed)
+                affinity = domain_affinity(space.transform(x), space.transform(proxy_now))  # (b,)
+                log_affinity = affinity.float().clamp_min(1e-30).log()
+            if attacker:
+                teacher_logits, log_affinity = attack_logits(
+                    teacher_logits, log_affinity, cfg.attack, cfg.temperature, attack_gen
+                )
+            with timed("encode"):
+                logits_payload = encode_tensors(
+                    # log-affinity: 8 linear bits keep relative weights of far samples this way
+                    {LOGITS_TENSOR: teacher_logits, AFFINITY_TENSOR: log_affinity},
+                    bit_width=cfg.logits_bit_width,
+                    per_channel=False,
+                )
+            with timed("evaluation"):
+                _, teacher_acc = evaluate(teacher, x, y, device)
+            metrics.update(teacher_loss=stats["loss"], teacher_train_accuracy=teacher_acc)
+            if cfg.teacher_rounds:
+                new_state["teacher_cache"] = {
+                    "payload": torch.frombuffer(bytearray(logits_payload), dtype=torch.uint8),
+                    "metrics": {
+                        "teacher_loss": stats["loss"],
+                        "teacher_train_accuracy": teacher_acc,
+                    },
+                }
+            if not plan.uploads_student:
+                # measurement only: this client's model on the global test set (no training)
+                _, metrics["client_test_accuracy"] = evaluate(
+                    teacher, splits.test_x, splits.test_y, device
+                )
         if not plan.uploads_student:
-            # measurement only: this client's model on the global test set (no training)
-            _, metrics["client_test_accuracy"] = evaluate(
-                teacher, splits.test_x, splits.test_y, device
-            )
             save_state(state_dir, partition_id, server_round, new_state)
             metrics.update(
                 update_bytes=0.0,
@@ -287,36 +359,58 @@ def run_client_round(
             return ClientReply(b"", logits_payload, int(x.shape[0]), metrics)
 
     student = build_model(cfg.student_model, splits.in_shape, splits.num_classes)
+    resize_to_state(student, global_state)  # the server may have pruned channels
     student.load_state_dict(global_state)
+    masks = client_masks(student, state, mask_blob, mask_version)
+    if masks:
+        new_state.update(mask=masks, mask_version=mask_version)
+        attach_masks(student, masks)  # masked weights get no gradient and stay 0
+    t_student = time.perf_counter()
     kd = None
     if plan.uses_kd and consensus is not None:
-        kd = KDTarget(proxy_prev, consensus, cfg.alpha, cfg.temperature)
-    stats = train_supervised(
-        student,
-        x,
-        y,
-        cfg.local_epochs,
-        cfg.learning_rate,
-        cfg.momentum,
-        cfg.batch_size,
-        _round_seed(cfg.seed, partition_id, server_round, 2),
-        device,
-        kd=kd,
-    )
-    _, student_acc = evaluate(student, x, y, device)
+        keep = kept_samples(consensus)  # (B,): KD3A modes drop unconfident samples (zero rows)
+        if bool(keep.any()):
+            kd = KDTarget(proxy_prev[keep], consensus[keep], cfg.alpha, cfg.temperature)
+    with timed("student_training"):  # the KD term's share is also timed as "kd"
+        stats = train_supervised(
+            student,
+            x,
+            y,
+            cfg.local_epochs,
+            cfg.learning_rate,
+            cfg.momentum,
+            cfg.batch_size,
+            _round_seed(cfg.seed, partition_id, server_round, 2),
+            device,
+            kd=kd,
+            steps=cfg.local_steps,
+        )
+    student_seconds = time.perf_counter() - t_student
+    if masks:
+        detach_masks(student, masks)
+    with timed("evaluation"):
+        _, student_acc = evaluate(student, x, y, device)
     spec = UpdateCompression(
         density=plan.density, bit_width=plan.bit_width, error_feedback=plan.error_feedback
     )
     residual = state.get("residual") if plan.error_feedback else None
+    if residual:  # after channel pruning the old residual no longer fits: dropped
+        residual = {
+            k: v
+            for k, v in residual.items()
+            if k in global_state and v.shape == global_state[k].shape
+        }
     generator = torch.Generator().manual_seed(_round_seed(cfg.seed, partition_id, server_round, 3))
-    update_payload, buffers_payload, new_residual = encode_student(
-        student, global_state, spec, residual, generator
-    )
+    with timed("encode"):
+        update_payload, buffers_payload, new_residual = encode_student(
+            student, global_state, spec, residual, generator, masks
+        )
     if plan.error_feedback:
         new_state["residual"] = new_residual
     if attacker:
         update_payload = attack_update(update_payload, cfg.attack, attack_gen)
-    save_state(state_dir, partition_id, server_round, new_state)
+    with timed("client_state_io"):
+        save_state(state_dir, partition_id, server_round, new_state)
 
     metrics.update(
         student_loss=stats["loss"],
@@ -326,6 +420,8 @@ def run_client_round(
         update_bytes=float(len(update_payload) + len(buffers_payload)),
         logits_bytes=float(len(logits_payload)),
         client_seconds=time.perf_counter() - t0,
+        student_seconds=student_seconds,
+        **{P_MASK_VERSION: float(mask_version)},
     )
     return ClientReply(
         update_payload, logits_payload, int(x.shape[0]), metrics, buffers=buffers_payload

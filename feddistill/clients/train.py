@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from feddistill.distill import kd_loss
+from feddistill.timing import timed
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ def train_supervised(
     seed: int,
     device: torch.device,
     kd: KDTarget | None = None,
+    steps: int = 0,
 ) -> dict[str, float]:
     """SGD on (x, y) with cross-entropy, plus alpha * KD on the proxy set if `kd` is given.
 
@@ -72,9 +74,14 @@ def train_supervised(
         seed: seeds the batch order.
         device: where to compute.
         kd: optional distillation target.
+        steps: if > 0, exactly this many SGD steps (batches keep cycling through
+            reshuffled epochs, the last one cut short) and `epochs` is ignored; the
+            fixed-local-steps setting of FL papers (e.g. FedAvg's E and B replaced by
+            a step count), so tiny partitions still make progress each round.
 
     Returns:
-        Mean ``loss``, ``ce`` and ``kd`` over the last epoch (0.0 when not trained).
+        Mean ``loss``, ``ce`` and ``kd`` over the last (possibly partial) epoch (0.0
+        when not trained).
 
     Raises:
         ValueError: if x is empty or x and y lengths differ.
@@ -90,11 +97,14 @@ def train_supervised(
     stats = {"loss": 0.0, "ce": 0.0, "kd": 0.0}
     proxy_order: Tensor | None = None
     proxy_pos = 0
-    for _ in range(epochs):
+    per_epoch = math.ceil(n / batch_size)
+    left = steps if steps > 0 else epochs * per_epoch
+    while left > 0:
         order = torch.randperm(n, generator=gen)
         sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0}
-        steps = math.ceil(n / batch_size)
-        for step in range(steps):
+        this_epoch = min(per_epoch, left)
+        left -= this_epoch
+        for step in range(this_epoch):
             idx = order[step * batch_size : (step + 1) * batch_size]
             xb, yb = x[idx].to(device), y[idx].to(device)
             ce = F.cross_entropy(model(xb), yb)
@@ -106,8 +116,11 @@ def train_supervised(
                     proxy_order, proxy_pos = torch.randperm(b, generator=gen), 0
                 pidx = proxy_order[proxy_pos : proxy_pos + batch_size]
                 proxy_pos += batch_size
-                student_logits = model(kd.proxy_x[pidx].to(device))
-                kd_value = kd_loss(student_logits, kd.soft_labels[pidx].to(device), kd.temperature)
+                with timed("kd"):  # the KD term's forward pass; its backward is in the step
+                    student_logits = model(kd.proxy_x[pidx].to(device))
+                    kd_value = kd_loss(
+                        student_logits, kd.soft_labels[pidx].to(device), kd.temperature
+                    )
                 loss = ce + kd.alpha * kd_value
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -115,7 +128,7 @@ def train_supervised(
             sums["loss"] += float(loss.detach())
             sums["ce"] += float(ce.detach())
             sums["kd"] += float(kd_value.detach())
-        stats = {k: v / steps for k, v in sums.items()}
+        stats = {k: v / this_epoch for k, v in sums.items()}
     model.eval()
     return stats
 
@@ -161,3 +174,38 @@ def state_delta(local: dict[str, Tensor], global_: dict[str, Tensor]) -> dict[st
         value = value.detach().cpu()
         out[key] = value - global_[key].to(value.dtype) if value.is_floating_point() else value
     return out
+
+
+MIN_STEPS_PER_ROUND = 5  # fewer local SGD steps than this per round: the run warns
+
+
+def few_steps_warning(
+    partition_sizes: list[int], local_epochs: int, local_steps: int, batch_size: int
+) -> str | None:
+    """A warning if some client makes fewer than MIN_STEPS_PER_ROUND SGD steps a round.
+
+    A client makes ``local_steps`` steps when that is > 0, else
+    ``local_epochs * ceil(n / batch_size)`` for its n samples.
+
+    Args:
+        partition_sizes: samples per client partition.
+        local_epochs: the local-epochs key.
+        local_steps: the local-steps key (0 = epochs decide).
+        batch_size: the batch-size key.
+
+    Returns:
+        The warning text, naming how many clients and the fewest steps, or None.
+    """
+    if local_steps > 0:
+        steps = [local_steps] * len(partition_sizes)
+    else:
+        steps = [local_epochs * math.ceil(n / batch_size) for n in partition_sizes]
+    few = [s for s in steps if s < MIN_STEPS_PER_ROUND]
+    if not few:
+        return None
+    return (
+        f"warning: {len(few)} of {len(steps)} clients make fewer than {MIN_STEPS_PER_ROUND} "
+        f"SGD steps per round (fewest: {min(few)}; local-epochs={local_epochs}, "
+        f"local-steps={local_steps}, batch-size={batch_size}); they learn little per round: "
+        f"set local-steps (e.g. local-steps={4 * MIN_STEPS_PER_ROUND}) or a smaller batch-size"
+    )

@@ -107,8 +107,10 @@ def _classifier(model: nn.Module) -> nn.Module:
     return linears[-1]
 
 
-def prune_channels(model: nn.Module, example_inputs: Tensor, pruning_ratio: float) -> nn.Module:
-    """Remove a fraction of channels / hidden units by L2 magnitude, physically, in place.
+def prune_channels(
+    model: nn.Module, example_inputs: Tensor, pruning_ratio: float, norm: int = 2
+) -> nn.Module:
+    """Remove a fraction of channels / hidden units by L1 / L2 magnitude, physically, in place.
 
     Dependent layers (the next conv's input channels, the flattened linear's inputs,
     batch norms) shrink with them, found by Torch-Pruning's dependency graph; the last
@@ -119,25 +121,29 @@ def prune_channels(model: nn.Module, example_inputs: Tensor, pruning_ratio: floa
         model: the network, in eval mode or not; modified in place.
         example_inputs: one batch, shape (B, C, H, W), to trace the graph.
         pruning_ratio: fraction of channels removed from each prunable layer, [0, 1).
+        norm: 1 or 2, the filter norm that ranks channels (Li et al., arXiv:1608.08710).
 
     Returns:
         ``model`` itself, with fewer channels.
 
     Raises:
-        ValueError: if ``pruning_ratio`` is outside [0, 1) or there is no classifier.
+        ValueError: if ``pruning_ratio`` is outside [0, 1), ``norm`` is not 1 or 2, or
+            there is no classifier.
 
     References:
         DepGraph, Fang et al., arXiv:2301.12900.
     """
     if isinstance(pruning_ratio, bool) or not 0.0 <= float(pruning_ratio) < 1.0:
         raise ValueError(f"pruning_ratio must be in [0, 1), got {pruning_ratio!r}")
+    if norm not in (1, 2):
+        raise ValueError(f"norm must be 1 or 2, got {norm!r}")
     classifier = _classifier(model)
     if pruning_ratio == 0.0:
         return model
     pruner = tp.pruner.MetaPruner(
         model,
         example_inputs,
-        importance=tp.importance.MagnitudeImportance(p=2),
+        importance=tp.importance.MagnitudeImportance(p=norm),
         pruning_ratio=float(pruning_ratio),
         ignored_layers=[classifier],
     )
@@ -183,7 +189,22 @@ def load_pruned(dense_model: nn.Module, path: str | Path) -> nn.Module:
         RuntimeError: if the state_dict does not fit the architecture (strict load).
     """
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    for name, module in dense_model.named_modules():
+    resize_to_state(dense_model, state)
+    dense_model.load_state_dict(state, strict=True)
+    return dense_model
+
+
+def resize_to_state(model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
+    """Give ``model``'s layers the shapes of ``state`` (a channel-pruned state_dict), in place.
+
+    Every conv / linear / batch-norm whose tensor in ``state`` has another shape gets
+    empty tensors of that shape and updated size attributes; the values are left to a
+    following ``load_state_dict``. Keys missing from ``state`` are left alone.
+
+    Returns:
+        ``model`` itself.
+    """
+    for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
         for local, tensor in list(module.named_parameters(recurse=False)) + list(
             module.named_buffers(recurse=False)
@@ -200,5 +221,4 @@ def load_pruned(dense_model: nn.Module, path: str | Path) -> nn.Module:
                 setattr(module, attr, getattr(module, param).shape[dim])
         if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):
             module.in_channels = module.weight.shape[1] * module.groups
-    dense_model.load_state_dict(state, strict=True)
-    return dense_model
+    return model

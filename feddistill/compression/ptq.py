@@ -46,6 +46,7 @@ from feddistill.compression.pruning import prune_unstructured
 from feddistill.compression.report import state_dict_bytes
 
 STUDENT_FILE = "student_int8.pt"
+STUDENT_ZLIB_FILE = "student_int8.pt.zlib"  # the same file, zlib level 9 (sparse exports)
 METADATA_FILE = "metadata.json"
 README_FILE = "README.md"
 
@@ -124,11 +125,14 @@ def load_student(out_dir: str | Path) -> Callable[[Tensor], Tensor]:
         FileNotFoundError: if ``out_dir`` has no exported student.
     """
     path = Path(out_dir) / STUDENT_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no exported student at {path}")
+    packed = Path(out_dir) / STUDENT_ZLIB_FILE
+    if not path.is_file() and not packed.is_file():
+        raise FileNotFoundError(f"no exported student at {path} or {packed}")
     _set_engine()
     with _quiet_deprecations():
-        return torch.jit.load(str(path), map_location="cpu")
+        if path.is_file():
+            return torch.jit.load(str(path), map_location="cpu")
+        return torch.jit.load(io.BytesIO(zlib.decompress(packed.read_bytes())), map_location="cpu")
 
 
 def latency_ms(
@@ -178,6 +182,7 @@ def export_student(
     test_y: Tensor,
     out_dir: str | Path,
     sparsity: float = 0.5,
+    compress: bool = False,
 ) -> dict:
     """Prune (unstructured, global) + int8-quantize the student and write it to disk.
 
@@ -192,6 +197,9 @@ def export_student(
         test_y: test labels, shape (M,), int64.
         out_dir: folder, created if missing.
         sparsity: fraction of conv / linear weights zeroed before quantization, [0, 1).
+        compress: store ``student_int8.pt.zlib`` (zlib level 9) instead of the plain
+            file, so the size on disk reflects the zeros of a sparse student;
+            :func:`load_student` reads either.
 
     Returns:
         Report dict: ``bytes`` (fp32 ``state_dict``, fp32 TorchScript, int8 TorchScript,
@@ -217,13 +225,17 @@ def export_student(
     example = proxy_x[:1]
     path = out / STUDENT_FILE
     save_int8(quantize_int8(pruned, proxy_x), example, path)
-    int8 = load_student(out)
     file_bytes = path.read_bytes()
+    if compress:
+        (out / STUDENT_ZLIB_FILE).write_bytes(zlib.compress(file_bytes, 9))
+        path.unlink()
+    int8 = load_student(out)
     batch = test_x[:64]
     report = {
         "format": "TorchScript (torch.jit.load / feddistill.compression.load_student)",
         "engine": torch.backends.quantized.engine,
         "sparsity": sparsity,
+        "file": STUDENT_ZLIB_FILE if compress else STUDENT_FILE,
         "bytes": {
             "fp32_state_dict": state_dict_bytes(fp32),
             "fp32_torchscript": _scripted_bytes(fp32, example),

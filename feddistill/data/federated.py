@@ -36,7 +36,11 @@ class FederatedData:
             ``kmeans`` partitioner partition ``k`` is domain ``k``.
         num_domains: number of domains D.
         domain_model: the fixed feature space + centroids that define the domains
-            (``predict`` gives the domain of any image, e.g. of the proxy set).
+            (``predict`` gives the domain of any image, e.g. of the proxy set); None
+            for datasets with named domains.
+        target_domains: domain ids held out of training (``target-domains``); empty
+            when every domain is a source.
+        domain_names: a name per domain id (empty for KMeans domains of the default path).
     """
 
     splits: DataSplits
@@ -45,6 +49,8 @@ class FederatedData:
     partition_domains: list[int]
     num_domains: int
     domain_model: DomainModel | None = None
+    target_domains: tuple[int, ...] = ()
+    domain_names: tuple[str, ...] = ()
 
     def partition_label_counts(self) -> np.ndarray:
         """Samples per class in each partition, int64, shape (num_partitions, K)."""
@@ -114,6 +120,42 @@ def _prepare(
     )
 
 
+_DOMAIN_FIELDS = (
+    "dataset",
+    "data_root",
+    "download",
+    "proxy_fraction",
+    "test_fraction",
+    "partitioner",
+    "num_partitions",
+    "dirichlet_alpha",
+    "min_partition_size",
+    "seed",
+    "target_domains",
+    "proxy_set",
+    "num_domains",
+)
+
+
+def uses_domain_path(cfg: RunConfig) -> bool:
+    """Named domains, target-domains or a domain partitioner: see :mod:`.target_domains`."""
+    from feddistill.data.domain_datasets import DOMAIN_DATASET_NAMES
+
+    return (
+        cfg.dataset in DOMAIN_DATASET_NAMES
+        or bool(cfg.target_domain_ids())
+        or cfg.partitioner in ("domain", "domain-dirichlet")
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _prepare_domains(*values: object) -> FederatedData:
+    from feddistill.data.target_domains import prepare_domain_data
+
+    fields = dict(zip(_DOMAIN_FIELDS, values, strict=True))
+    return prepare_domain_data(RunConfig(**fields))  # type: ignore[arg-type]
+
+
 def prepare_federated_data(cfg: RunConfig) -> FederatedData:
     """Load, split and partition the run's dataset and fit its input domains.
 
@@ -143,18 +185,21 @@ def prepare_federated_data(cfg: RunConfig) -> FederatedData:
     References:
         Label skew by Dirichlet proportions: Hsu et al., arXiv:1909.06335.
     """
-    data = _prepare(
-        cfg.dataset,
-        cfg.data_root,
-        cfg.download,
-        cfg.proxy_fraction,
-        cfg.test_fraction,
-        cfg.partitioner,
-        cfg.num_partitions,
-        cfg.dirichlet_alpha,
-        cfg.min_partition_size,
-        cfg.seed,
-    )
+    if uses_domain_path(cfg):
+        data = _prepare_domains(*(getattr(cfg, f) for f in _DOMAIN_FIELDS))
+    else:
+        data = _prepare(
+            cfg.dataset,
+            cfg.data_root,
+            cfg.download,
+            cfg.proxy_fraction,
+            cfg.test_fraction,
+            cfg.partitioner,
+            cfg.num_partitions,
+            cfg.dirichlet_alpha,
+            cfg.min_partition_size,
+            cfg.seed,
+        )
     logger.info(
         "federated data: %s, %d partitions %s, %d domains",
         cfg.dataset,

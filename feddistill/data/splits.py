@@ -88,6 +88,32 @@ def split_sizes(
     return n_train, n_proxy, n_test
 
 
+def split_indices(
+    num_samples: int, proxy_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted row indices of the train, proxy and test parts (see :func:`split_dataset`).
+
+    Args:
+        num_samples: dataset size N.
+        proxy_fraction: share of N for the proxy set, in (0, 1).
+        test_fraction: share of N for the test set, in (0, 1); the two sum to < 1.
+        seed: seed of the permutation, >= 0.
+
+    Returns:
+        ``(train_idx, proxy_idx, test_idx)``: disjoint sorted int64 arrays covering 0..N-1.
+
+    Raises:
+        ValueError: see :func:`split_sizes`.
+    """
+    _, n_proxy, n_test = split_sizes(num_samples, proxy_fraction, test_fraction)
+    perm = np.random.default_rng(seed).permutation(num_samples)
+    return (
+        np.sort(perm[n_proxy + n_test :]),
+        np.sort(perm[:n_proxy]),
+        np.sort(perm[n_proxy : n_proxy + n_test]),
+    )
+
+
 def split_dataset(
     ds: ArrayDataset, proxy_fraction: float, test_fraction: float, seed: int
 ) -> DataSplits:
@@ -111,11 +137,8 @@ def split_dataset(
         ValueError: see :func:`split_sizes`.
     """
     num_samples = len(ds)
-    _, n_proxy, n_test = split_sizes(num_samples, proxy_fraction, test_fraction)
-    perm = np.random.default_rng(seed).permutation(num_samples)
-    proxy_idx = torch.from_numpy(np.sort(perm[:n_proxy]))
-    test_idx = torch.from_numpy(np.sort(perm[n_proxy : n_proxy + n_test]))
-    train_idx = torch.from_numpy(np.sort(perm[n_proxy + n_test :]))
+    train_np, proxy_np, test_np = split_indices(num_samples, proxy_fraction, test_fraction, seed)
+    train_idx, proxy_idx, test_idx = (torch.from_numpy(i) for i in (train_np, proxy_np, test_np))
     logger.info(
         "split %s (seed %d): train %d, proxy %d, test %d",
         ds.name,

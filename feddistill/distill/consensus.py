@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from feddistill.distill.kd3a import KD3A_MODES, kd3a_consensus
 from feddistill.distill.losses import soft_labels
 
 CONSENSUS_MODES: tuple[str, ...] = (
@@ -21,6 +22,7 @@ CONSENSUS_MODES: tuple[str, ...] = (
     "domain",
     "cluster-mean",
     "era",
+    *KD3A_MODES,
 )
 # ERA's sharpening temperature on the averaged probabilities (DS-FL uses 0.1)
 ERA_TEMPERATURE = 0.1
@@ -162,6 +164,7 @@ def consensus(
     affinity: Tensor | None = None,
     num_clusters: int = 2,
     seed: int = 0,
+    num_examples: Tensor | None = None,
     client_weights: Tensor | None = None,
 ) -> Tensor:
     """Consensus soft labels on the proxy set from N clients' logits.
@@ -182,6 +185,9 @@ def consensus(
     - ``era`` (DS-FL's entropy reduction aggregation): the ``mean`` consensus p,
       sharpened as ``softmax(p / 0.1)`` (:data:`ERA_TEMPERATURE`), which lowers the
       entropy of the averaged soft labels of non-IID clients.
+    - ``knowledge-vote`` / ``consensus-focus``: KD3A's modes
+      (:func:`~feddistill.distill.kd3a.kd3a_consensus`); a sample without a confident
+      teacher is dropped: its row is all zeros.
 
     Args:
         logits: client logits on the proxy set, shape (N clients, B samples, K classes).
@@ -192,12 +198,15 @@ def consensus(
         num_clusters: clusters per sample for ``cluster-mean``, >= 1.
         seed: accepted for interface stability; every mode is deterministic without
             randomness, so the result does not depend on it.
+        num_examples: clients' training samples, shape (N,), for ``consensus-focus``
+            (None = equal); ignored otherwise.
         client_weights: optional per-client factor, shape (N,), positive and finite;
             each mode's weights are multiplied by it (e.g. Consensus Focus weights of
             :mod:`feddistill.distill.robust_consensus`).
 
     Returns:
-        Soft labels, shape (B, K), float32; each row sums to 1.
+        Soft labels, shape (B, K), float32; each row sums to 1 (a row a KD3A mode
+        dropped is all zeros).
 
     Raises:
         ValueError: if ``logits`` is not (N, B, K) with N, B, K >= 1 or is non-finite,
@@ -208,7 +217,8 @@ def consensus(
 
     References:
         FedMD, arXiv:1910.03581; FedDF, arXiv:2006.07242; Hinton et al.,
-        arXiv:1503.02531; DS-FL (ERA), Itahara et al., arXiv:2008.06180.
+        arXiv:1503.02531; DS-FL (ERA), Itahara et al., arXiv:2008.06180; KD3A,
+        arXiv:2011.09757.
     """
     del seed  # deterministic by construction
     if mode not in CONSENSUS_MODES:
@@ -218,6 +228,8 @@ def consensus(
     _check_logits(logits)
     soft_labels(logits[:1, :1], temperature)  # validates T before any work
     n, b, _ = logits.shape
+    if mode in KD3A_MODES:
+        return kd3a_consensus(logits, mode, temperature, num_examples=num_examples)
     if mode in ("mean", "era"):
         weights = torch.ones(n, b, device=logits.device)
     elif mode == "confidence":

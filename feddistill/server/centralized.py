@@ -15,6 +15,11 @@ from feddistill.clients.train import resolve_device, train_supervised
 from feddistill.config import RunConfig
 from feddistill.data import prepare_federated_data
 from feddistill.models import build_model
+from feddistill.server.domain_results import (
+    append_domain_report,
+    domain_summary,
+    plot_domain_curves,
+)
 from feddistill.server.evaluate import evaluate_by_domain
 from feddistill.server.loop import build_summary, save_label_plot
 from feddistill.server.plots import plot_run
@@ -47,7 +52,12 @@ def run_centralized(cfg: RunConfig, on_row: Any = None) -> dict[str, Any]:
             device,
         )
         metrics = evaluate_by_domain(
-            student, splits.test_x, splits.test_y, data.test_domains, device
+            student,
+            splits.test_x,
+            splits.test_y,
+            data.test_domains,
+            device,
+            target_domains=data.target_domains,
         )
         row = {
             "round": server_round,
@@ -80,8 +90,11 @@ def run_centralized(cfg: RunConfig, on_row: Any = None) -> dict[str, Any]:
         out / "student",
         sparsity=cfg.export_sparsity,
     )
+    summary.update(domain_summary(data, rows))
     write_summary(out, summary)
     write_report(out, summary, rows)
+    append_domain_report(out, summary)
     plot_run(out, rows, summary)  # accuracy only: nothing is sent
+    plot_domain_curves(out, data, rows)
     save_label_plot(data, cfg, out)
     return summary

@@ -19,18 +19,25 @@ from flwr.serverapp import Grid
 from torch import Tensor
 
 from feddistill import protocol as P
-from feddistill.clients.train import predict_logits, resolve_device
+from feddistill.clients.train import few_steps_warning, predict_logits, resolve_device
 from feddistill.cluster.remote import distill_on_gpu_node
 from feddistill.compression import UpdateCompression, encode_tensors
 from feddistill.compression.downlink import ReplicaBook
+from feddistill.compression.pruning import resize_to_state
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData, prepare_federated_data
 from feddistill.distill import consensus as build_consensus
+from feddistill.distill.kd3a import kept_samples
 from feddistill.distill.subset import proxy_subset, subset_rows
 from feddistill.models import buffer_names, build_model
 from feddistill.progress import record_phase
 from feddistill.server.aggregate import apply_update
 from feddistill.server.checkpoint import load_latest_checkpoint, save_checkpoint
+from feddistill.server.domain_results import (
+    append_domain_report,
+    domain_summary,
+    plot_domain_curves,
+)
 from feddistill.server.downlink_round import downlink_columns, downlink_config, total_ratio_column
 from feddistill.server.evaluate import evaluate_by_domain
 from feddistill.server.logits_only import client_accuracy_columns, latest_client_accuracy
@@ -42,7 +49,10 @@ from feddistill.server.results import (
     write_summary,
 )
 from feddistill.server.robust import robust_policy, robustness_columns
+from feddistill.server.sparse import GlobalMask
 from feddistill.server.strategy import FedDistill, RoundOutcome
+from feddistill.server.surgery import channel_pruning_due, prune_global_channels, retarget
+from feddistill.timing import flush, reset, timed
 
 logger = logging.getLogger(__name__)
 QUERY_PARTITION = "partition"
@@ -130,8 +140,19 @@ class FederationRun:
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         record_phase(self.out, f"loading data ({cfg.dataset}, {cfg.num_partitions} partitions)")
-        self.data: FederatedData = prepare_federated_data(cfg)
+        reset()  # phase seconds of this run only (feddistill.timing)
+        with timed("data_loading"):
+            self.data: FederatedData = prepare_federated_data(cfg)
         self.device = resolve_device(cfg.device)
+        few = few_steps_warning(
+            [len(p) for p in self.data.partitions],
+            cfg.local_epochs,
+            cfg.local_steps,
+            cfg.batch_size,
+        )
+        if few is not None:
+            logger.warning("%s", few)
+            record_phase(self.out, few)  # shown by `feddistill run` like a phase
         self.plan = P.plan_for(cfg)
         splits = self.data.splits
         self.student = build_model(
@@ -162,6 +183,7 @@ class FederationRun:
                 ),
                 initial={k: v for k, v in _state(self.student).items() if k in params},
             )
+        self.mask = GlobalMask(cfg, self.student)  # in-federation sparsity (issue 12)
         self.rows: list[dict[str, Any]] = []
         self.proxy_idx = torch.arange(len(splits.proxy_x))  # this round's proxy rows
         self.consensus: Tensor | None = None
@@ -177,7 +199,9 @@ class FederationRun:
             save_run_config(cfg)
         if ckpt is not None:
             try:
+                resize_to_state(self.student, ckpt["student"])  # a channel-pruned student
                 self.student.load_state_dict(ckpt["student"])
+                retarget(self.strategy, _state(self.student), buffer_names(self.student))
             except RuntimeError as exc:
                 raise OutDirInUse(
                     f"the checkpoint in {cfg.out_dir!r} does not fit student-model="
@@ -186,6 +210,8 @@ class FederationRun:
             self.rows, self.consensus = ckpt["rows"], ckpt["consensus"]
             if self.replicas is not None:
                 self.replicas.replicas = dict(ckpt.get("replicas", {}))
+            if "mask" in ckpt:
+                self.mask.load_state_dict(ckpt["mask"])
             self.start_round, self.wall_offset = int(ckpt["round"]), float(ckpt["wall_seconds"])
             logger.info(
                 "resuming after round %d from %s", self.start_round, self.out / "checkpoints"
@@ -223,10 +249,22 @@ class FederationRun:
         consensus_bytes = b""
         if self.consensus is not None and self.plan.uses_kd:
             # fp16 on the downlink: soft labels need finer steps than 8 bits give.
-            consensus_bytes = encode_tensors(
-                {P.SOFT_LABELS_TENSOR: self.consensus}, bit_width=self.cfg.consensus_bit_width
-            )
+            with timed("encode"):
+                consensus_bytes = encode_tensors(
+                    {P.SOFT_LABELS_TENSOR: self.consensus}, bit_width=self.cfg.consensus_bit_width
+                )
             config[P.CONSENSUS] = consensus_bytes
+        if channel_pruning_due(self.cfg, server_round):
+            removed = prune_global_channels(
+                self.student,
+                self.data.splits.proxy_x[:1],
+                self.cfg.channel_pruning_ratio,
+                self.cfg.channel_pruning_norm,
+            )
+            retarget(self.strategy, _state(self.student), buffer_names(self.student))
+            logger.info("round %d: channel pruning removed %d parameters", server_round, removed)
+        self.mask.step(server_round, self.student)
+        self.strategy.masks, self.strategy.mask_version = self.mask.active(), self.mask.version
         global_state = _state(self.student)
         arrays = ArrayRecord(global_state)
         student_bytes: dict[int, int] = {}  # partition -> exact student bytes sent down
@@ -243,13 +281,15 @@ class FederationRun:
                 student_bytes,
             )
         messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
+        mask_bytes = self.mask.attach(messages, self.strategy.node_partitions)
         replies = list(grid.send_and_receive(messages, timeout=self.timeout_s))
         splits = self.data.splits
         self.proxy_idx = proxy_subset(
             len(splits.proxy_x), self.cfg.logits_subset, self.cfg.seed, server_round
         )
         self.strategy.proxy_size = len(self.proxy_idx)  # this round's teacher logits (b, K)
-        outcome = self.strategy.aggregate_round(server_round, replies)
+        with timed("server_aggregation"):  # includes "decode_server"
+            outcome = self.strategy.aggregate_round(server_round, replies)
         if self.replicas is not None:
             self.replicas.commit(r.partition_id for r in outcome.accepted)
         if len(replies) < len(messages):
@@ -263,14 +303,20 @@ class FederationRun:
             )
         self.student.load_state_dict(apply_update(global_state, outcome.update, outcome.buffers))
         self.consensus = outcome.consensus
-        distill_loss = self.server_distill(global_state, outcome)
-        metrics = evaluate_by_domain(
-            self.student,
-            self.data.splits.test_x,
-            self.data.splits.test_y,
-            self.data.test_domains,
-            self.device,
-        )
+        with timed("server_distillation"):
+            distill_loss = self.server_distill(global_state, outcome)
+        if self.mask.enabled:  # server distillation must not revive pruned weights
+            self.student.load_state_dict(self.mask.apply(_state(self.student)))
+            self.mask.accepted([r.partition_id for r in outcome.accepted])
+        with timed("evaluation"):
+            metrics = evaluate_by_domain(
+                self.student,
+                self.data.splits.test_x,
+                self.data.splits.test_y,
+                self.data.test_domains,
+                self.device,
+                target_domains=self.data.target_domains,
+            )
         row = self.make_row(
             server_round, metrics, outcome, len(messages), global_state, consensus_bytes
         )
@@ -279,23 +325,37 @@ class FederationRun:
         total_ratio_column(row, self.rows, self.fp32_update_bytes)
         row.update(client_accuracy_columns(outcome))
         row["server_distill_loss"] = distill_loss
+        if self.mask.enabled or self.cfg.channel_pruning_ratio > 0:
+            row["student_parameters"] = sum(p.numel() for p in self.student.parameters())
+            for name in ("client_seconds", "student_seconds"):
+                row[f"{name}_mean"] = sum(r.metrics.get(name, 0.0) for r in outcome.accepted) / len(
+                    outcome.accepted
+                )
+        if self.mask.enabled:
+            row["global_sparsity"] = self.mask.sparsity
+            row["downlink_mask_bytes"] = mask_bytes
+            row["downlink_bytes"] += mask_bytes
+            row["cumulative_downlink_bytes"] += mask_bytes
         row.update(robustness_columns(outcome.actions, outcome.failures))
         row["round_seconds"] = time.perf_counter() - t0
         row["wall_seconds"] = time.perf_counter() - t_start
         self.rows.append(row)
-        write_rows(self.out, self.rows)
-        write_placement(self.out, server_round, outcome)
-        save_checkpoint(
-            self.out / "checkpoints",
-            server_round,
-            {
-                "student": _state(self.student),
-                "consensus": self.consensus,
-                "rows": self.rows,
-                "wall_seconds": row["wall_seconds"],
-                "replicas": self.replicas.state() if self.replicas is not None else {},
-            },
-        )
+        with timed("checkpoint_io"):
+            write_rows(self.out, self.rows)
+            write_placement(self.out, server_round, outcome)
+            save_checkpoint(
+                self.out / "checkpoints",
+                server_round,
+                {
+                    "student": _state(self.student),
+                    "consensus": self.consensus,
+                    "rows": self.rows,
+                    "wall_seconds": row["wall_seconds"],
+                    **({"mask": self.mask.state_dict()} if self.mask.enabled else {}),
+                    "replicas": self.replicas.state() if self.replicas is not None else {},
+                },
+            )
+        flush(self.out)
         logger.info(
             "round %d: accuracy %.4f loss %.4f uplink %d B downlink %d B total %.1fx "
             "below fp32 FedAvg failed %d",
@@ -313,7 +373,9 @@ class FederationRun:
         """(B, K) logits on the proxy set of the global student after `update`."""
         splits = self.data.splits
         model = build_model(self.cfg.student_model, splits.in_shape, splits.num_classes)
-        model.load_state_dict(apply_update(_state(self.student), update))
+        state = apply_update(_state(self.student), update)
+        resize_to_state(model, state)
+        model.load_state_dict(state)
         return predict_logits(model, subset_rows(splits.proxy_x, self.proxy_idx), self.device)
 
     def server_distill(self, global_state: dict[str, Tensor], outcome: RoundOutcome) -> float:
@@ -326,6 +388,7 @@ class FederationRun:
         if target is None:  # FedDF proper: the ensemble of the clients' own students
             splits = self.data.splits
             client_model = build_model(self.cfg.student_model, splits.in_shape, splits.num_classes)
+            resize_to_state(client_model, global_state)
             logits = []
             for result in outcome.accepted:
                 client_model.load_state_dict(
@@ -335,11 +398,14 @@ class FederationRun:
             target = build_consensus(
                 torch.stack(logits), "mean", self.cfg.temperature
             )  # (N,B,K) -> (B,K)
+        keep = kept_samples(target)  # (B,): KD3A modes drop unconfident samples (zero rows)
+        if not bool(keep.any()):
+            return 0.0
         # On a GPU node of the Ray cluster when this process has no GPU and one is free.
         return distill_on_gpu_node(
             self.student,
-            proxy,
-            target,
+            proxy[keep],
+            target[keep],
             num_gpus=0.1,
             temperature=self.cfg.temperature,
             epochs=epochs,
@@ -407,22 +473,30 @@ class FederationRun:
             f"exporting student ({self.cfg.student_model}, int8 and pruned)",
             rows_done=len(self.rows),
         )
-        export = export_student(
-            self.student,
-            splits.proxy_x,
-            splits.test_x,
-            splits.test_y,
-            self.out / "student",
-            sparsity=self.cfg.export_sparsity,
-        )
+        with timed("export"):
+            export = export_student(
+                self.student,
+                splits.proxy_x,
+                splits.test_x,
+                splits.test_y,
+                self.out / "student",
+                # a sparse run exports its own trained mask (pruning more only if asked)
+                sparsity=max(self.cfg.export_sparsity, self.mask.sparsity),
+                compress=self.mask.enabled,
+            )
         last = self.rows[-1]
         summary = build_summary(self.cfg, self.rows, wall_seconds, status="completed")
         summary["student_export"] = export
         summary["final_worst_domain_accuracy"] = last.get("worst_domain_accuracy")
+        summary.update(domain_summary(self.data, self.rows))
         record_phase(self.out, "writing report.md and plots", rows_done=len(self.rows))
-        write_report(self.out, summary, self.rows)
-        plot_run(self.out, self.rows, summary)
-        save_label_plot(self.data, self.cfg, self.out)
+        with timed("report_plots"):
+            write_report(self.out, summary, self.rows)
+            plot_run(self.out, self.rows, summary)
+            append_domain_report(self.out, summary)
+            plot_domain_curves(self.out, self.data, self.rows)
+            save_label_plot(self.data, self.cfg, self.out)
+        flush(self.out)
         # last: summary.json tells `feddistill run` the run is over, and it then stops
         # every process of the run, this one included
         write_summary(self.out, summary)

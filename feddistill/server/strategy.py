@@ -22,7 +22,9 @@ from torch import Tensor
 
 from feddistill import protocol as P
 from feddistill.compression import CodecError, decode_update
+from feddistill.compression.masks import packed_shapes, unpack_unmasked
 from feddistill.distill import consensus as build_consensus
+from feddistill.distill.kd3a import KD3A_MODES
 from feddistill.server.aggregate import (
     RejectedUpdate,
     fedavg,
@@ -31,6 +33,7 @@ from feddistill.server.aggregate import (
 )
 from feddistill.server.robust import ClientAction, RobustPolicy, aggregate_updates
 from feddistill.server.robust_round import robust_round_consensus
+from feddistill.timing import timed
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +153,10 @@ class FedDistill(FedAvg):
         self.reference_fn: Callable[[dict[str, Tensor]], Tensor] | None = None
         # partition id -> extra config of its own message (downlink deltas); set by the loop
         self.per_partition_config: Callable[[int], ConfigRecord] | None = None
+        # the global keep-mask (set by the loop when target-sparsity > 0): replies carry
+        # only kept coordinates of masked tensors and must name this mask version
+        self.masks: dict[str, Tensor] = {}
+        self.mask_version = 0
 
     def sample_partitions(self, server_round: int, num_partitions: int) -> list[int]:
         """Seeded sample of partition ids for `server_round`, sorted."""
@@ -216,10 +223,17 @@ class FedDistill(FedAvg):
             raise RejectedUpdate(
                 f"logits-only clients upload no student update, got {len(update_bytes)} bytes"
             )
+        version = int(metrics.get(P.MASK_VERSION, 0))
+        if version != self.mask_version:
+            raise RejectedUpdate(
+                f"update made with mask version {version}, the round's mask is "
+                f"version {self.mask_version}"
+            )
         try:
             update: dict[str, Tensor] = {}
             if self.plan.uploads_student:
-                update = decode_update(update_bytes, self._shapes(self.param_template))
+                shapes = packed_shapes(self._shapes(self.param_template), self.masks)
+                update = unpack_unmasked(decode_update(update_bytes, shapes), self.masks)
             buffers: dict[str, Tensor] = {}
             if self.buffer_template and self.plan.uploads_student:
                 buffers = decode_update(buffers_bytes, self._shapes(self.buffer_template))
@@ -277,7 +291,8 @@ class FedDistill(FedAvg):
                 )
                 continue
             try:
-                result = self.decode_reply(msg)
+                with timed("decode_server"):  # decode and validation of one reply
+                    result = self.decode_reply(msg)
             except RejectedUpdate as exc:
                 outcome.failures.append(f"node {node}: rejected: {exc}")
                 continue
@@ -314,7 +329,9 @@ class FedDistill(FedAvg):
                 log_affinity = [cast(Tensor, r.affinity) for r in outcome.accepted]
                 affinity = torch.stack(log_affinity).exp()  # (N, B)
                 affinity = affinity.clamp_min(1e-12)
-                if self.robust.robust_consensus:
+                # KD3A's modes carry their own defence (Knowledge Vote's agreement gate,
+                # Consensus Focus' contribution weights); the others get the robust path
+                if self.robust.robust_consensus and self.plan.consensus not in KD3A_MODES:
                     update = cast(dict[str, Tensor], outcome.update)
                     reference = self.reference_fn(update) if self.reference_fn else None
                     outcome.consensus, actions = robust_round_consensus(
@@ -334,6 +351,7 @@ class FedDistill(FedAvg):
                         self.temperature,
                         affinity=affinity,
                         seed=self.seed,
+                        num_examples=torch.tensor([r.num_examples for r in outcome.accepted]),
                     )
         return outcome
 

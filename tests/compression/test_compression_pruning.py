@@ -161,3 +161,32 @@ def test_bad_pruning_ratio(ratio: float) -> None:
 def test_channel_pruning_needs_a_classifier() -> None:
     with pytest.raises(ValueError, match="final nn.Linear"):
         prune_channels(nn.Conv2d(1, 2, 3), torch.zeros(1, 1, 5, 5), 0.5)
+
+
+def _two_unit_mlp() -> nn.Module:
+    # hidden unit 0: weights (3, 0, 0, 0): L1 = 3, L2^2 = 9; unit 1: (1, 1, 1, 1): L1 = 4, L2^2 = 4
+    model = nn.Sequential(nn.Linear(4, 2), nn.ReLU(), nn.Linear(2, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[3.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]))
+        model[0].bias.zero_()
+        model[2].weight.zero_()
+        model[2].bias.zero_()
+    return model
+
+
+@pytest.mark.parametrize(
+    ("norm", "kept_row"), [(1, [1.0, 1.0, 1.0, 1.0]), (2, [3.0, 0.0, 0.0, 0.0])]
+)
+def test_channel_norm_picks_the_unit_kept(norm: int, kept_row: list[float]) -> None:
+    # Prepare
+    model = _two_unit_mlp()
+    # Execute: remove 1 of the 2 hidden units
+    prune_channels(model, torch.zeros(1, 4), 0.5, norm=norm)
+    # Assert: L1 keeps unit 1 (4 > 3), L2 keeps unit 0 (9 > 4)
+    assert model[0].weight.tolist() == [kept_row]
+
+
+def test_channel_norm_other_than_1_or_2_is_refused() -> None:
+    # Execute / Assert
+    with pytest.raises(ValueError, match="norm must be 1 or 2, got 3"):
+        prune_channels(_two_unit_mlp(), torch.zeros(1, 4), 0.5, norm=3)

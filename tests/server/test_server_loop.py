@@ -1,6 +1,6 @@
 """The server's round loop with the real ClientApp, called in process (no Ray).
 
-A tiny in-process Grid hands each message to `feddistill.clients.app.app`, so the
+feddistill.inprocess's Grid hands each message to `feddistill.clients.app.app`, so the
 loop, the strategy, the client round and the codec run exactly as under Flower,
 minus the transport. The e2e tests cover the same job through Ray and a SuperLink.
 """
@@ -11,11 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
-from flwr.app import Context, Error, Message, RecordDict
 
 from feddistill import protocol as P
-from feddistill.clients.app import app as client_app
 from feddistill.config import from_mapping
+from feddistill.inprocess import InProcessGrid
 from feddistill.server.loop import FederationRun, OutDirInUse, discover_partitions
 from feddistill.server.strategy import FedDistill
 
@@ -28,35 +27,6 @@ SMALL = {
     "student-model": "mlp",
     "batch-size": 64,
 }
-
-
-class InProcessGrid:
-    """Just enough of flwr's Grid: node ids and synchronous send_and_receive."""
-
-    def __init__(self, cfg, extra_nodes: int = 0) -> None:
-        n = cfg.num_partitions + extra_nodes
-        self.contexts = {
-            1000 + p: Context(
-                run_id=1,
-                node_id=1000 + p,
-                state=RecordDict(),
-                run_config=cfg.to_kebab(),
-                node_config={"partition-id": p, "num-partitions": n},
-            )
-            for p in range(n)
-        }
-
-    def get_node_ids(self):
-        return list(self.contexts)
-
-    def send_and_receive(self, messages, timeout=None):
-        replies = []
-        for m in messages:
-            try:
-                replies.append(client_app(m, self.contexts[m.metadata.dst_node_id]))
-            except Exception as exc:  # Flower turns a ClientApp exception into an error reply
-                replies.append(Message(Error(code=1, reason=f"Message: {exc}"), reply_to=m))
-        return replies
 
 
 def make_cfg(tmp_path, **extra):
