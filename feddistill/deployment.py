@@ -43,6 +43,7 @@ from feddistill.engine import (
     write_run_toml,
 )
 from feddistill.lifeline import spawn
+from feddistill.progress import pump_without_ansi
 from feddistill.proxy import nginx_argv, write_nginx_config
 
 CONNECTION = "feddistill-deployment"
@@ -544,7 +545,8 @@ class LocalDeployment:
         write_run_toml(cfg, run_toml)
         t = time.monotonic()
         log_path = out / "flower.log"
-        with log_path.open("ab") as log:
+        log = log_path.open("ab")  # closed by the pump when `flwr run` ends (no ANSI codes)
+        try:
             flwr = spawn(
                 [
                     str(Path(sys.executable).parent / "flwr"),
@@ -557,9 +559,13 @@ class LocalDeployment:
                 ],
                 env=self.env(self.cli_home),
                 cwd=out,
-                stdout=log,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
             )
+        except BaseException:
+            log.close()
+            raise
+        pump_without_ansi(flwr.stdout, log, close_log=True)
         self.group.track(flwr.pid)
         deadline = time.monotonic() + timeout_s
         while flwr.poll() is None and not summary_path.is_file():

@@ -165,7 +165,7 @@ def follow_progress(
     return emit_new_rows(out / "metrics.jsonl", seen_rows, on_row), seen_phases
 
 
-def pump_without_ansi(source: Any, log: Any) -> threading.Thread:
+def pump_without_ansi(source: Any, log: Any, close_log: bool = False) -> threading.Thread:
     """Copy a child's output to `log` line by line without ANSI escape codes.
 
     Flower's console handler colours its log lines unconditionally (``colored=True``
@@ -175,6 +175,7 @@ def pump_without_ansi(source: Any, log: Any) -> threading.Thread:
     Args:
         source: the child's stdout (a binary pipe).
         log: the binary log file; lines are written whole and flushed.
+        close_log: close `log` when the pipe closes (the pump owns the file).
 
     Returns:
         The started daemon thread; it ends when the pipe closes.
@@ -185,6 +186,8 @@ def pump_without_ansi(source: Any, log: Any) -> threading.Thread:
             log.write(ANSI_ESCAPE.sub(b"", line))
             log.flush()
         source.close()
+        if close_log:
+            log.close()
 
     thread = threading.Thread(target=copy, daemon=True)
     thread.start()

@@ -101,6 +101,7 @@ def test_two_round_job_completes_through_tls_and_auth(deployment, tmp_path):
     assert summary["status"] == "completed", summary.get("error")
     assert summary["rounds"] == 2
     assert len((tmp_path / "out" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert b"\x1b[" not in (tmp_path / "out" / "flower.log").read_bytes()  # no ANSI codes
     assert [n["status"] for n in nodes(deployment)] == ["online", "online"]
     for i in range(2):  # each SuperNode kept its client state where its node-config said
         assert any((deployment.workdir / f"supernode-{i}" / "state").rglob("*")), i
