@@ -96,7 +96,9 @@ def run_local_deployment(cfg: RunConfig, on_row: Any) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     from feddistill.config import from_mapping
     from feddistill.engine import (
+        check_data_splits,
         check_dataset_available,
+        check_device,
         check_local_resources,
         check_out_dir,
         load_run_config,
@@ -134,9 +136,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     # every check that can fail fast runs before the out-dir is touched
     lock = OutDirLock(cfg.out_dir)
     lock.check_free()
-    if cfg.strategy != "centralized" and args.engine == "simulation" and not args.ray_address:
-        check_local_resources(cfg)
+    if not args.ray_address:
+        check_device(cfg)
+        if cfg.strategy != "centralized" and args.engine == "simulation":
+            check_local_resources(cfg)
     check_dataset_available(cfg)
+    check_data_splits(cfg)
     if not args.resume:
         check_out_dir(cfg)
     with lock:  # held for the whole run; the kernel drops it if this process dies

@@ -278,7 +278,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from feddistill.terminal import make_console
 
     console = make_console()
-    groups, files = compare([Path(d) for d in args.dirs], Path(args.out))
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file; give a folder for the comparison")
+    groups, files = compare([Path(d) for d in args.dirs], out)
     table = Table("run", "seed", "folder", *(title for _, title in COLUMNS))
     for cells in table_rows(groups):
         table.add_row(*cells)

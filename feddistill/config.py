@@ -177,6 +177,11 @@ class RunConfig:
             "channel_pruning_ratio", self.channel_pruning_ratio, low=0.0, high=1.0, high_open=True
         )
         _check_range("channel_pruning_round", self.channel_pruning_round, low=1)
+        if self.channel_pruning_ratio > 0 and self.channel_pruning_round > self.num_server_rounds:
+            raise ValueError(
+                f"channel-pruning-round={self.channel_pruning_round} is after the last round "
+                f"(num-server-rounds={self.num_server_rounds}); allowed: 1..{self.num_server_rounds}"
+            )
         _check_choice("channel-pruning-norm", self.channel_pruning_norm, (1, 2))
         if self.channel_pruning_ratio > 0 and self.target_sparsity > 0:
             raise ValueError(

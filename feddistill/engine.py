@@ -182,6 +182,38 @@ def check_dataset_available(cfg: RunConfig) -> None:
         load_mnist_usps(cfg.data_root, download=False)
 
 
+def check_device(cfg: RunConfig) -> None:
+    """Fail before anything starts if ``device=cuda`` is asked for on a machine without CUDA.
+
+    Raises:
+        ValueError: naming the key and what is allowed here.
+    """
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(
+                "device='cuda' but this machine has no CUDA device; allowed here: auto, cpu "
+                "(or --ray-address to a cluster with GPUs)"
+            )
+
+
+def check_data_splits(cfg: RunConfig) -> None:
+    """Fail before anything starts if the data cannot be split as configured.
+
+    Builds the splits and partitions once in this process (the same, seeded, as the
+    run's), so errors that depend on the data (too many partitions for the samples,
+    target domains the dataset does not have, no source domain left) come before the
+    out-dir is touched.
+
+    Raises:
+        ValueError: as :func:`feddistill.data.prepare_federated_data`.
+    """
+    from feddistill.data import prepare_federated_data
+
+    prepare_federated_data(cfg)
+
+
 def load_run_config(out: Path) -> dict[str, Any]:
     """The config a previous run in `out` was started with.
 

@@ -112,3 +112,17 @@ def test_compare_command_prints_the_table_and_the_files(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "80.00" in out
     assert f"written: {tmp_path / 'cmp' / 'compare.md'}," in out
+
+
+def test_compare_out_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    # Prepare
+    from feddistill.cli import main
+
+    target = tmp_path / "afile"
+    target.write_text("mine")
+    # Execute
+    code = main(["compare", str(tmp_path), "--out", str(target)])
+    # Assert
+    assert code == 2
+    assert f"--out '{target}' is a file" in capsys.readouterr().err
+    assert target.read_text() == "mine"

@@ -219,3 +219,8 @@ def test_channel_pruning_with_a_compressed_downlink_is_refused():
 def test_teacher_rounds_with_a_logits_subset_is_refused():
     with pytest.raises(ValueError, match="teacher-rounds=2 resends cached logits"):
         from_mapping({"teacher-rounds": 2, "logits-subset": 0.5})
+
+
+def test_channel_pruning_after_the_last_round_is_refused():
+    with pytest.raises(ValueError, match="channel-pruning-round=99 is after the last round"):
+        from_mapping({"channel-pruning-ratio": 0.5, "channel-pruning-round": 99})

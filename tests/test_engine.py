@@ -205,3 +205,38 @@ def test_round_lines_and_phases_keep_the_order_they_were_written(tmp_path):
     # Assert
     assert shown == ["round 1/2", "row 1", "round 2/2", "row 2", "exporting student"]
     assert seen == (2, 3)
+
+
+def test_cuda_device_without_cuda_fails_before_the_out_dir_is_touched(tmp_path, monkeypatch):
+    # Prepare
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "out"
+    # Execute
+    code = cli.main(["run", "--out", str(out), "--set", "device=cuda"])
+    # Assert
+    assert code == 2 and not out.exists()
+
+
+def test_too_many_partitions_fail_before_the_out_dir_is_touched(tmp_path, capsys):
+    # Prepare
+    out = tmp_path / "out"
+    # Execute
+    code = cli.main(
+        ["run", "--out", str(out), "--set", "dataset=digits", "--set", "num-partitions=500"]
+    )
+    # Assert
+    assert code == 2 and not out.exists()
+    assert "num-partitions=500" in capsys.readouterr().err
+
+
+def test_missing_target_domain_fails_before_the_out_dir_is_touched(tmp_path, capsys):
+    # Prepare
+    out = tmp_path / "out"
+    args = ["dataset=digits-mix", "partitioner=domain", "num-partitions=2", "target-domains=7"]
+    # Execute
+    code = cli.main(["run", "--out", str(out), *[a for kv in args for a in ("--set", kv)]])
+    # Assert
+    assert code == 2 and not out.exists()
+    assert "target-domains [7] do not exist" in capsys.readouterr().err
