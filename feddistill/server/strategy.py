@@ -125,14 +125,22 @@ class FedDistill(FedAvg):
         robust: RobustPolicy | None = None,
         robust_keys: frozenset[str] | None = None,
     ) -> None:
-        super().__init__(
-            fraction_train=fraction_train,
-            fraction_evaluate=0.0,
-            min_train_nodes=min_train_nodes,
-            min_available_nodes=min_train_nodes,
-            arrayrecord_key=P.ARRAYS,
-            configrecord_key=P.CONFIG,
-        )
+        # Evaluation is the server's own (held-out test set, per domain): Flower's warning
+        # that federated evaluation is skipped says nothing to the user, so it is muted.
+        flwr_logger = logging.getLogger("flwr")
+        level = flwr_logger.level
+        flwr_logger.setLevel(logging.ERROR)
+        try:
+            super().__init__(
+                fraction_train=fraction_train,
+                fraction_evaluate=0.0,
+                min_train_nodes=min_train_nodes,
+                min_available_nodes=min_train_nodes,
+                arrayrecord_key=P.ARRAYS,
+                configrecord_key=P.CONFIG,
+            )
+        finally:
+            flwr_logger.setLevel(level)
         self.template = template
         self.plan = plan
         self.temperature = temperature
