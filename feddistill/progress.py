@@ -158,11 +158,19 @@ def follow_progress(
     Returns:
         (rows seen, phase lines seen) after this call.
     """
+    # Count the rows on disk before reading the phases: every phase that precedes one of
+    # these rows was written before it, so it is in what is read next. Rows written after
+    # the count wait for the next poll (else a row could overtake its own "round k").
+    path = out / "metrics.jsonl"
+    on_disk = (
+        len([ln for ln in path.read_text().splitlines() if ln.strip()]) if path.is_file() else 0
+    )
     new_phases, seen_phases = read_new_phases(out, seen_phases)
     for text, rows_done in new_phases:
-        seen_rows = emit_new_rows(out / "metrics.jsonl", seen_rows, on_row, rows_done)
+        upto = on_disk if rows_done is None else min(rows_done, on_disk)
+        seen_rows = emit_new_rows(path, seen_rows, on_row, upto)
         on_phase(text)
-    return emit_new_rows(out / "metrics.jsonl", seen_rows, on_row), seen_phases
+    return emit_new_rows(path, seen_rows, on_row, on_disk), seen_phases
 
 
 def pump_without_ansi(source: Any, log: Any, close_log: bool = False) -> threading.Thread:
