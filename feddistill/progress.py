@@ -167,7 +167,8 @@ def follow_progress(
     )
     new_phases, seen_phases = read_new_phases(out, seen_phases)
     for text, rows_done in new_phases:
-        upto = on_disk if rows_done is None else min(rows_done, on_disk)
+        # a phase without a row count is shown before any row not yet shown
+        upto = seen_rows if rows_done is None else min(rows_done, on_disk)
         seen_rows = emit_new_rows(path, seen_rows, on_row, upto)
         on_phase(text)
     return emit_new_rows(path, seen_rows, on_row, on_disk), seen_phases
