@@ -9,11 +9,11 @@ import json
 import struct
 
 import pytest
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import Context, RecordDict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from feddistill.clients.app import app as client_app
 from feddistill.config import from_mapping, load_config
+from feddistill.inprocess import InProcessGrid, task_identity
 from feddistill.server import app as server_app
 from feddistill.server import loop, results
 from feddistill.server.loop import FederationRun
@@ -29,40 +29,8 @@ SMALL = {
 }
 
 
-class InProcessGrid:
-    """Just enough of flwr's Grid to run the loop in process (see test_server_loop)."""
-
-    def __init__(self, cfg) -> None:
-        self.contexts = {
-            1000 + p: Context(
-                run_id=1,
-                node_id=1000 + p,
-                state=RecordDict(),
-                run_config=cfg.to_kebab(),
-                node_config={"partition-id": p, "num-partitions": cfg.num_partitions},
-            )
-            for p in range(cfg.num_partitions)
-        }
-
-    def get_node_ids(self):
-        return list(self.contexts)
-
-    def send_and_receive(self, messages, timeout=None):
-        replies = []
-        for m in messages:
-            try:
-                replies.append(client_app(m, self.contexts[m.metadata.dst_node_id]))
-            except Exception as exc:
-                replies.append(Message(Error(code=1, reason=str(exc)), reply_to=m))
-        return replies
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    from flwr.supercore.task_identity import TaskIdentity
-
-    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 1
     out = tmp_path_factory.mktemp("run")
     cfg = from_mapping({**SMALL, "out-dir": str(out)})
     present_at_summary: list[str] = []  # files in out-dir when summary.json is written
@@ -71,10 +39,9 @@ def finished_run(tmp_path_factory):
         present_at_summary.extend(sorted(p.name for p in out_dir.iterdir()))
         results.write_summary(out_dir, summary)
 
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, task_identity():
         patch.setattr(loop, "write_summary", write_summary)
-        summary = FederationRun(cfg).run(InProcessGrid(cfg))
-    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+        summary = FederationRun(cfg).run(InProcessGrid(cfg))  # type: ignore[arg-type]
     summary["present_at_summary"] = present_at_summary
     return out, cfg, summary
 
