@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from feddistill.atomic import atomic_write_text
+
 TIMINGS_DIR = "timings"
 _totals: defaultdict[str, float] = defaultdict(float)
 
@@ -55,9 +57,7 @@ def flush(out_dir: str | Path) -> None:
     """Write this process's totals to ``<out_dir>/timings/pid-<pid>.json`` (replaced)."""
     folder = Path(out_dir) / TIMINGS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"pid-{os.getpid()}.json.tmp"
-    tmp.write_text(json.dumps(totals(), sort_keys=True))
-    tmp.replace(folder / f"pid-{os.getpid()}.json")
+    atomic_write_text(folder / f"pid-{os.getpid()}.json", json.dumps(totals(), sort_keys=True))
 
 
 def read_timings(out_dir: str | Path) -> dict[str, float]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from feddistill.atomic import atomic_torch_save
 from feddistill.clients.attacks import attack_logits, attack_update
 from feddistill.clients.train import (
     KDTarget,
@@ -115,9 +116,7 @@ def save_state(state_dir: str | Path, partition_id: int, server_round: int, stat
     """
     path = state_path(state_dir, partition_id, server_round)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    atomic_torch_save(path, state)
     previous = newest_state_round(state_dir, partition_id, server_round)
     for old in _saved_rounds(state_dir, partition_id):
         if old < previous or old > server_round:

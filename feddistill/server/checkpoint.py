@@ -8,17 +8,15 @@ from typing import Any
 
 import torch
 
+from feddistill.atomic import atomic_torch_save, atomic_write_text
+
 
 def save_checkpoint(ckpt_dir: Path, server_round: int, state: dict[str, Any]) -> Path:
     """Write ``round-<r>.pt`` atomically and point ``latest`` at it; keep the last 3."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / f"round-{server_round}.pt"
-    tmp = path.with_suffix(".tmp")
-    torch.save({"round": server_round, **state}, tmp)
-    tmp.replace(path)
-    latest = ckpt_dir / "latest"
-    latest.with_suffix(".tmp").write_text(path.name)
-    latest.with_suffix(".tmp").replace(latest)
+    atomic_torch_save(path, {"round": server_round, **state})
+    atomic_write_text(ckpt_dir / "latest", path.name)
     for old in ckpt_dir.glob("round-*.pt"):
         if int(old.stem.split("-")[1]) <= server_round - 3:
             old.unlink(missing_ok=True)

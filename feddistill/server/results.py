@@ -4,12 +4,14 @@ report.md and PNG plots. Written incrementally so a killed run keeps what it had
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from feddistill.atomic import atomic_write_text
 from feddistill.config import RunConfig
 
 logger = logging.getLogger(__name__)
@@ -30,16 +32,14 @@ def write_rows(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     columns: list[str] = []
     for row in rows:  # lists (per-client events) go to metrics.jsonl only
         columns += [k for k in row if k not in columns and not isinstance(row[k], list | dict)]
-    tmp = out_dir / "metrics.csv.tmp"
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _fmt(row.get(k, "")) for k in columns})
-    tmp.replace(out_dir / "metrics.csv")
-    tmp = out_dir / "metrics.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(dict(row), sort_keys=False) + "\n" for row in rows))
-    tmp.replace(out_dir / "metrics.jsonl")
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row.get(k, "")) for k in columns})
+    atomic_write_text(out_dir / "metrics.csv", buffer.getvalue())
+    jsonl = "".join(json.dumps(dict(row), sort_keys=False) + "\n" for row in rows)
+    atomic_write_text(out_dir / "metrics.jsonl", jsonl)
 
 
 def _fmt(value: Any) -> Any:
@@ -48,9 +48,9 @@ def _fmt(value: Any) -> Any:
 
 def write_summary(out_dir: Path, summary: Mapping[str, Any]) -> None:
     """summary.json (atomic replace)."""
-    tmp = out_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(dict(summary), indent=2, default=str) + "\n")
-    tmp.replace(out_dir / "summary.json")
+    atomic_write_text(
+        out_dir / "summary.json", json.dumps(dict(summary), indent=2, default=str) + "\n"
+    )
 
 
 def write_report(
