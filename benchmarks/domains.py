@@ -92,8 +92,8 @@ def run_oracle(cfg: RunConfig) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cpu = torch.device("cpu")
-    data = prepare_federated_data(cfg)
-    x, y = target_train_set(cfg)
+    data = prepare_federated_data(cfg.data_spec())
+    x, y = target_train_set(cfg.data_spec())
     student = build_model(cfg.student_model, data.splits.in_shape, 10, seed=cfg.seed)
     t0 = time.perf_counter()
     rows = []

@@ -43,7 +43,7 @@ def configs(rounds: int) -> dict[str, list[str]]:
 
 def export_final(cfg: Any, out: Path, sparsity: float, compress: bool) -> dict[str, Any]:
     """Export the final checkpoint's student of a run; the export report."""
-    data = prepare_federated_data(cfg)
+    data = prepare_federated_data(cfg.data_spec())
     splits = data.splits
     state = load_latest_checkpoint(out / "checkpoints")["student"]
     model = build_model(cfg.student_model, splits.in_shape, splits.num_classes)

@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     try:
-        from feddistill.data.cli_partition import add_partition_parser
+        from feddistill.partition_cli import add_partition_parser
 
         add_partition_parser(sub)
     except ImportError:  # pragma: no cover - the data package is always installed

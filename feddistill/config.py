@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-DATASETS = ("mnist5k", "digits", "mnist", "fashion-mnist", "cifar10")
-DOMAIN_DATASETS = ("digits-mix", "mnist5k-rotated", "mnist-usps")  # data.domain_datasets
-PARTITIONERS = ("kmeans", "iid", "dirichlet")
-DOMAIN_PARTITIONERS = ("domain", "domain-dirichlet")  # one domain per client (data.target_domains)
-PROXY_SETS = ("target", "public")
+from feddistill.checks import check_choice as _check_choice
+from feddistill.checks import check_open_unit as _check_open_unit
+from feddistill.checks import check_range as _check_range
+from feddistill.compression.quantize import BIT_WIDTHS  # 16 = fp16, 32 = uncompressed fp32
+from feddistill.data.datasets import DATASET_NAMES as DATASETS
+from feddistill.data.domain_datasets import DOMAIN_DATASET_NAMES as DOMAIN_DATASETS
+from feddistill.data.partitioners import PARTITIONER_NAMES as PARTITIONERS
+from feddistill.data.spec import DataSpec
+from feddistill.data.target_domains import DOMAIN_PARTITIONER_NAMES as DOMAIN_PARTITIONERS
+from feddistill.data.target_domains import PROXY_SETS
+from feddistill.distill.consensus import CONSENSUS_MODES  # KD3A's modes included
+from feddistill.models import MODEL_NAMES
+
+# Names of server and client code, which import this module (tests check they agree):
 STRATEGIES = (
     "feddistill",
     "fedavg",
@@ -30,18 +38,8 @@ STRATEGIES = (
     "logits-only",
     "centralized",
 )
-CONSENSUS_MODES = ("mean", "confidence", "entropy", "domain", "cluster-mean", "era")
-KD3A_CONSENSUS_MODES = ("knowledge-vote", "consensus-focus")  # distill.kd3a
-BIT_WIDTHS = (1, 2, 4, 8, 16, 32)  # 16 = fp16, 32 = uncompressed fp32
 DEVICES = ("auto", "cpu", "cuda")
-MODEL_NAMES = ("cnn", "cnn-small", "mlp", "resnet18")  # feddistill.models registry (tested equal)
-AGGREGATORS = (
-    "fedavg",
-    "median",
-    "trimmed-mean",
-    "krum",
-    "multi-krum",
-)  # server.robust (tested equal)
+AGGREGATORS = ("fedavg", "median", "trimmed-mean", "krum", "multi-krum")  # server.robust
 ATTACKS = ("none", "scaled-update", "sign-flip", "random-update", "shifted-logits", "random-logits")
 
 
@@ -113,9 +111,7 @@ class RunConfig:
     max_client_share: float = 0.75  # largest share of one client per proxy sample, (0, 1]
     # --- output ---
     out_dir: str = "results/latest"
-    resume: bool = (
-        False  # continue from out-dir's last checkpoint (else a checkpoint there is an error)
-    )
+    resume: bool = False  # continue from out-dir's last checkpoint (else one there is an error)
     # --- fault injection (tests, chaos drills) ---
     fail_partitions: str = ""  # comma list of partition ids whose training raises
     attack: str = "none"  # one of ATTACKS, played by the clients in attack-partitions
@@ -125,7 +121,7 @@ class RunConfig:
         _check_choice("dataset", self.dataset, DATASETS + DOMAIN_DATASETS)
         _check_choice("partitioner", self.partitioner, PARTITIONERS + DOMAIN_PARTITIONERS)
         _check_choice("strategy", self.strategy, STRATEGIES)
-        _check_choice("consensus", self.consensus, CONSENSUS_MODES + KD3A_CONSENSUS_MODES)
+        _check_choice("consensus", self.consensus, CONSENSUS_MODES)
         _check_choice("proxy-set", self.proxy_set, PROXY_SETS)
         self._check_domains()
         _check_choice("device", self.device, DEVICES)
@@ -292,6 +288,13 @@ class RunConfig:
         names = self.teacher_model_list()
         return names[0] if len(names) == 1 else names[partition_id]
 
+    def data_spec(self) -> DataSpec:
+        """The data settings of this run: what :mod:`feddistill.data` reads."""
+        fields = {f.name for f in dataclasses.fields(DataSpec)} - {"target_domains"}
+        return DataSpec(
+            target_domains=self.target_domain_ids(), **{k: getattr(self, k) for k in fields}
+        )
+
     def to_kebab(self) -> dict[str, Any]:
         """The config as kebab-case keys (for Flower's run config and summary.json)."""
         return {f.name.replace("_", "-"): getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -299,40 +302,6 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with `changes` (snake_case field names) applied and re-checked."""
         return dataclasses.replace(self, **changes)
-
-
-def _check_choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
-    if value not in allowed:
-        raise ValueError(
-            f"{key}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}"
-        )
-
-
-def _check_range(
-    key: str,
-    value: float,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    name = key.replace("_", "-")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{name}={value!r} is not a finite number")
-    bad = (low is not None and (value < low or (low_open and value == low))) or (
-        high is not None and (value > high or (high_open and value == high))
-    )
-    if bad:
-        lo = "-inf" if low is None else f"{low}"
-        hi = "inf" if high is None else f"{high}"
-        interval = (
-            f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
-        )
-        raise ValueError(f"{name}={value!r} is out of range; allowed: {interval}")
-
-
-def _check_open_unit(key: str, value: float) -> None:
-    _check_range(key, value, low=0.0, high=1.0, low_open=True, high_open=True)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}

@@ -211,7 +211,7 @@ def check_data_splits(cfg: RunConfig) -> None:
     """
     from feddistill.data import prepare_federated_data
 
-    prepare_federated_data(cfg)
+    prepare_federated_data(cfg.data_spec())
 
 
 def load_run_config(out: Path) -> dict[str, Any]:

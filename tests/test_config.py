@@ -160,13 +160,6 @@ def test_unknown_model_names_fail_before_anything_starts(key):
         from_mapping({key: "foo"})
 
 
-def test_config_model_names_match_the_registry():
-    from feddistill.config import MODEL_NAMES as CONFIG_MODELS
-    from feddistill.models import MODEL_NAMES
-
-    assert tuple(sorted(CONFIG_MODELS)) == MODEL_NAMES
-
-
 def test_fail_partitions_must_name_existing_partitions():
     with pytest.raises(
         ValueError, match=r"fail-partitions ids \[-1, 9\] are outside \[0, num-partitions=4\)"
@@ -224,3 +217,64 @@ def test_teacher_rounds_with_a_logits_subset_is_refused():
 def test_channel_pruning_after_the_last_round_is_refused():
     with pytest.raises(ValueError, match="channel-pruning-round=99 is after the last round"):
         from_mapping({"channel-pruning-ratio": 0.5, "channel-pruning-round": 99})
+
+
+# The registries own their names; the run config accepts exactly those.
+@pytest.mark.parametrize(
+    ("key", "registry"),
+    [
+        ("dataset", "feddistill.data.datasets:DATASET_NAMES"),
+        ("dataset", "feddistill.data.domain_datasets:DOMAIN_DATASET_NAMES"),
+        ("consensus", "feddistill.distill.consensus:CONSENSUS_MODES"),
+        ("student-model", "feddistill.models:MODEL_NAMES"),
+        ("update-bit-width", "feddistill.compression.quantize:BIT_WIDTHS"),
+    ],
+)
+def test_config_accepts_every_name_of_the_registry(key, registry):
+    # Prepare
+    import importlib
+
+    module, name = registry.split(":")
+    names = getattr(importlib.import_module(module), name)
+
+    # Execute
+    accepted = [from_mapping({key: value}) for value in names]
+
+    # Assert
+    assert [getattr(cfg, key.replace("-", "_")) for cfg in accepted] == list(names)
+
+
+def test_data_spec_carries_the_data_keys_with_target_domains_parsed():
+    # Prepare
+    cfg = from_mapping(
+        {"dataset": "digits", "partitioner": "iid", "target-domains": "2,0,2", "seed": 7}
+    )
+
+    # Execute
+    spec = cfg.data_spec()
+
+    # Assert
+    assert (spec.dataset, spec.partitioner, spec.seed) == ("digits", "iid", 7)
+    assert spec.target_domains == (0, 2)
+
+
+def test_data_spec_defaults_are_the_run_config_defaults():
+    # Prepare
+    from feddistill.data import DataSpec
+
+    # Execute / Assert
+    assert RunConfig().data_spec() == DataSpec()
+
+
+def test_data_package_does_not_import_the_run_config():
+    # Prepare: a fresh interpreter, so nothing else has loaded feddistill.config
+    import subprocess
+    import sys
+
+    code = "import sys, feddistill.data; print('feddistill.config' in sys.modules)"
+
+    # Execute
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    # Assert
+    assert out.stdout.strip() == "False"

@@ -87,7 +87,7 @@ def train(msg: Message, context: Context) -> Message:
             cast(bytes, config[P.DOWNLINK_BUFFERS]),
         )
     with timed("data_loading"):  # cached per process: only the first call loads
-        data = prepare_federated_data(cfg)
+        data = prepare_federated_data(cfg.data_spec())
     consensus = None
     if P.CONSENSUS in config:
         blob = cast(bytes, config[P.CONSENSUS])

@@ -4,10 +4,10 @@
 module); ``iid`` and ``dirichlet`` (label skew) are flwr-datasets'
 :class:`~flwr_datasets.partitioner.IidPartitioner` and
 :class:`~flwr_datasets.partitioner.DirichletPartitioner`. All three work on a Hugging
-Face :class:`datasets.Dataset`; :func:`partition_indices` builds a small one holding only
+Face :class:`datasets.Dataset`; :func:`partition_train` builds a small one holding only
 ``index`` and ``label`` columns and reads the ``index`` column of each partition back.
 
-Guarantees of :func:`partition_indices`: every training sample is in exactly one
+Guarantees of :func:`partition_train`: every training sample is in exactly one
 partition; every partition has at least ``min_partition_size`` samples (so none is
 empty), or a ``ValueError`` names the sizes; the same arguments give the same
 partitions in every process.
@@ -249,14 +249,40 @@ def partition_train(
     min_partition_size: int = 1,
     dirichlet_alpha: float = 0.5,
 ) -> tuple[list[np.ndarray], DomainModel | None]:
-    """Like :func:`partition_indices`, also returning the KMeans partitioner's domain model.
+    """Split the training set into `num_partitions` disjoint partitions.
+
+    * ``kmeans``: :class:`KMeansPartitioner` on the flattened pixels (input domains).
+    * ``iid``: the rows shuffled by `seed`, then flwr-datasets' ``IidPartitioner``
+      (contiguous shards; sizes differ by at most 1).
+    * ``dirichlet``: flwr-datasets' ``DirichletPartitioner`` on the labels: each class is
+      divided among partitions by proportions drawn from Dir(`dirichlet_alpha`);
+      redrawn up to 10 times while a partition is below `min_partition_size`.
+
+    Args:
+        train_x: training images, shape (N, C, H, W) (only ``kmeans`` reads them).
+        train_y: training labels, shape (N,), int.
+        partitioner: one of ``kmeans``, ``iid``, ``dirichlet``.
+        num_partitions: number of partitions (clients), >= 1.
+        seed: seed of the shuffle / Dirichlet draws / KMeans, >= 0.
+        min_partition_size: smallest allowed partition, >= 1.
+        dirichlet_alpha: Dirichlet concentration, > 0 (small = strong label skew).
 
     Returns:
-        ``(partitions, domain_model)``; `domain_model` is None unless `partitioner` is
-        ``kmeans``.
+        ``(partitions, domain_model)``: one sorted int64 array of row indices into the
+        training set per partition (each row is in exactly one partition), and the
+        KMeans partitioner's domain model (None unless `partitioner` is ``kmeans``).
 
     Raises:
-        ValueError: see :func:`partition_indices`.
+        ValueError: if `partitioner` is unknown, a count or `seed` is out of range,
+            `dirichlet_alpha` <= 0, the shapes disagree, ``N < num_partitions *
+            min_partition_size``, KMeans has fewer distinct rows than partitions (both
+            checked before fitting), a KMeans cluster is below `min_partition_size`, or
+            no Dirichlet draw met `min_partition_size`.
+
+    References:
+        Dirichlet label skew: Hsu et al., "Measuring the Effects of Non-Identical Data
+        Distribution for Federated Visual Classification", arXiv:1909.06335;
+        Yurochkin et al., arXiv:1905.12022 (flwr-datasets' implementation).
     """
     if partitioner not in PARTITIONER_NAMES:
         raise ValueError(
@@ -295,52 +321,3 @@ def partition_train(
     assert min(sizes) >= min_partition_size, sizes
     logger.info("%s partitions (seed %d): sizes %s", partitioner, seed, sizes)
     return parts, model
-
-
-def partition_indices(
-    train_x: Tensor | np.ndarray,
-    train_y: Tensor | np.ndarray,
-    partitioner: str,
-    num_partitions: int,
-    seed: int,
-    min_partition_size: int = 1,
-    dirichlet_alpha: float = 0.5,
-) -> list[np.ndarray]:
-    """Split the training set into `num_partitions` disjoint partitions.
-
-    * ``kmeans``: :class:`KMeansPartitioner` on the flattened pixels (input domains).
-    * ``iid``: the rows shuffled by `seed`, then flwr-datasets' ``IidPartitioner``
-      (contiguous shards; sizes differ by at most 1).
-    * ``dirichlet``: flwr-datasets' ``DirichletPartitioner`` on the labels: each class is
-      divided among partitions by proportions drawn from Dir(`dirichlet_alpha`);
-      redrawn up to 10 times while a partition is below `min_partition_size`.
-
-    Args:
-        train_x: training images, shape (N, C, H, W) (only ``kmeans`` reads them).
-        train_y: training labels, shape (N,), int.
-        partitioner: one of ``kmeans``, ``iid``, ``dirichlet``.
-        num_partitions: number of partitions (clients), >= 1.
-        seed: seed of the shuffle / Dirichlet draws / KMeans, >= 0.
-        min_partition_size: smallest allowed partition, >= 1.
-        dirichlet_alpha: Dirichlet concentration, > 0 (small = strong label skew).
-
-    Returns:
-        One sorted int64 array of row indices into the training set per partition; each
-        row is in exactly one partition.
-
-    Raises:
-        ValueError: if `partitioner` is unknown, a count or `seed` is out of range,
-            `dirichlet_alpha` <= 0, the shapes disagree, ``N < num_partitions *
-            min_partition_size``, KMeans has fewer distinct rows than partitions (both
-            checked before fitting), a KMeans cluster is below `min_partition_size`, or
-            no Dirichlet draw met `min_partition_size`.
-
-    References:
-        Dirichlet label skew: Hsu et al., "Measuring the Effects of Non-Identical Data
-        Distribution for Federated Visual Classification", arXiv:1909.06335;
-        Yurochkin et al., arXiv:1905.12022 (flwr-datasets' implementation).
-    """
-    parts, _ = partition_train(
-        train_x, train_y, partitioner, num_partitions, seed, min_partition_size, dirichlet_alpha
-    )
-    return parts

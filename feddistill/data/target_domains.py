@@ -21,17 +21,19 @@ import logging
 import numpy as np
 import torch
 
-from feddistill.config import RunConfig
 from feddistill.data.datasets import load_dataset
 from feddistill.data.domain_datasets import DOMAIN_DATASET_NAMES, load_domain_dataset
 from feddistill.data.domains import fit_domains
-from feddistill.data.federated import FederatedData, majority_domains
+from feddistill.data.federated_data import FederatedData, majority_domains
 from feddistill.data.partitioners import _dirichlet, check_partition_request, partition_train
+from feddistill.data.spec import DataSpec
 from feddistill.data.splits import DataSplits, split_indices
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_KMEANS_DOMAINS = 2  # plain dataset with target-domains and num-domains = 0
+DOMAIN_PARTITIONER_NAMES: tuple[str, ...] = ("domain", "domain-dirichlet")  # one domain per client
+PROXY_SETS: tuple[str, ...] = ("target", "public")  # the proxy set with target domains
 
 
 def domain_partition(
@@ -117,7 +119,7 @@ def check_targets(targets: tuple[int, ...], num_domains: int) -> None:
         )
 
 
-def prepare_domain_data(cfg: RunConfig) -> FederatedData:
+def prepare_domain_data(spec: DataSpec) -> FederatedData:
     """Split by seed, hold the target domains out, partition the source samples.
 
     Steps: load (named domains, or a plain dataset whose domains are KMeans clusters
@@ -128,8 +130,8 @@ def prepare_domain_data(cfg: RunConfig) -> FederatedData:
     (``domain``, ``domain-dirichlet``, ``iid``, ``dirichlet`` or ``kmeans``).
 
     Args:
-        cfg: the run config (data fields, ``target-domains``, ``proxy-set``,
-            ``num-domains``).
+        spec: the run's data settings (with ``target_domains``, ``proxy_set``,
+            ``num_domains``).
 
     Returns:
         The run's data; ``splits.train_*`` hold source samples only, ``test_domains``
@@ -140,28 +142,28 @@ def prepare_domain_data(cfg: RunConfig) -> FederatedData:
             cannot be formed.
         FileNotFoundError: a torchvision domain missing under ``data-root``.
     """
-    targets = cfg.target_domain_ids()
+    targets = spec.target_domains
     train_idx, proxy_idx, test_idx = None, None, None
-    if cfg.dataset in DOMAIN_DATASET_NAMES:
-        dds = load_domain_dataset(cfg.dataset, cfg.data_root, cfg.download)
+    if spec.dataset in DOMAIN_DATASET_NAMES:
+        dds = load_domain_dataset(spec.dataset, spec.data_root, spec.download)
         x, y, num_classes = dds.x, dds.y, dds.num_classes
         domains, names = dds.domains, dds.domain_names
         train_idx, proxy_idx, test_idx = split_indices(
-            len(dds), cfg.proxy_fraction, cfg.test_fraction, cfg.seed
+            len(dds), spec.proxy_fraction, spec.test_fraction, spec.seed
         )
     else:
-        ds = load_dataset(cfg.dataset, cfg.data_root, cfg.download)
+        ds = load_dataset(spec.dataset, spec.data_root, spec.download)
         x, y, num_classes = ds.x, ds.y, ds.num_classes
         train_idx, proxy_idx, test_idx = split_indices(
-            len(ds), cfg.proxy_fraction, cfg.test_fraction, cfg.seed
+            len(ds), spec.proxy_fraction, spec.test_fraction, spec.seed
         )
-        k = cfg.num_domains or DEFAULT_KMEANS_DOMAINS
-        domains = fit_domains(x[torch.from_numpy(train_idx)], k, cfg.seed).predict(x)
+        k = spec.num_domains or DEFAULT_KMEANS_DOMAINS
+        domains = fit_domains(x[torch.from_numpy(train_idx)], k, spec.seed).predict(x)
         names = tuple(f"cluster{d}" for d in range(k))
     check_targets(targets, len(names))
     is_target = np.isin(domains[train_idx], np.asarray(targets, dtype=np.int64))
     source_idx, target_train_idx = train_idx[~is_target], train_idx[is_target]
-    use_target_proxy = bool(targets) and cfg.proxy_set == "target"
+    use_target_proxy = bool(targets) and spec.proxy_set == "target"
     proxy_rows = target_train_idx if use_target_proxy else proxy_idx
     as_t = torch.from_numpy
     splits = DataSplits(
@@ -171,24 +173,24 @@ def prepare_domain_data(cfg: RunConfig) -> FederatedData:
         test_x=x[as_t(test_idx)],
         test_y=y[as_t(test_idx)],
         num_classes=num_classes,
-        name=cfg.dataset,
+        name=spec.dataset,
     )
     train_domains = domains[source_idx]
     labels = splits.train_y.numpy()
-    if cfg.partitioner in ("domain", "domain-dirichlet"):
-        alpha = cfg.dirichlet_alpha if cfg.partitioner == "domain-dirichlet" else None
+    if spec.partitioner in DOMAIN_PARTITIONER_NAMES:
+        alpha = spec.dirichlet_alpha if spec.partitioner == "domain-dirichlet" else None
         partitions, partition_domains = domain_partition(
-            train_domains, labels, cfg.num_partitions, cfg.seed, cfg.min_partition_size, alpha
+            train_domains, labels, spec.num_partitions, spec.seed, spec.min_partition_size, alpha
         )
     else:
         partitions, _ = partition_train(
             splits.train_x,
             labels,
-            cfg.partitioner,
-            cfg.num_partitions,
-            cfg.seed,
-            min_partition_size=cfg.min_partition_size,
-            dirichlet_alpha=cfg.dirichlet_alpha,
+            spec.partitioner,
+            spec.num_partitions,
+            spec.seed,
+            min_partition_size=spec.min_partition_size,
+            dirichlet_alpha=spec.dirichlet_alpha,
         )
         partition_domains = majority_domains(train_domains, partitions, len(names))
     logger.info(
@@ -211,7 +213,7 @@ def prepare_domain_data(cfg: RunConfig) -> FederatedData:
     )
 
 
-def target_train_set(cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def target_train_set(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """The target domains' labeled training samples: only for the *target oracle* baseline.
 
     Nothing in a federated run calls this; the oracle (an upper bound trained on target
@@ -221,22 +223,22 @@ def target_train_set(cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
         ``(x, y)``: shapes (n, C, H, W) and (n,).
 
     Raises:
-        ValueError: if ``cfg`` holds out no target domain, or see
+        ValueError: if ``spec`` holds out no target domain, or see
             :func:`prepare_domain_data`.
     """
-    targets = cfg.target_domain_ids()
+    targets = spec.target_domains
     if not targets:
         raise ValueError("the target oracle needs target-domains; got none")
-    if cfg.dataset in DOMAIN_DATASET_NAMES:
-        dds = load_domain_dataset(cfg.dataset, cfg.data_root, cfg.download)
+    if spec.dataset in DOMAIN_DATASET_NAMES:
+        dds = load_domain_dataset(spec.dataset, spec.data_root, spec.download)
         x, y, domains, n_dom = dds.x, dds.y, dds.domains, dds.num_domains
     else:
-        ds = load_dataset(cfg.dataset, cfg.data_root, cfg.download)
+        ds = load_dataset(spec.dataset, spec.data_root, spec.download)
         x, y = ds.x, ds.y
-        n_dom = cfg.num_domains or DEFAULT_KMEANS_DOMAINS
-        train, _, _ = split_indices(len(ds), cfg.proxy_fraction, cfg.test_fraction, cfg.seed)
-        domains = fit_domains(x[torch.from_numpy(train)], n_dom, cfg.seed).predict(x)
+        n_dom = spec.num_domains or DEFAULT_KMEANS_DOMAINS
+        train, _, _ = split_indices(len(ds), spec.proxy_fraction, spec.test_fraction, spec.seed)
+        domains = fit_domains(x[torch.from_numpy(train)], n_dom, spec.seed).predict(x)
     check_targets(targets, n_dom)
-    train_idx, _, _ = split_indices(len(y), cfg.proxy_fraction, cfg.test_fraction, cfg.seed)
+    train_idx, _, _ = split_indices(len(y), spec.proxy_fraction, spec.test_fraction, spec.seed)
     rows = train_idx[np.isin(domains[train_idx], np.asarray(targets, dtype=np.int64))]
     return x[torch.from_numpy(rows)], y[torch.from_numpy(rows)]

@@ -31,7 +31,7 @@ def run_centralized(cfg: RunConfig, on_row: Any = None) -> dict[str, Any]:
     """Train and evaluate the pooled baseline; write the usual results to ``cfg.out_dir``."""
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = prepare_federated_data(cfg)
+    data = prepare_federated_data(cfg.data_spec())
     splits = data.splits
     device = resolve_device(cfg.device)
     student = build_model(cfg.student_model, splits.in_shape, splits.num_classes, seed=cfg.seed)

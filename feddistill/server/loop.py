@@ -142,7 +142,7 @@ class FederationRun:
         record_phase(self.out, f"loading data ({cfg.dataset}, {cfg.num_partitions} partitions)")
         reset()  # phase seconds of this run only (feddistill.timing)
         with timed("data_loading"):
-            self.data: FederatedData = prepare_federated_data(cfg)
+            self.data: FederatedData = prepare_federated_data(cfg.data_spec())
         self.device = resolve_device(cfg.device)
         few = few_steps_warning(
             [len(p) for p in self.data.partitions],
@@ -505,7 +505,7 @@ class FederationRun:
 
 def save_label_plot(data: FederatedData, cfg: RunConfig, out: Path) -> None:
     """label_distribution.png: samples per class of every client's partition."""
-    from feddistill.data.cli_partition import save_plot
+    from feddistill.data.plots import save_plot
 
     title = f"{cfg.dataset}: {cfg.partitioner} partitions"
     save_plot(data.partition_label_counts(), out / "label_distribution.png", title)

@@ -29,7 +29,7 @@ def digits() -> tuple[RunConfig, object]:
         batch_size=64,
         teacher_rounds=2,
     )
-    return cfg, prepare_federated_data(cfg)
+    return cfg, prepare_federated_data(cfg.data_spec())
 
 
 def _global_state(data) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]

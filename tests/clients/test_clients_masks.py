@@ -25,7 +25,7 @@ def digits() -> tuple[RunConfig, object]:
     cfg = RunConfig(
         dataset="digits", teacher_models="mlp", student_model="mlp", num_partitions=2, batch_size=64
     )
-    return cfg, prepare_federated_data(cfg)
+    return cfg, prepare_federated_data(cfg.data_spec())
 
 
 def test_masked_weights_stay_exactly_zero_after_local_training(

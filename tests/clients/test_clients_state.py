@@ -76,7 +76,7 @@ def digits() -> tuple[RunConfig, object]:
         num_partitions=2,
         batch_size=64,
     )
-    return cfg, prepare_federated_data(cfg)
+    return cfg, prepare_federated_data(cfg.data_spec())
 
 
 def test_rejoining_client_keeps_its_teacher_and_residual(

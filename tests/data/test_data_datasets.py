@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from feddistill.data import DATASET_NAMES, ArrayDataset, load_dataset
+from feddistill.data import ArrayDataset, load_dataset
 from feddistill.data import datasets as datasets_module
 
 
@@ -64,14 +64,6 @@ def test_unknown_dataset_lists_valid_names():
     # Execute / Assert
     with pytest.raises(ValueError, match=r"dataset='svhn' is unknown; choose one of: mnist5k, "):
         load_dataset("svhn")
-
-
-def test_dataset_names_are_the_config_choices():
-    # Prepare
-    from feddistill.config import DATASETS
-
-    # Assert
-    assert DATASET_NAMES == DATASETS
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "cifar10"])

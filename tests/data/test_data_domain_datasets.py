@@ -12,7 +12,6 @@ import torch
 
 from feddistill.data.datasets import MNIST_MEAN, MNIST_STD, load_dataset
 from feddistill.data.domain_datasets import (
-    DOMAIN_DATASET_NAMES,
     digits_to_mnist_layout,
     load_domain_dataset,
     load_mnist_usps,
@@ -160,11 +159,3 @@ def test_unknown_domain_dataset_lists_valid_names():
         ValueError, match="domain dataset 'svhn' is unknown; choose one of: digits-mix"
     ):
         load_domain_dataset("svhn")
-
-
-def test_domain_dataset_names_are_the_config_choices():
-    # Prepare
-    from feddistill.config import DOMAIN_DATASETS
-
-    # Assert
-    assert DOMAIN_DATASET_NAMES == DOMAIN_DATASETS

@@ -13,12 +13,12 @@ from feddistill.data.federated import FederatedData, majority_domains
 @pytest.fixture(scope="module")
 def kmeans_data() -> FederatedData:
     """The default job's data: mnist5k, kmeans, 4 partitions, seed 0."""
-    return prepare_federated_data(RunConfig())
+    return prepare_federated_data(RunConfig().data_spec())
 
 
 @pytest.fixture(scope="module")
 def iid_data() -> FederatedData:
-    return prepare_federated_data(RunConfig(partitioner="iid", num_partitions=6))
+    return prepare_federated_data(RunConfig(partitioner="iid", num_partitions=6).data_spec())
 
 
 def test_default_job_splits_mnist5k_3000_1000_1000(kmeans_data):
@@ -67,7 +67,7 @@ def test_iid_run_has_min_of_partitions_and_4_domains(iid_data):
 
 def test_same_config_reuses_the_cached_tensors(kmeans_data):
     # Execute
-    again = prepare_federated_data(RunConfig())
+    again = prepare_federated_data(RunConfig().data_spec())
     # Assert
     assert again.splits is kmeans_data.splits
     assert [p.tolist() for p in again.partitions] == [p.tolist() for p in kmeans_data.partitions]
@@ -75,13 +75,13 @@ def test_same_config_reuses_the_cached_tensors(kmeans_data):
 
 def test_callers_get_their_own_index_arrays(kmeans_data):
     # Prepare
-    mine = prepare_federated_data(RunConfig())
+    mine = prepare_federated_data(RunConfig().data_spec())
     # Execute
     mine.partitions[0][0] = -1
     mine.test_domains[0] = -1
     # Assert
     assert kmeans_data.partitions[0][0] >= 0
-    assert prepare_federated_data(RunConfig()).test_domains[0] >= 0
+    assert prepare_federated_data(RunConfig().data_spec()).test_domains[0] >= 0
 
 
 def test_label_counts_per_partition_add_up(kmeans_data):
@@ -106,4 +106,4 @@ def test_impossible_partitioning_is_reported():
     cfg = RunConfig(partitioner="iid", num_partitions=400)
     # Execute / Assert
     with pytest.raises(ValueError, match=r"400 \* 10 = 4000 > 3000"):
-        prepare_federated_data(cfg)
+        prepare_federated_data(cfg.data_spec())

@@ -12,19 +12,25 @@ import numpy as np
 import pytest
 import torch
 
-from feddistill.data import KMeansPartitioner, load_dataset, partition_indices, split_dataset
+from feddistill.data import KMeansPartitioner, load_dataset, partition_train, split_dataset
 from feddistill.data.partitioners import check_counts
 
 PARTITIONERS = ("kmeans", "iid", "dirichlet")
+
+
+def parts_of(*args, **kwargs) -> list[np.ndarray]:
+    """The partitions of :func:`partition_train` (without its domain model)."""
+    return partition_train(*args, **kwargs)[0]
+
 
 # Partitions of mnist5k's train split (seed 0) in a fresh process with one BLAS thread,
 # as Ray workers run, printed as JSON lists.
 _SUBPROCESS_SCRIPT = """
 import json
-from feddistill.data import load_dataset, partition_indices, split_dataset
+from feddistill.data import load_dataset, partition_train, split_dataset
 s = split_dataset(load_dataset("mnist5k"), 0.2, 0.2, seed=0)
 out = {
-    name: [p.tolist() for p in partition_indices(s.train_x, s.train_y, name, 4, seed=0)]
+    name: [p.tolist() for p in partition_train(s.train_x, s.train_y, name, 4, seed=0)[0]]
     for name in ("kmeans", "iid", "dirichlet")
 }
 print(json.dumps(out))
@@ -52,7 +58,7 @@ def _no_fit(*args, **kwargs):
 @pytest.mark.parametrize("name", PARTITIONERS)
 def test_every_sample_is_in_exactly_one_partition(train, name):
     # Execute
-    parts = partition_indices(*train, name, num_partitions=4, seed=0)
+    parts = parts_of(*train, name, num_partitions=4, seed=0)
     # Assert
     assert len(parts) == 4
     assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(3000))
@@ -62,7 +68,7 @@ def test_every_sample_is_in_exactly_one_partition(train, name):
 @pytest.mark.parametrize("name", PARTITIONERS)
 def test_min_partition_size_holds(train, name):
     # Execute
-    parts = partition_indices(*train, name, num_partitions=10, seed=0, min_partition_size=50)
+    parts = parts_of(*train, name, num_partitions=10, seed=0, min_partition_size=50)
     # Assert
     assert min(len(p) for p in parts) >= 50
 
@@ -70,8 +76,8 @@ def test_min_partition_size_holds(train, name):
 @pytest.mark.parametrize("name", PARTITIONERS)
 def test_same_seed_gives_same_partitions(train, name):
     # Execute
-    first = partition_indices(*train, name, num_partitions=4, seed=1)
-    second = partition_indices(*train, name, num_partitions=4, seed=1)
+    first = parts_of(*train, name, num_partitions=4, seed=1)
+    second = parts_of(*train, name, num_partitions=4, seed=1)
     # Assert
     assert [p.tolist() for p in first] == [p.tolist() for p in second]
 
@@ -79,8 +85,8 @@ def test_same_seed_gives_same_partitions(train, name):
 @pytest.mark.parametrize("name", ["iid", "dirichlet"])
 def test_other_seed_gives_other_partitions(train, name):
     # Execute
-    first = partition_indices(*train, name, num_partitions=4, seed=0)
-    second = partition_indices(*train, name, num_partitions=4, seed=1)
+    first = parts_of(*train, name, num_partitions=4, seed=0)
+    second = parts_of(*train, name, num_partitions=4, seed=1)
     # Assert
     assert [p.tolist() for p in first] != [p.tolist() for p in second]
 
@@ -100,13 +106,13 @@ def test_same_seed_gives_same_partitions_in_another_process(train):
     other = json.loads(result.stdout)
     # Assert
     for name in PARTITIONERS:
-        here = [p.tolist() for p in partition_indices(*train, name, 4, seed=0)]
+        here = [p.tolist() for p in parts_of(*train, name, 4, seed=0)]
         assert other[name] == here, name
 
 
 def test_iid_partitions_have_equal_sizes_and_all_labels(train):
     # Execute: 3000 / 4 = 750 each
-    parts = partition_indices(*train, "iid", num_partitions=4, seed=0)
+    parts = parts_of(*train, "iid", num_partitions=4, seed=0)
     # Assert
     assert [len(p) for p in parts] == [750, 750, 750, 750]
     assert all(len(np.unique(train[1].numpy()[p])) == 10 for p in parts)
@@ -114,7 +120,7 @@ def test_iid_partitions_have_equal_sizes_and_all_labels(train):
 
 def test_iid_sizes_differ_by_at_most_one(train):
     # Execute: 3000 = 7 * 428 + 4 -> four partitions of 429, three of 428
-    parts = partition_indices(*train, "iid", num_partitions=7, seed=0)
+    parts = parts_of(*train, "iid", num_partitions=7, seed=0)
     # Assert
     assert sorted(len(p) for p in parts) == [428] * 3 + [429] * 4
 
@@ -124,14 +130,14 @@ def test_kmeans_recovers_separated_domains_largest_first():
     x = _blob_images([6, 9, 4])
     y = torch.zeros(19, dtype=torch.int64)
     # Execute
-    parts = partition_indices(x, y, "kmeans", num_partitions=3, seed=0)
+    parts = parts_of(x, y, "kmeans", num_partitions=3, seed=0)
     # Assert: partition 0 = the 9-image blob (rows 6..14), 1 = rows 0..5, 2 = rows 15..18
     assert [p.tolist() for p in parts] == [list(range(6, 15)), list(range(6)), [15, 16, 17, 18]]
 
 
 def test_kmeans_with_two_partitions_is_a_source_target_split(train):
     # Execute
-    parts = partition_indices(*train, "kmeans", num_partitions=2, seed=0)
+    parts = parts_of(*train, "kmeans", num_partitions=2, seed=0)
     # Assert
     assert len(parts) == 2
     assert len(parts[0]) >= len(parts[1]) > 0
@@ -188,7 +194,7 @@ def test_kmeans_on_duplicates_fails_before_fitting(monkeypatch):
     monkeypatch.setattr("sklearn.cluster.KMeans.fit", _no_fit)
     # Execute / Assert
     with pytest.raises(ValueError, match=r"the 17 samples have only 9 distinct feature rows"):
-        partition_indices(x, y, "kmeans", num_partitions=10, seed=0)
+        parts_of(x, y, "kmeans", num_partitions=10, seed=0)
 
 
 def test_kmeans_cluster_below_min_size_names_the_sizes():
@@ -200,7 +206,7 @@ def test_kmeans_cluster_below_min_size_names_the_sizes():
         ValueError,
         match=r"sizes \[9, 6, 4\] for num-partitions=3: 1 of them below min-partition-size=5",
     ):
-        partition_indices(x, y, "kmeans", num_partitions=3, seed=0, min_partition_size=5)
+        parts_of(x, y, "kmeans", num_partitions=3, seed=0, min_partition_size=5)
 
 
 @pytest.mark.parametrize("name", PARTITIONERS)
@@ -212,20 +218,18 @@ def test_too_many_partitions_fail_before_fitting(monkeypatch, name):
     monkeypatch.setattr("feddistill.data.partitioners._index_dataset", _no_fit)
     # Execute / Assert
     with pytest.raises(ValueError, match=r"1000 \* 100 = 100000 > 60000"):
-        partition_indices(x, y, name, 1000, seed=0, min_partition_size=100)
+        parts_of(x, y, name, 1000, seed=0, min_partition_size=100)
 
 
 def test_dirichlet_that_cannot_meet_min_size_fails_after_bounded_draws(train):
     # Execute / Assert: alpha 0.1 over 100 partitions of 3000 samples leaves tiny ones
     with pytest.raises(ValueError, match=r"below min-partition-size=10 in all 11 draws"):
-        partition_indices(
-            *train, "dirichlet", 100, seed=0, min_partition_size=10, dirichlet_alpha=0.1
-        )
+        parts_of(*train, "dirichlet", 100, seed=0, min_partition_size=10, dirichlet_alpha=0.1)
 
 
 def test_dirichlet_with_strong_skew_still_fills_every_partition(train):
     # Execute
-    parts = partition_indices(*train, "dirichlet", 100, seed=0, dirichlet_alpha=0.1)
+    parts = parts_of(*train, "dirichlet", 100, seed=0, dirichlet_alpha=0.1)
     # Assert
     assert len(parts) == 100
     assert min(len(p) for p in parts) >= 1
@@ -237,15 +241,15 @@ def test_dirichlet_small_alpha_skews_labels_more_than_iid(train):
         y = train[1].numpy()
         return np.mean([(np.bincount(y[p], minlength=10) >= 0.1 * len(p)).sum() for p in parts])
 
-    skewed = main_classes(partition_indices(*train, "dirichlet", 4, seed=0, dirichlet_alpha=0.1))
-    iid = main_classes(partition_indices(*train, "iid", 4, seed=0))
+    skewed = main_classes(parts_of(*train, "dirichlet", 4, seed=0, dirichlet_alpha=0.1))
+    iid = main_classes(parts_of(*train, "iid", 4, seed=0))
     # Assert
     assert skewed < iid
 
 
 def test_unknown_partitioner_lists_valid_names(train):
     with pytest.raises(ValueError, match=r"partitioner='shards' is unknown; choose one of: kmeans"):
-        partition_indices(*train, "shards", 4, seed=0)
+        parts_of(*train, "shards", 4, seed=0)
 
 
 @pytest.mark.parametrize(
@@ -258,7 +262,7 @@ def test_unknown_partitioner_lists_valid_names(train):
 )
 def test_non_positive_counts_are_rejected(train, num_partitions, min_size, message):
     with pytest.raises(ValueError, match=message):
-        partition_indices(*train, "iid", num_partitions, seed=0, min_partition_size=min_size)
+        parts_of(*train, "iid", num_partitions, seed=0, min_partition_size=min_size)
 
 
 @pytest.mark.parametrize("value", [2.5, True])
@@ -269,20 +273,20 @@ def test_non_integer_counts_are_rejected(value):
 
 def test_negative_seed_is_rejected(train):
     with pytest.raises(ValueError, match=r"seed=-1 is out of range; allowed: \[0, inf\)"):
-        partition_indices(*train, "iid", 4, seed=-1)
+        parts_of(*train, "iid", 4, seed=-1)
 
 
 @pytest.mark.parametrize("alpha", [0.0, -1.0])
 def test_non_positive_dirichlet_alpha_is_rejected(train, alpha):
     with pytest.raises(ValueError, match=rf"dirichlet-alpha={alpha} is out of range; allowed: \(0"):
-        partition_indices(*train, "dirichlet", 4, seed=0, dirichlet_alpha=alpha)
+        parts_of(*train, "dirichlet", 4, seed=0, dirichlet_alpha=alpha)
 
 
 def test_labels_of_another_length_are_rejected(train):
     with pytest.raises(
         ValueError, match=r"train_y must have shape \(N,\) with N = len\(train_x\) = 3000"
     ):
-        partition_indices(train[0], train[1][:10], "iid", 4, seed=0)
+        parts_of(train[0], train[1][:10], "iid", 4, seed=0)
 
 
 def test_kmeans_partitioner_rejects_non_positive_partitions():

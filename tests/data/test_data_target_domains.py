@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from feddistill.config import from_mapping
-from feddistill.data import prepare_federated_data
+from feddistill.data import DataSpec, prepare_federated_data
 from feddistill.data.domain_datasets import load_domain_dataset
 from feddistill.data.splits import split_indices
 from feddistill.data.target_domains import check_targets, domain_partition, target_train_set
 
-MIX = {"dataset": "digits-mix", "partitioner": "domain", "num-partitions": 2}
+MIX = DataSpec(dataset="digits-mix", partitioner="domain", num_partitions=2)
 
 
 def test_no_target_label_reaches_a_client_and_proxy_is_target_inputs():
@@ -22,7 +24,7 @@ def test_no_target_label_reaches_a_client_and_proxy_is_target_inputs():
     source_rows = train[ds.domains[train] == 0]
     target_rows = train[ds.domains[train] == 1]
     # Execute
-    data = prepare_federated_data(from_mapping({**MIX, "target-domains": "1"}))
+    data = prepare_federated_data(dataclasses.replace(MIX, target_domains=(1,)))
     # Assert: clients' data (train_x/train_y) is exactly the source rows, with labels
     assert torch.equal(data.splits.train_x, ds.x[torch.from_numpy(source_rows)])
     assert torch.equal(data.splits.train_y, ds.y[torch.from_numpy(source_rows)])
@@ -38,9 +40,7 @@ def test_proxy_set_public_keeps_the_public_proxy_split():
     ds = load_domain_dataset("digits-mix")
     _, proxy, _ = split_indices(len(ds), 0.2, 0.2, seed=0)
     # Execute
-    data = prepare_federated_data(
-        from_mapping({**MIX, "target-domains": "1", "proxy-set": "public"})
-    )
+    data = prepare_federated_data(dataclasses.replace(MIX, target_domains=(1,), proxy_set="public"))
     # Assert
     assert torch.equal(data.splits.proxy_x, ds.x[torch.from_numpy(proxy)])
 
@@ -48,9 +48,7 @@ def test_proxy_set_public_keeps_the_public_proxy_split():
 def test_plain_dataset_uses_kmeans_domains_for_targets():
     # Execute: the seed's split, 2 KMeans clusters of digits, cluster 1 is the target
     data = prepare_federated_data(
-        from_mapping(
-            {"dataset": "digits", "partitioner": "iid", "num-partitions": 2, "target-domains": "1"}
-        )
+        DataSpec(dataset="digits", partitioner="iid", num_partitions=2, target_domains=(1,))
     )
     # Assert
     assert data.num_domains == 2 and data.target_domains == (1,)
@@ -120,7 +118,7 @@ def test_target_oracle_set_is_the_target_training_rows():
     train, _, _ = split_indices(len(ds), 0.2, 0.2, seed=0)
     rows = train[ds.domains[train] == 1]
     # Execute
-    x, y = target_train_set(from_mapping({**MIX, "target-domains": "1"}))
+    x, y = target_train_set(dataclasses.replace(MIX, target_domains=(1,)))
     # Assert
     assert torch.equal(y, ds.y[torch.from_numpy(rows)]) and x.shape[0] == len(rows)
 
@@ -128,7 +126,7 @@ def test_target_oracle_set_is_the_target_training_rows():
 def test_target_oracle_needs_target_domains():
     # Execute / Assert
     with pytest.raises(ValueError, match="the target oracle needs target-domains; got none"):
-        target_train_set(from_mapping(MIX))
+        target_train_set(MIX)
 
 
 @pytest.mark.parametrize(

@@ -136,12 +136,3 @@ def test_consensus_focus_rejects_bad_num_examples():
         ValueError, match=r"num_examples must have shape \(3,\), be >= 0 and sum to > 0"
     ):
         consensus_focus(LOGITS, torch.tensor([1, 2]))
-
-
-def test_kd3a_mode_names_are_the_config_choices():
-    # Prepare
-    from feddistill.config import KD3A_CONSENSUS_MODES
-    from feddistill.distill.kd3a import KD3A_MODES
-
-    # Assert
-    assert KD3A_MODES == KD3A_CONSENSUS_MODES

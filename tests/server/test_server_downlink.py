@@ -82,7 +82,7 @@ def test_logits_subset_shrinks_each_upload_by_the_dropped_rows(tmp_path):
     base = {**JOB, "num-server-rounds": 1, "fraction-train": 1.0}
     full_cfg = from_mapping({**base, "out-dir": str(tmp_path / "full")})
     half_cfg = from_mapping({**base, "out-dir": str(tmp_path / "half"), "logits-subset": 0.5})
-    proxy = len(prepare_federated_data(full_cfg).splits.proxy_x)
+    proxy = len(prepare_federated_data(full_cfg.data_spec()).splits.proxy_x)
     half = round(0.5 * proxy)
     # Execute
     full_row = run_rounds(full_cfg)[0]

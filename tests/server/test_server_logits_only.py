@@ -64,7 +64,7 @@ def test_consensus_download_is_the_fp16_soft_labels_at_hand_computed_size(tmp_pa
     )
     from feddistill.data import prepare_federated_data
 
-    proxy = len(prepare_federated_data(cfg).splits.proxy_x)
+    proxy = len(prepare_federated_data(cfg.data_spec()).splits.proxy_x)
     # Execute
     rows = run_rounds(cfg)
     # Assert: header 18 + record (2 + 11 name "soft-labels", 1 dtype, 1 ndim, 8 shape,

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from feddistill.data import federated
-from feddistill.data.cli_partition import add_partition_parser, run_partition
+from feddistill.partition_cli import add_partition_parser, run_partition
 
 
 def _run(argv: list[str]) -> int:
