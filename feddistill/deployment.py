@@ -4,9 +4,9 @@
 subprocess) bound to loopback, the Fleet-only nginx proxy in front of it
 (:mod:`feddistill.proxy`: SuperNodes connect through it; the Control API stays on the
 SuperLink's own address, the operator's), and one SuperNode per partition on free
-loopback ports, with TLS (a private
-CA and a server certificate made here) and SuperNode authentication (one ECDSA P-384
-key pair per SuperNode; the public keys are registered with ``flwr supernode
+loopback ports, with TLS (a private CA and a server certificate) and SuperNode
+authentication (one ECDSA P-384 key pair per SuperNode, made by
+:mod:`feddistill.deploy_files`; the public keys are registered with ``flwr supernode
 register`` before the SuperNodes start). Each process gets its own ``FLWR_HOME`` and
 log file; :meth:`LocalDeployment.stop` stops every process it started, by PID.
 A job is submitted exactly as a user would: ``flwr run <app> <connection>
@@ -17,25 +17,25 @@ docker-compose file for real machines.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from feddistill.config import RunConfig
+from feddistill.deploy_files import (
+    CONNECTION,
+    SupernodeKey,
+    TlsFiles,
+    connection_toml,
+    generate_supernode_keys,
+    generate_tls_certificates,
+    node_config,
+)
 from feddistill.engine import (
     ProcessGroup,
-    _toml_literal,
     _wait_for_port,
     app_dir,
     flower_env,
@@ -46,204 +46,7 @@ from feddistill.lifeline import spawn
 from feddistill.progress import pump_without_ansi
 from feddistill.proxy import nginx_argv, write_nginx_config
 
-CONNECTION = "feddistill-deployment"
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 NODE_ONLINE_MARK = "SuperNode ID:"  # flower-supernode logs this once the SuperLink activated it
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """PEM files for the SuperLink's TLS: a private CA and a server certificate."""
-
-    ca_cert: Path  # every SuperNode and flwr user: --root-certificates / root-certificates
-    ca_key: Path  # keep offline; only signs server certificates
-    server_cert: Path  # SuperLink: --ssl-certfile
-    server_key: Path  # SuperLink: --ssl-keyfile
-
-
-@dataclass(frozen=True)
-class SupernodeKey:
-    """One SuperNode's authentication key pair (ECDSA P-384, OpenSSH format)."""
-
-    private_key: Path  # stays on the SuperNode: --auth-supernode-private-key
-    public_key: Path  # registered on the SuperLink: flwr supernode register
-
-
-def _write(path: Path, data: bytes, mode: int) -> Path:
-    path.write_bytes(data)
-    path.chmod(mode)
-    return path
-
-
-def generate_tls_certificates(
-    out_dir: Path, hosts: tuple[str, ...] = LOOPBACK_NAMES, days: int = 365
-) -> TlsFiles:
-    """Make a CA and a SuperLink certificate signed by it (EC P-384, SHA-384).
-
-    Python twin of ``deploy/tls/generate_certs.sh``; overwrites existing files.
-
-    Args:
-        out_dir: folder for ``ca.crt``, ``ca.key``, ``server.crt``, ``server.key``
-            (created if missing; private keys are written with mode 0600).
-        hosts: DNS names and IP addresses the SuperLink is reached by; each becomes a
-            subjectAltName of the server certificate.
-        days: validity in days from now.
-
-    Returns:
-        The paths of the four files.
-
-    Raises:
-        ValueError: if `hosts` is empty or `days` < 1.
-    """
-    if not hosts:
-        raise ValueError("hosts=() is empty; give at least one DNS name or IP address")
-    if days < 1:
-        raise ValueError(f"days={days} is not allowed; expected an integer >= 1")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP384R1())
-    ca_name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "feddistill"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "feddistill CA"),
-        ]
-    )
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA384())
-    )
-    server_key = ec.generate_private_key(ec.SECP384R1())
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "superlink")]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .sign(ca_key, hashes.SHA384())
-    )
-
-    def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-        return key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-
-    pem = serialization.Encoding.PEM
-    return TlsFiles(
-        ca_cert=_write(out_dir / "ca.crt", ca_cert.public_bytes(pem), 0o644),
-        ca_key=_write(out_dir / "ca.key", pem_key(ca_key), 0o600),
-        server_cert=_write(out_dir / "server.crt", server_cert.public_bytes(pem), 0o644),
-        server_key=_write(out_dir / "server.key", pem_key(server_key), 0o600),
-    )
-
-
-def generate_supernode_keys(out_dir: Path, num_supernodes: int) -> list[SupernodeKey]:
-    """Make one ECDSA P-384 key pair per SuperNode, in OpenSSH format.
-
-    Python twin of ``deploy/auth/generate_keys.sh`` (``ssh-keygen -t ecdsa -b 384``);
-    overwrites existing files ``supernode-<i>`` / ``supernode-<i>.pub``.
-
-    Args:
-        out_dir: folder for the keys (created if missing; private keys mode 0600).
-        num_supernodes: how many key pairs, >= 1.
-
-    Returns:
-        The key pairs, in SuperNode order.
-
-    Raises:
-        ValueError: if `num_supernodes` < 1.
-    """
-    if num_supernodes < 1:
-        raise ValueError(f"num_supernodes={num_supernodes} is not allowed; expected >= 1")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    keys = []
-    for i in range(num_supernodes):
-        key = ec.generate_private_key(ec.SECP384R1())
-        private = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-        public = key.public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        )
-        keys.append(
-            SupernodeKey(
-                private_key=_write(out_dir / f"supernode-{i}", private, 0o600),
-                public_key=_write(out_dir / f"supernode-{i}.pub", public + b"\n", 0o644),
-            )
-        )
-    return keys
-
-
-def node_config(partition_id: int, num_partitions: int, state_dir: Path | None = None) -> str:
-    """The ``--node-config`` string of the SuperNode that serves one partition.
-
-    Args:
-        partition_id: the partition this SuperNode trains on, in [0, num_partitions).
-        num_partitions: how many partitions the job has (its ``num-partitions``).
-        state_dir: where the ClientApp keeps this client's state (teacher, error
-            feedback); default: ``<out-dir>/client-state`` on the SuperNode.
-
-    Returns:
-        E.g. ``partition-id=0 num-partitions=2 state-dir="/srv/state"``.
-
-    Raises:
-        ValueError: if `partition_id` is outside [0, num_partitions).
-    """
-    if not 0 <= partition_id < num_partitions:
-        raise ValueError(
-            f"partition_id={partition_id} is not allowed; expected an integer in "
-            f"[0, {num_partitions}) (num_partitions={num_partitions})"
-        )
-    text = f"partition-id={partition_id} num-partitions={num_partitions}"
-    if state_dir is not None:
-        text += f" state-dir={_toml_literal(str(state_dir))}"
-    return text
-
-
-def connection_toml(address: str, root_certificates: Path | None) -> str:
-    """A ``FLWR_HOME/config.toml`` whose default connection is this SuperLink.
-
-    Args:
-        address: the SuperLink's ``host:port``.
-        root_certificates: the CA certificate (absolute path); None: insecure (no TLS).
-
-    Returns:
-        The file's text.
-    """
-    tls = (
-        f"root-certificates = {_toml_literal(str(root_certificates.resolve()))}\n"
-        if root_certificates is not None
-        else "insecure = true\n"
-    )
-    return (
-        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-        f'address = "{address}"\n{tls}'
-    )
 
 
 class LocalDeployment:

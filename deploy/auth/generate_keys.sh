@@ -8,20 +8,16 @@
 # Writes supernode-<i> (private key: stays on SuperNode i, passed as
 # --auth-supernode-private-key) and supernode-<i>.pub (public key: registered on the
 # SuperLink with `flwr supernode register supernode-<i>.pub <connection>`), i = 0..N-1.
-# Existing keys are kept (delete them to rotate). Needs: ssh-keygen (OpenSSH).
+# Existing keys are kept (delete them to rotate).
+# The one implementation is feddistill.deploy_files (Python, `cryptography`): this
+# script calls it with $PYTHON, else the repository's .venv, else python3.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 num="${1:-2}"
 out="${2:-$here/keys}"
-mkdir -p "$out"
-
-for ((i = 0; i < num; i++)); do
-    key="$out/supernode-$i"
-    if [[ -f "$key" ]]; then
-        echo "keep $key"
-        continue
-    fi
-    ssh-keygen -q -t ecdsa -b 384 -N "" -C "feddistill-supernode-$i" -f "$key"
-    echo "wrote $key and $key.pub"
-done
+py="${PYTHON:-}"
+if [[ -z "$py" ]]; then
+    if [[ -x "$here/../../.venv/bin/python" ]]; then py="$here/../../.venv/bin/python"; else py=python3; fi
+fi
+exec "$py" -m feddistill.deploy_files keys "$num" "$out"

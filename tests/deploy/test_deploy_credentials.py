@@ -1,13 +1,12 @@
 """Certificates, SuperNode keys, node configs and connections for the Deployment Engine.
 
-Fast: nothing is started. The shell scripts in deploy/ are checked too (skipped where
-openssl / ssh-keygen are missing).
+Fast: nothing is started. The shell scripts in deploy/ (which call
+feddistill.deploy_files) are checked too.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -18,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 
+from feddistill import deploy_files as F
 from feddistill import deployment as D
 from feddistill.config import from_mapping
 
@@ -41,7 +41,7 @@ def assert_signed_by_ca(tls_dir: Path) -> None:
 
 def test_tls_certificates_are_signed_by_the_ca_for_every_host(tmp_path):
     # Execute
-    tls = D.generate_tls_certificates(tmp_path, hosts=("localhost", "127.0.0.1", "superlink"))
+    tls = F.generate_tls_certificates(tmp_path, hosts=("localhost", "127.0.0.1", "superlink"))
     # Assert
     assert_signed_by_ca(tmp_path)
     assert sans(tls.server_cert) == {"localhost", "127.0.0.1", "superlink"}
@@ -51,17 +51,17 @@ def test_tls_certificates_are_signed_by_the_ca_for_every_host(tmp_path):
 
 def test_tls_without_hosts_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="hosts=()"):
-        D.generate_tls_certificates(tmp_path, hosts=())
+        F.generate_tls_certificates(tmp_path, hosts=())
 
 
 def test_tls_with_zero_days_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="days=0"):
-        D.generate_tls_certificates(tmp_path, days=0)
+        F.generate_tls_certificates(tmp_path, days=0)
 
 
 def test_supernode_keys_are_p384_openssh_pairs(tmp_path):
     # Execute
-    keys = D.generate_supernode_keys(tmp_path, 2)
+    keys = F.generate_supernode_keys(tmp_path, 2)
     # Assert: what flower-supernode and `flwr supernode register` load
     assert [k.private_key.name for k in keys] == ["supernode-0", "supernode-1"]
     for key in keys:
@@ -75,12 +75,33 @@ def test_supernode_keys_are_p384_openssh_pairs(tmp_path):
 
 def test_zero_supernode_keys_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="num_supernodes=0"):
-        D.generate_supernode_keys(tmp_path, 0)
+        F.generate_supernode_keys(tmp_path, 0)
+
+
+def test_keep_existing_supernode_keys_are_not_rotated(tmp_path):
+    # Prepare
+    first = F.generate_supernode_keys(tmp_path, 1)[0].private_key.read_bytes()
+
+    # Execute
+    keys = F.generate_supernode_keys(tmp_path, 2, keep_existing=True)
+
+    # Assert: pair 0 kept, pair 1 made
+    assert keys[0].private_key.read_bytes() == first
+    assert keys[1].private_key.is_file() and keys[1].public_key.is_file()
+
+
+def test_deploy_files_cli_bad_count_exits_2_with_the_message(tmp_path, capsys):
+    # Execute
+    code = F.main(["keys", "0", str(tmp_path)])
+
+    # Assert
+    assert code == 2
+    assert "num_supernodes=0 is not allowed" in capsys.readouterr().err
 
 
 def test_node_config_names_partition_and_state_dir():
-    assert D.node_config(1, 2) == "partition-id=1 num-partitions=2"
-    assert D.node_config(0, 2, Path("/srv/state")) == (
+    assert F.node_config(1, 2) == "partition-id=1 num-partitions=2"
+    assert F.node_config(0, 2, Path("/srv/state")) == (
         'partition-id=0 num-partitions=2 state-dir="/srv/state"'
     )
 
@@ -88,16 +109,16 @@ def test_node_config_names_partition_and_state_dir():
 @pytest.mark.parametrize("partition_id", [-1, 2])
 def test_node_config_outside_partitions_is_an_error(partition_id):
     with pytest.raises(ValueError, match=f"partition_id={partition_id}"):
-        D.node_config(partition_id, 2)
+        F.node_config(partition_id, 2)
 
 
 def test_connection_toml_sets_root_certificates_or_insecure(tmp_path):
-    secure = tomllib.loads(D.connection_toml("127.0.0.1:9093", tmp_path / "ca.crt"))
-    insecure = tomllib.loads(D.connection_toml("127.0.0.1:9093", None))
-    conn = secure["superlink"][D.CONNECTION]
-    assert secure["superlink"]["default"] == D.CONNECTION
+    secure = tomllib.loads(F.connection_toml("127.0.0.1:9093", tmp_path / "ca.crt"))
+    insecure = tomllib.loads(F.connection_toml("127.0.0.1:9093", None))
+    conn = secure["superlink"][F.CONNECTION]
+    assert secure["superlink"]["default"] == F.CONNECTION
     assert conn == {"address": "127.0.0.1:9093", "root-certificates": str(tmp_path / "ca.crt")}
-    assert insecure["superlink"][D.CONNECTION]["insecure"] is True
+    assert insecure["superlink"][F.CONNECTION]["insecure"] is True
 
 
 def test_deployment_without_supernodes_is_an_error(tmp_path):
@@ -130,7 +151,6 @@ def test_wait_online_times_out(tmp_path):
         proc.wait(timeout=10)
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 def test_generate_certs_script_signs_server_for_extra_names(tmp_path):
     # Execute
     proc = subprocess.run(
@@ -151,7 +171,6 @@ def test_generate_certs_script_signs_server_for_extra_names(tmp_path):
     }
 
 
-@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs ssh-keygen")
 def test_generate_keys_script_writes_loadable_p384_keys(tmp_path):
     proc = subprocess.run(
         ["bash", str(DEPLOY / "auth" / "generate_keys.sh"), "2", str(tmp_path)],

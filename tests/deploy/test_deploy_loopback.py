@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from flwr.supercore.date import now
 from flwr.supercore.primitives.asymmetric import public_key_to_bytes, sign_message
 
+from feddistill import deploy_files as F
 from feddistill import deployment as D
 from feddistill.config import from_mapping
 from feddistill.engine import app_dir, flower_env
@@ -109,7 +110,7 @@ def test_two_round_job_completes_through_tls_and_auth(deployment, tmp_path):
 
 def test_supernode_with_unregistered_key_is_refused(deployment, tmp_path):
     # Prepare: a valid key pair the SuperLink has never seen
-    rogue_key = D.generate_supernode_keys(tmp_path / "rogue", 1)[0]
+    rogue_key = F.generate_supernode_keys(tmp_path / "rogue", 1)[0]
     # Execute
     proc = deployment.start_supernode(1, rogue_key.private_key, name="rogue", max_retries=2)
     code = exit_code_within(proc, REFUSAL_TIMEOUT_S)
@@ -121,7 +122,7 @@ def test_supernode_with_unregistered_key_is_refused(deployment, tmp_path):
 
 
 def test_wait_online_raises_for_a_refused_supernode(deployment, tmp_path):
-    rogue_key = D.generate_supernode_keys(tmp_path / "rogue2", 1)[0]
+    rogue_key = F.generate_supernode_keys(tmp_path / "rogue2", 1)[0]
     proc = deployment.start_supernode(0, rogue_key.private_key, name="rogue2", max_retries=2)
     try:
         with pytest.raises(RuntimeError, match="exited with code"):
@@ -145,7 +146,7 @@ def test_insecure_flwr_cli_cannot_connect_to_tls_superlink(deployment, tmp_path)
     # Prepare: a connection without TLS to the same address
     home = tmp_path / "insecure-cli"
     home.mkdir()
-    (home / "config.toml").write_text(D.connection_toml(deployment.address, None))
+    (home / "config.toml").write_text(F.connection_toml(deployment.address, None))
     # Execute
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "flwr"), "supernode", "ls", D.CONNECTION],
@@ -190,7 +191,7 @@ def outsider(deployment, tmp_path_factory):
     """A flwr home holding nothing but ca.crt and a connection to the public (proxy) address."""
     home = tmp_path_factory.mktemp("outsider")
     ca = Path(shutil.copy(deployment.tls.ca_cert, home / "ca.crt"))
-    (home / "config.toml").write_text(D.connection_toml(deployment.fleet_address, ca))
+    (home / "config.toml").write_text(F.connection_toml(deployment.fleet_address, ca))
     return home
 
 
@@ -217,7 +218,7 @@ def waiting_run(deployment, tmp_path_factory):
 
 def test_outsider_cannot_register_a_key(deployment, outsider, tmp_path):
     # Prepare: the outsider's own key pair
-    key = D.generate_supernode_keys(tmp_path, 1)[0]
+    key = F.generate_supernode_keys(tmp_path, 1)[0]
     # Execute
     proc = flwr_as(outsider, "supernode", "register", str(key.public_key), D.CONNECTION)
     # Assert
@@ -303,7 +304,7 @@ def test_supernode_credentials_cannot_use_the_control_api(deployment, path):
 
 def test_operator_registers_and_unregisters_a_key(deployment, tmp_path):
     # Prepare
-    key = D.generate_supernode_keys(tmp_path, 1)[0]
+    key = F.generate_supernode_keys(tmp_path, 1)[0]
     # Execute
     deployment.register(key.public_key)
     listed = nodes(deployment)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from feddistill import deploy_files as F
 from feddistill import deployment as D
 from feddistill import proxy as P
 
@@ -23,7 +24,7 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 @pytest.fixture(scope="module")
 def cert_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("certs")
-    D.generate_tls_certificates(out)
+    F.generate_tls_certificates(out)
     return out
 
 
@@ -91,7 +92,7 @@ def test_cli_writes_the_config(cert_dir, tmp_path, capsys):
 def test_proxy_that_cannot_listen_is_an_error(tmp_path):
     # Prepare: the proxy's port is taken
     dep = D.LocalDeployment(tmp_path, num_supernodes=1, startup_timeout_s=30)
-    dep.tls = D.generate_tls_certificates(tmp_path / "certs")
+    dep.tls = F.generate_tls_certificates(tmp_path / "certs")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", dep.fleet_port))
         taken.listen()
