@@ -29,8 +29,8 @@ run: $(STAMP)
 	$(VENV)/bin/feddistill run $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check feddistill tests benchmarks
-	$(VENV)/bin/ruff format --check feddistill tests benchmarks
+	$(VENV)/bin/ruff check feddistill tests
+	$(VENV)/bin/ruff format --check feddistill tests
 	$(VENV)/bin/mypy feddistill
 
 test: lint system-deps

@@ -176,13 +176,13 @@ def _run_and_report(cfg: RunConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARKS = {
-    "compression": "compression.py",
-    "fed": "fed_mnist5k.py",
-    "scaling": "scaling.py",
-    "robustness": "robustness.py",
-    "domains": "domains.py",
-    "overhead": "overhead.py",
+BENCHMARKS = {  # name -> module of feddistill.benchmarks
+    "compression": "compression",
+    "fed": "fed_mnist5k",
+    "scaling": "scaling",
+    "robustness": "robustness",
+    "domains": "domains",
+    "overhead": "overhead",
 }
 BENCHMARK_HELP = {
     "compression": "codec settings (top-k density x bit width): compression ratio, "
@@ -228,16 +228,9 @@ def describe_previous_run(out: Path) -> str | None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import importlib.util
+    import importlib
 
-    from feddistill.engine import app_dir
-
-    path = app_dir() / "benchmarks" / BENCHMARKS[args.which]
-    spec = importlib.util.spec_from_file_location(f"feddistill_bench_{args.which}", path)
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"benchmark script {path} not found")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module(f"feddistill.benchmarks.{BENCHMARKS[args.which]}")
     return int(module.main(args.rest) or 0)
 
 

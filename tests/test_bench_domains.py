@@ -1,21 +1,14 @@
-"""benchmarks/domains.py: the table and the target check, on hand-made rows."""
+"""feddistill/benchmarks/domains.py: the table and the target check, on hand-made rows."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import importlib
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "domains.py"
-
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_domains", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("feddistill.benchmarks.domains")
 
 
 def _row(method, task, seed, target, up=0):

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-
-from feddistill.engine import app_dir
+import importlib
 
 
 def _bench():
-    path = app_dir() / "benchmarks" / "fed_mnist5k.py"
-    spec = importlib.util.spec_from_file_location("bench_fed_under_test", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("feddistill.benchmarks.fed_mnist5k")
 
 
 def _result(name: str, up: int, down: int) -> dict:

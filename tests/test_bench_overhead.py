@@ -1,10 +1,9 @@
-"""benchmarks/overhead.py: how the table's derived rows come from two engines' runs."""
+"""feddistill/benchmarks/overhead.py: how the table's derived rows come from two engines' runs."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
-from pathlib import Path
 
 import pytest
 
@@ -13,12 +12,7 @@ from feddistill.cli import BENCHMARK_HELP, BENCHMARKS
 
 @pytest.fixture(scope="module")
 def overhead():  # type: ignore[no-untyped-def]
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "overhead.py"
-    spec = importlib.util.spec_from_file_location("bench_overhead", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("feddistill.benchmarks.overhead")
 
 
 def _run(command_s: float, in_run_s: float, phases: dict[str, float]) -> dict:
@@ -60,5 +54,5 @@ def test_peak_rss_of_this_process_is_positive_then_zero_once_gone(overhead) -> N
 
 def test_overhead_is_a_registered_benchmark() -> None:
     # Assert
-    assert BENCHMARKS["overhead"] == "overhead.py"
+    assert BENCHMARKS["overhead"] == "overhead"
     assert "simulation and in-process engines" in BENCHMARK_HELP["overhead"]

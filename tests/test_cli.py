@@ -234,3 +234,20 @@ def test_phases_and_rounds_are_plain_lines_when_piped(tmp_path, capsys, monkeypa
         "round   1/1 | acc  50.0% worst  25.0% | loss 1.000 | up 2.00 kB (1.25x larger "
         "than fp32) | 3.0 s"
     )
+
+
+def test_every_benchmark_is_an_importable_module_with_main():
+    # Prepare: the regression guarded: `feddistill bench` ran scripts by file path,
+    # which an installed wheel does not have
+    import importlib
+
+    from feddistill.cli import BENCHMARKS
+
+    # Execute
+    modules = {
+        name: importlib.import_module(f"feddistill.benchmarks.{m}")
+        for name, m in BENCHMARKS.items()
+    }
+
+    # Assert
+    assert all(callable(module.main) for module in modules.values())

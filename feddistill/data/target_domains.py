@@ -217,7 +217,7 @@ def target_train_set(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """The target domains' labeled training samples: only for the *target oracle* baseline.
 
     Nothing in a federated run calls this; the oracle (an upper bound trained on target
-    labels) in ``benchmarks/domains.py`` does.
+    labels) in ``feddistill/benchmarks/domains.py`` does.
 
     Returns:
         ``(x, y)``: shapes (n, C, H, W) and (n,).

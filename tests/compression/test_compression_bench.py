@@ -1,22 +1,16 @@
-"""benchmarks/compression.py --quick --json: the row schema the CLI relies on."""
+"""feddistill/benchmarks/compression.py --quick --json: the row schema the CLI relies on."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "compression.py"
-
 
 def test_quick_json_prints_only_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Prepare
-    spec = importlib.util.spec_from_file_location("bench_compression", BENCH)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from feddistill.benchmarks import compression as bench
 
     # Execute
     code = bench.main(["--quick", "--json", "--out", str(tmp_path)])

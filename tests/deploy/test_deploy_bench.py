@@ -1,21 +1,15 @@
-"""benchmarks/scaling_deployment.py: argument checks and the markdown row (nothing runs)."""
+"""feddistill/benchmarks/scaling_deployment.py: argument checks and the markdown row (nothing runs)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import importlib
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "scaling_deployment.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("scaling_deployment_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("feddistill.benchmarks.scaling_deployment")
 
 
 def test_zero_rounds_is_an_error(bench, tmp_path):

@@ -17,7 +17,7 @@ sum can exceed the wall time). Derived rows:
   costs);
 - ``student training`` excludes the KD term's forward pass, shown as ``KD``.
 
-Usage: python benchmarks/overhead.py [--out results/bench-overhead] [--set KEY=VALUE ...]
+Usage: python -m feddistill.benchmarks.overhead [--out results/bench-overhead] [--set KEY=VALUE ...]
 Writes ``results.json`` and ``results.md`` to ``--out`` and prints the markdown table;
 exits 1 if the two engines' metrics.csv differ (timing columns aside).
 """

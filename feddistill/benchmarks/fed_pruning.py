@@ -6,7 +6,7 @@ dense feddistill; an 80% global mask grown over the first half of the rounds; ha
 the channels removed at the start of the second half. Then the dense and the sparse
 final students are exported (int8; the sparse one zlib-stored) and measured.
 
-Usage: python benchmarks/fed_pruning.py [--rounds 6] [--out DIR] [--set KEY=VALUE]
+Usage: python -m feddistill.benchmarks.fed_pruning [--rounds 6] [--out DIR] [--set KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def export_final(cfg: Any, out: Path, sparsity: float, compress: bool) -> dict[s
     """Export the final checkpoint's student of a run; the export report."""
     data = prepare_federated_data(cfg.data_spec())
     splits = data.splits
-    state = load_latest_checkpoint(out / "checkpoints")["student"]
+    checkpoint = load_latest_checkpoint(out / "checkpoints")
+    assert checkpoint is not None, f"the run in {out} left no checkpoint"
+    state = checkpoint["student"]
     model = build_model(cfg.student_model, splits.in_shape, splits.num_classes)
     resize_to_state(model, state)
     model.load_state_dict(state)

@@ -15,7 +15,7 @@ without error feedback; the row reports ``||sum of decoded - true sum|| / ||true
 Also: unstructured + channel pruning reports and the int8 export of ``cnn-small``
 (size on disk, latency, accuracy against fp32).
 
-Run: ``PYTHONPATH=. .venv/bin/python benchmarks/compression.py [--quick] [--out DIR]``;
+Run: ``.venv/bin/python -m feddistill.benchmarks.compression [--quick] [--out DIR]``;
 ``--json`` prints only ``{"rows": [...]}`` to stdout. Writes ``results.json`` and
 ``results.md`` to ``--out`` (default ``results/bench-compression``).
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import io
 import json
 import math
@@ -34,6 +35,7 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -106,14 +108,23 @@ def sqnr_db(ref: dict[str, Tensor], out: dict[str, Tensor]) -> float | None:
     return None if noise == 0 else 10 * math.log10(signal / noise)
 
 
-def timed(fn: Callable[[], object], repeats: int) -> tuple[object, float]:
-    """(result, median seconds) of ``fn`` over ``repeats`` calls."""
-    times, result = [], None
-    for _ in range(repeats):
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T], repeats: int) -> tuple[T, float]:
+    """(result, median seconds) of ``fn`` over ``repeats`` calls (>= 1)."""
+    start = time.perf_counter()
+    result = fn()
+    times = [time.perf_counter() - start]
+    for _ in range(repeats - 1):
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)
     return result, statistics.median(times)
+
+
+def _encode(tensors: dict[str, Tensor], spec: Any) -> bytes:
+    return compress_update(tensors, spec)[0]
 
 
 def codec_rows(name: str, tensors: dict[str, Tensor], repeats: int) -> list[dict]:
@@ -122,8 +133,8 @@ def codec_rows(name: str, tensors: dict[str, Tensor], repeats: int) -> list[dict
     mb = fp32_bytes / 1e6
     rows = []
     for setting, spec in SETTINGS.items():
-        payload, t_enc = timed(lambda spec=spec: compress_update(tensors, spec)[0], repeats)
-        decoded, t_dec = timed(lambda payload=payload: decode_update(payload), repeats)
+        payload, t_enc = timed(functools.partial(_encode, tensors, spec), repeats)
+        decoded, t_dec = timed(functools.partial(decode_update, payload), repeats)
         rows.append(
             _row(
                 f"{name} | {setting}",

@@ -11,7 +11,7 @@ second panel), `accuracy_vs_uplink.png` and `accuracy_vs_round.png`.
 `--scale` adds a 100-client Dirichlet run with 10% of clients per round and reports
 the peak resident memory of the whole process tree.
 
-Usage: python benchmarks/fed_mnist5k.py [--rounds 10] [--out DIR] [--only a,b] [--scale]
+Usage: python -m feddistill.benchmarks.fed_mnist5k [--rounds 10] [--out DIR] [--only a,b] [--scale]
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pruning",
         action="store_true",
-        help="add issue 12's rows (benchmarks/fed_pruning.py, in process): dense vs 80%% "
+        help="add issue 12's rows (feddistill/benchmarks/fed_pruning.py, in process): dense vs 80%% "
         "in-loop mask vs half the channels, and the exported sparse int8 student",
     )
     parser.add_argument(
@@ -224,15 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         ]
         results.append(run_one("feddistill-100-dirichlet-10pct", scale, out / "scale100"))
     if args.pruning:
-        import importlib.util
+        from feddistill.benchmarks import fed_pruning
 
-        path = Path(__file__).with_name("fed_pruning.py")
-        spec = importlib.util.spec_from_file_location("feddistill_bench_fed_pruning", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
         sets = [f"--set={s}" for s in [f"seed={args.seed}", *args.set]]
-        module.main(["--rounds", str(args.rounds), "--out", str(out / "pruning"), *sets])
+        fed_pruning.main(["--rounds", str(args.rounds), "--out", str(out / "pruning"), *sets])
     table = markdown(results)
     (out / "results.md").write_text(table)
     (out / "results.json").write_text(

@@ -5,7 +5,7 @@ once per setting on the same split and seed, and prints, per setting, the final 
 accuracy, cumulative uplink and downlink bytes and the total (up + down) ratio vs
 fp32 FedAvg.
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/downlink_bits.py [--dataset digits]
+Run: ``nice -n 10 .venv/bin/python -m feddistill.benchmarks.downlink_bits [--dataset digits]
 [--rounds 5] [--out /tmp/downlink-bits]``; ``--json PATH`` also writes the numbers.
 """
 

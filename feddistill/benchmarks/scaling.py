@@ -10,11 +10,11 @@ and the table keeps the time spent starting processes apart from training:
   start, ``flwr run``, Ray init / attach, client actors, data loading, export);
 - ``training``: the sum of ``round_seconds`` in ``metrics.jsonl``.
 
-If ``benchmarks/scaling_deployment.py`` exists, its ``bench_deployment(rounds, out)``
-adds a Deployment Engine row (SuperLink + SuperNodes on loopback; its process start
+:func:`feddistill.benchmarks.scaling_deployment.bench_deployment` adds a Deployment
+Engine row (SuperLink + SuperNodes on loopback; its process start
 is credentials + SuperLink + SuperNode start, see :func:`deployment_row`).
 
-Usage: python benchmarks/scaling.py [--rounds 2] [--out results/bench-scaling]
+Usage: python -m feddistill.benchmarks.scaling [--rounds 2] [--out results/bench-scaling]
        [--set KEY=VALUE ...]
 Writes ``results.json`` and ``results.md`` to ``--out`` and prints the markdown table.
 """
@@ -22,7 +22,6 @@ Writes ``results.json`` and ``results.md`` to ``--out`` and prints the markdown 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from feddistill.benchmarks.scaling_deployment import bench_deployment
 from feddistill.cluster.ray_cluster import LocalRayCluster, NodeSpec
 from feddistill.lifeline import parent_death_signal
 
@@ -173,19 +173,6 @@ def deployment_row(found: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _deployment_bench() -> Any | None:
-    """``bench_deployment`` from scaling_deployment.py next to this file, if present."""
-    path = Path(__file__).resolve().with_name("scaling_deployment.py")
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("feddistill_bench_scaling_deployment", path)
-    if spec is None or spec.loader is None:
-        return None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, "bench_deployment", None)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the scaling benchmark; print the table, write results.json / results.md."""
     parser = argparse.ArgumentParser(
@@ -206,9 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     sets = [*DEFAULT_SETS, *(args.set or [])]
     results = bench_ray_cluster(args.rounds, out, sets, num_nodes=args.nodes)
-    bench_deployment = _deployment_bench()
-    if bench_deployment is not None:
-        results.append(deployment_row(bench_deployment(args.rounds, out / "deployment")))
+    results.append(deployment_row(bench_deployment(args.rounds, out / "deployment")))
     table = markdown_table(results)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(table + "\n")

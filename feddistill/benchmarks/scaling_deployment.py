@@ -5,9 +5,9 @@ SuperLink + 2 SuperNodes on loopback with TLS and SuperNode authentication
 the seconds spent starting processes (certificates and keys, SuperLink, key
 registration, SuperNodes) apart from training (sum of ``round_seconds`` in
 ``<out>/metrics.jsonl``) and the wall seconds of the whole thing. Imported by
-``benchmarks/scaling.py``.
+``feddistill/benchmarks/scaling.py``.
 
-Usage: python benchmarks/scaling_deployment.py [--rounds 2] [--out DIR]
+Usage: python -m feddistill.benchmarks.scaling_deployment [--rounds 2] [--out DIR]
 """
 
 from __future__ import annotations

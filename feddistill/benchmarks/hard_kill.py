@@ -6,7 +6,7 @@ every process the run started once round 2 is written (they all inherit a fresh
 and counts the run's processes and temporary folders (``FLWR_HOME``) still there.
 Anything left is then killed by PID.
 
-    python benchmarks/hard_kill.py [--engine simulation|deployment] [--out DIR]
+    python -m feddistill.benchmarks.hard_kill [--engine simulation|deployment] [--out DIR]
 """
 
 from __future__ import annotations

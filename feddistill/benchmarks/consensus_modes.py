@@ -7,7 +7,7 @@ trains a small teacher (`cnn-small`) on its own cluster only; the teachers' logi
 the proxy set are combined with every consensus mode, and the argmax of each consensus
 is scored against the proxy set's true labels (labels used ONLY for this diagnostic).
 
-Run: ``PYTHONPATH=. .venv/bin/python benchmarks/consensus_modes.py [--epochs 3] [--seed 0]``
+Run: ``.venv/bin/python -m feddistill.benchmarks.consensus_modes [--epochs 3] [--seed 0]``
 Prints a markdown table; ``--json PATH`` also writes the numbers.
 """
 

@@ -206,7 +206,7 @@ def check_targets(rows: list[dict[str, Any]]) -> list[str]:
             f"{suite}: feddistill {100 * fd:.1f} vs fedavg + 3 = {100 * fa + 3:.1f} "
             f"({'met' if fd >= fa + 0.03 - EPS else 'MISSED'}), vs feddf {100 * df:.1f} "
             f"({'met' if fd >= df - EPS else 'MISSED'}); best feddistill mode: {best} "
-            f"{100 * (avg(best) or 0):.1f}"
+            f"{100 * ((avg(best) if best else None) or 0):.1f}"
         )
     return out
 
