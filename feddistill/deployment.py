@@ -34,15 +34,9 @@ from feddistill.deploy_files import (
     generate_tls_certificates,
     node_config,
 )
-from feddistill.engine import (
-    ProcessGroup,
-    _wait_for_port,
-    app_dir,
-    flower_env,
-    free_port,
-    write_run_toml,
-)
-from feddistill.lifeline import spawn
+from feddistill.engine import _wait_for_port, app_dir, flower_env, write_run_toml
+from feddistill.lifeline import ProcessGroup, spawn
+from feddistill.ports import free_port
 from feddistill.progress import pump_without_ansi
 from feddistill.proxy import nginx_argv, write_nginx_config
 

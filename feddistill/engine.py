@@ -28,6 +28,7 @@ from typing import Any
 from feddistill.config import RunConfig
 from feddistill.lifeline import ProcessGroup, remove_on_exit, spawn
 from feddistill.outdir_lock import LOCK_FILE
+from feddistill.ports import free_port
 from feddistill.progress import emit_new_rows as _emit_new_rows
 from feddistill.progress import follow_progress, pump_without_ansi, read_new_phases
 from feddistill.server.results import RUN_CONFIG_FILE, save_run_config
@@ -89,13 +90,6 @@ def write_run_toml(cfg: RunConfig, path: Path) -> Path:
     """The whole config as a flat TOML file for ``flwr run --run-config``."""
     path.write_text("".join(f"{k} = {_toml_literal(v)}\n" for k, v in cfg.to_kebab().items()))
     return path
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _toml_literal(value: Any) -> str:

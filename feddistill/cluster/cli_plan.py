@@ -21,7 +21,7 @@ from dataclasses import asdict
 from typing import Any
 
 from feddistill.cluster.planner import CUDA_CONTEXT_BYTES, plan_resources, training_memory_bytes
-from feddistill.cluster.ray_cluster import cluster_resources
+from feddistill.cluster.probe import cluster_resources
 from feddistill.config import RunConfig, load_config
 
 # One sample's shape (C, H, W) and the classes of each dataset, without loading it.

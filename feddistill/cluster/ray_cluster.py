@@ -1,18 +1,27 @@
-"""Attach to a Ray cluster, or start a local multi-node one on loopback.
+"""Start a local multi-node Ray cluster on loopback: only what ``ray start`` cannot do.
 
-:class:`LocalRayCluster` starts a Ray head and worker nodes on this machine, each as
-its own foreground ``ray start --block`` process (own temporary folder, explicit
-ports, CPU and memory limits), waits until every node is alive, and stops every
-process it started by PID when the ``with`` block ends, on failure too. It never calls
-``ray stop``, which would kill every Ray process on the host.
+``ray start`` starts one node. What :class:`LocalRayCluster` adds, and why:
 
-:func:`resolve_address` picks the cluster a job attaches to: ``--ray-address``, else
-``RAY_ADDRESS``, else none (the simulation starts a local Ray instance).
+- **One foreground ``ray start --block`` per node, stopped by PID.** Without
+  ``--block`` the node's daemons detach from us, and the only way to stop them is
+  ``ray stop``, which kills every Ray process on the host (other users' too). Each
+  ``ray start`` gets the parent-death signal and the run's watchdog
+  (:mod:`feddistill.lifeline`), so a killed command leaves no node behind.
+- **Explicit free ports and one temporary folder per node.** Several nodes on one host
+  (and other Ray instances on it) would otherwise collide on Ray's fixed defaults (GCS
+  6379, dashboard agent 52365, the shared worker-port range, ``/tmp/ray``).
+- **A short root folder (<= 40 characters).** Ray puts Unix sockets ~67 characters
+  below it and AF_UNIX paths stop at 107 bytes; a long ``$TMPDIR`` breaks ``ray start``.
+- **Waiting until every node is alive.** ``ray start --block`` never returns, so
+  nothing tells a caller when a worker node has joined; this polls the GCS
+  (:func:`feddistill.cluster.probe.probe_cluster`) and fails with the node's log when
+  its ``ray start`` exits.
+
+Which cluster a job attaches to, and what it offers, is :mod:`feddistill.cluster.probe`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -24,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from feddistill.engine import free_port
-from feddistill.lifeline import ProcessGroup, parent_death_signal, remove_on_exit, spawn
+from feddistill.cluster.probe import probe_cluster
+from feddistill.lifeline import ProcessGroup, remove_on_exit, spawn
+from feddistill.ports import free_port, free_port_range, listening
 
 logger = logging.getLogger(__name__)
 
@@ -35,20 +45,6 @@ WORKER_PORTS_PER_NODE = 40  # worker processes (actors, tasks) each hold one por
 # Ray puts Unix sockets at <root>/n0/session_<date>_<time>_<pid>/sockets/plasma_store,
 # ~67 characters below the root, and AF_UNIX paths stop at 107 bytes.
 MAX_ROOT_CHARS = 40
-
-
-def resolve_address(ray_address: str | None = None) -> str | None:
-    """The Ray cluster to attach to: `ray_address`, else ``RAY_ADDRESS``, else None.
-
-    Args:
-        ray_address: an explicit address (``host:port`` of the GCS, or ``auto``).
-
-    Returns:
-        The address, or None when a job should start its own local Ray instance.
-    """
-    if ray_address:
-        return ray_address
-    return os.environ.get("RAY_ADDRESS") or None
 
 
 def ray_executable() -> str:
@@ -66,29 +62,6 @@ def ray_executable() -> str:
             f"no `ray` command next to {sys.executable} or on PATH; install ray[default]"
         )
     return found
-
-
-def _free_port_range(size: int, tries: int = 50) -> int:
-    """First port of `size` consecutive ports that were free a moment ago."""
-    import socket
-
-    for _ in range(tries):
-        start = free_port()
-        if start + size > 65535:
-            continue
-        socks = []
-        try:
-            for port in range(start, start + size):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return start
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError(f"found no {size} consecutive free ports in {tries} tries")
 
 
 @dataclass
@@ -156,7 +129,7 @@ class LocalRayNode:
                 f"head={self.head} needs head_address "
                 f"{'None' if self.head else 'host:port'}, got {head_address!r}"
             )
-        min_worker = _free_port_range(WORKER_PORTS_PER_NODE)
+        min_worker = free_port_range(WORKER_PORTS_PER_NODE)
         cmd = [ray_executable(), "start", "--block", "--disable-usage-stats"]
         if self.head:
             self.gcs_port = free_port()
@@ -327,7 +300,7 @@ class LocalRayCluster:
                         f"ray start of node {i} exited with code {code}; see {node.log_path}"
                     )
             host, port = str(self.address).rsplit(":", 1)
-            if _listening(host, int(port)):
+            if listening(host, int(port)):
                 try:
                     left = max(5.0, deadline - time.monotonic())
                     alive = int(probe_cluster(str(self.address), timeout_s=left)["alive"])
@@ -351,110 +324,3 @@ class LocalRayCluster:
     def pids(self) -> set[int]:
         """PIDs of every process the cluster started (alive or not)."""
         return {pid for node in self.nodes for pid in node.group.seen}
-
-
-def _listening(host: str, port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1.0)
-        return sock.connect_ex((host, port)) == 0
-
-
-_PROBE = """
-import json, sys, ray
-ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
-try:
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    res = ray.cluster_resources()
-    gpu_memory = 0
-    if sys.argv[2] == "1" and res.get("GPU", 0) >= 1:
-        @ray.remote(num_gpus=1, num_cpus=0)
-        def total_memory():
-            import torch
-            return torch.cuda.get_device_properties(0).total_memory
-        try:
-            gpu_memory = ray.get(total_memory.remote(), timeout=float(sys.argv[3]))
-        except Exception:
-            gpu_memory = 0
-    print(json.dumps({"alive": len(nodes), "resources": res, "gpu_memory_bytes": gpu_memory}))
-finally:
-    ray.shutdown()
-"""
-
-
-def probe_cluster(address: str, timeout_s: float = 60.0, gpu_memory: bool = False) -> dict:
-    """Alive nodes and total resources of the cluster at `address`.
-
-    Runs in a short-lived subprocess so this process never becomes a Ray driver.
-
-    Args:
-        address: ``host:port`` of the cluster's GCS (or ``auto``).
-        timeout_s: how long the probe may take (> 0).
-        gpu_memory: also read one GPU's total memory, with a 1-GPU task (it waits
-            for a free GPU up to half of `timeout_s`; 0 when none answers).
-
-    Returns:
-        ``{"alive": int, "resources": {"CPU": float, "GPU": float, ...},
-        "gpu_memory_bytes": int}``.
-
-    Raises:
-        RuntimeError: if the probe cannot connect or times out.
-    """
-    env = dict(os.environ)
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", _PROBE, address, "1" if gpu_memory else "0", str(timeout_s / 2)],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            env=env,
-            start_new_session=True,
-            preexec_fn=parent_death_signal(),
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"no answer from the Ray cluster at {address} in {timeout_s} s") from exc
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"cannot reach the Ray cluster at {address}: {' | '.join(tail)}")
-    return json.loads(lines[-1])
-
-
-def cluster_resources(address: str | None = None) -> dict:
-    """CPUs, GPUs and one GPU's memory of the cluster a job would run on.
-
-    With an address (argument or ``RAY_ADDRESS``, see :func:`resolve_address`) the
-    cluster is asked through :func:`probe_cluster`; without one, this machine is
-    described (what the simulation's local Ray instance would offer).
-
-    Args:
-        address: ``host:port`` of a Ray cluster, or None.
-
-    Returns:
-        ``{"CPU": int, "GPU": int, "gpu_memory_bytes": int, "nodes": int}``.
-
-    Raises:
-        RuntimeError: if the cluster at the address does not answer.
-    """
-    address = resolve_address(address)
-    if address is None:
-        import torch
-
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        memory = torch.cuda.get_device_properties(0).total_memory if gpus else 0
-        return {"CPU": os.cpu_count() or 1, "GPU": gpus, "gpu_memory_bytes": memory, "nodes": 1}
-    found = probe_cluster(address, gpu_memory=True)
-    res = found["resources"]
-    return {
-        "CPU": int(res.get("CPU", 0)),
-        "GPU": int(res.get("GPU", 0)),
-        "gpu_memory_bytes": int(found.get("gpu_memory_bytes", 0)),
-        "nodes": int(found["alive"]),
-    }
-
-
-def alive_node_count(address: str) -> int:
-    """How many nodes of the cluster at `address` are alive (see :func:`probe_cluster`)."""
-    return int(probe_cluster(address)["alive"])

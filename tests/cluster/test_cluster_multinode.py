@@ -13,7 +13,8 @@ import sys
 import psutil
 import pytest
 
-from feddistill.cluster.ray_cluster import LocalRayCluster, NodeSpec, probe_cluster
+from feddistill.cluster.probe import probe_cluster
+from feddistill.cluster.ray_cluster import LocalRayCluster, NodeSpec
 
 pytestmark = pytest.mark.slow
 

@@ -9,16 +9,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from feddistill.cluster import ray_cluster
+from feddistill.cluster import probe, ray_cluster
 from feddistill.cluster.cli_plan import add_plan_parser, client_memory_bytes
-from feddistill.cluster.ray_cluster import (
-    LocalRayCluster,
-    LocalRayNode,
-    NodeSpec,
-    probe_cluster,
-    ray_executable,
-    resolve_address,
-)
+from feddistill.cluster.probe import probe_cluster, resolve_address
+from feddistill.cluster.ray_cluster import LocalRayCluster, LocalRayNode, NodeSpec, ray_executable
 from feddistill.config import RunConfig
 
 
@@ -95,14 +89,14 @@ def test_probe_of_nothing_is_a_clear_error(monkeypatch):
     # Prepare: a port nobody listens on; Ray would retry for a minute, so cut it short
     monkeypatch.setenv("RAY_gcs_rpc_server_connect_timeout_s", "2")
     monkeypatch.setenv("RAY_gcs_rpc_server_reconnect_timeout_s", "2")
-    from feddistill.engine import free_port
+    from feddistill.ports import free_port
 
     with pytest.raises(RuntimeError, match="Ray cluster at 127.0.0.1"):
         probe_cluster(f"127.0.0.1:{free_port()}", timeout_s=30)
 
 
 def test_probe_timeout_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(ray_cluster, "_PROBE", "import time; time.sleep(30)")
+    monkeypatch.setattr(probe, "_PROBE", "import time; time.sleep(30)")
     with pytest.raises(RuntimeError, match="no answer from the Ray cluster at x:1 in 1"):
         probe_cluster("x:1", timeout_s=1)
 
@@ -145,7 +139,7 @@ def test_cluster_rejects_a_root_too_long_for_ray_sockets(tmp_path):
 
 def test_cluster_resources_without_an_address_describes_this_machine(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    found = ray_cluster.cluster_resources(None)
+    found = probe.cluster_resources(None)
     assert found["CPU"] >= 1 and found["nodes"] == 1
     assert found["GPU"] >= 0
 
