@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,15 +19,32 @@ from typing import Any
 from feddistill.checks import check_choice as _check_choice
 from feddistill.checks import check_open_unit as _check_open_unit
 from feddistill.checks import check_range as _check_range
-from feddistill.compression.quantize import BIT_WIDTHS  # 16 = fp16, 32 = uncompressed fp32
-from feddistill.data.datasets import DATASET_NAMES as DATASETS
-from feddistill.data.domain_datasets import DOMAIN_DATASET_NAMES as DOMAIN_DATASETS
-from feddistill.data.partitioners import PARTITIONER_NAMES as PARTITIONERS
+from feddistill.data.names import DATASET_NAMES as DATASETS
+from feddistill.data.names import DOMAIN_DATASET_NAMES as DOMAIN_DATASETS
+from feddistill.data.names import DOMAIN_PARTITIONER_NAMES as DOMAIN_PARTITIONERS
+from feddistill.data.names import PARTITIONER_NAMES as PARTITIONERS
+from feddistill.data.names import PROXY_SETS
 from feddistill.data.spec import DataSpec
-from feddistill.data.target_domains import DOMAIN_PARTITIONER_NAMES as DOMAIN_PARTITIONERS
-from feddistill.data.target_domains import PROXY_SETS
-from feddistill.distill.consensus import CONSENSUS_MODES  # KD3A's modes included
-from feddistill.models import MODEL_NAMES
+
+
+@functools.cache
+def torch_registry_names() -> tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...]]:
+    """Consensus modes, bit widths and model names, from the registries that own them.
+
+    Imported on first use: those registries load torch, and importing this module must
+    stay fast (``feddistill --help``).
+
+    Returns:
+        ``(CONSENSUS_MODES, BIT_WIDTHS, MODEL_NAMES)`` of :mod:`feddistill.distill.consensus`
+        (KD3A's modes included), :mod:`feddistill.compression.quantize` (16 = fp16,
+        32 = uncompressed fp32) and :mod:`feddistill.models`.
+    """
+    from feddistill.compression.quantize import BIT_WIDTHS
+    from feddistill.distill.consensus import CONSENSUS_MODES
+    from feddistill.models import MODEL_NAMES
+
+    return CONSENSUS_MODES, BIT_WIDTHS, MODEL_NAMES
+
 
 # Names of server and client code, which import this module (tests check they agree):
 STRATEGIES = (
@@ -83,11 +101,11 @@ class RunConfig:
     # --- distillation ---
     temperature: float = 2.0  # softmax temperature T > 0
     alpha: float = 1.0  # KD weight: loss = CE + alpha * T^2 * KL
-    consensus: str = "domain"  # one of CONSENSUS_MODES
+    consensus: str = "domain"  # one of distill.consensus.CONSENSUS_MODES
     server_distill_epochs: int = 1  # server-side distillation to the consensus per round
     # --- compression ---
     update_density: float = 0.05  # top-k fraction of update entries sent, in (0, 1]
-    update_bit_width: int = 4  # one of BIT_WIDTHS
+    update_bit_width: int = 4  # one of compression.quantize.BIT_WIDTHS
     error_feedback: bool = True  # keep what top-k did not send for the next round
     logits_bit_width: int = 4  # uploaded teacher logits, one of BIT_WIDTHS
     downlink_density: float = 1.0  # top-k fraction of the global-student delta sent down
@@ -121,14 +139,15 @@ class RunConfig:
         _check_choice("dataset", self.dataset, DATASETS + DOMAIN_DATASETS)
         _check_choice("partitioner", self.partitioner, PARTITIONERS + DOMAIN_PARTITIONERS)
         _check_choice("strategy", self.strategy, STRATEGIES)
-        _check_choice("consensus", self.consensus, CONSENSUS_MODES)
+        consensus_modes, bit_widths, model_names = torch_registry_names()
+        _check_choice("consensus", self.consensus, consensus_modes)
         _check_choice("proxy-set", self.proxy_set, PROXY_SETS)
         self._check_domains()
         _check_choice("device", self.device, DEVICES)
-        _check_choice("update-bit-width", self.update_bit_width, BIT_WIDTHS)
-        _check_choice("logits-bit-width", self.logits_bit_width, BIT_WIDTHS)
-        _check_choice("downlink-bit-width", self.downlink_bit_width, BIT_WIDTHS)
-        _check_choice("consensus-bit-width", self.consensus_bit_width, BIT_WIDTHS)
+        _check_choice("update-bit-width", self.update_bit_width, bit_widths)
+        _check_choice("logits-bit-width", self.logits_bit_width, bit_widths)
+        _check_choice("downlink-bit-width", self.downlink_bit_width, bit_widths)
+        _check_choice("consensus-bit-width", self.consensus_bit_width, bit_widths)
         _check_choice("aggregator", self.aggregator, AGGREGATORS)
         _check_choice("attack", self.attack, ATTACKS)
         _check_range("clip_multiple", self.clip_multiple, low=0.0)
@@ -208,7 +227,7 @@ class RunConfig:
             ) from None
         _check_range("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         for name in [*self.teacher_model_list(), self.student_model]:
-            _check_choice("teacher-models/student-model", name, MODEL_NAMES)
+            _check_choice("teacher-models/student-model", name, model_names)
         bad_ids = sorted(p for p in self.failing_partitions() if not 0 <= p < self.num_partitions)
         if bad_ids:
             raise ValueError(

@@ -21,13 +21,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from feddistill.config import DATASETS, PARTITIONERS, RunConfig
-from feddistill.data import FederatedData, prepare_federated_data
-from feddistill.data.plots import save_plot
+
+if TYPE_CHECKING:  # the data package loads torch: only when the command runs
+    from feddistill.data import FederatedData
 
 DEFAULT_OUT = "results/partition"
 EXIT_ERROR = 2
@@ -43,7 +44,7 @@ def add_partition_parser(subparsers: Any) -> argparse.ArgumentParser:
     Returns:
         The new sub-parser; its ``func`` default is :func:`run_partition`.
     """
-    defaults = RunConfig()
+    defaults = RunConfig  # the dataclass's defaults; building one would load the registries
     parser = subparsers.add_parser(
         "partition",
         help="show and save the client partitions of a dataset",
@@ -193,6 +194,9 @@ def run_partition(args: argparse.Namespace) -> int:
         0 on success, 2 on bad settings, missing data or an unwritable output folder
         (the message goes to stderr).
     """
+    from feddistill.data import prepare_federated_data
+    from feddistill.data.plots import save_plot
+
     try:
         cfg = config_from_args(args)
         data = prepare_federated_data(cfg.data_spec())

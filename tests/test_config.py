@@ -278,3 +278,17 @@ def test_data_package_does_not_import_the_run_config():
 
     # Assert
     assert out.stdout.strip() == "False"
+
+
+def test_importing_the_config_does_not_load_torch():
+    # Prepare: a fresh interpreter; the registries that load torch are read on first use
+    import subprocess
+    import sys
+
+    code = "import sys, feddistill.config; print('torch' in sys.modules)"
+
+    # Execute
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    # Assert
+    assert out.stdout.strip() == "False"

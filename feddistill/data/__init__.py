@@ -7,14 +7,45 @@ Typical use::
 
     data = prepare_federated_data(cfg.data_spec())   # cached per process
     x = data.splits.train_x[data.partitions[partition_id]]
+
+The names below are loaded on first use (PEP 562), so that importing a light module of
+this package (:mod:`.names`, :mod:`.spec`) does not load torch or the datasets.
 """
 
-from feddistill.data.datasets import DATASET_NAMES, ArrayDataset, load_dataset
-from feddistill.data.domains import DomainModel, fit_domains
-from feddistill.data.federated import FederatedData, prepare_federated_data
-from feddistill.data.partitioners import PARTITIONER_NAMES, KMeansPartitioner, partition_train
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from feddistill.data.names import DATASET_NAMES, PARTITIONER_NAMES
 from feddistill.data.spec import DataSpec
-from feddistill.data.splits import DataSplits, split_dataset
+
+if TYPE_CHECKING:
+    from feddistill.data.datasets import ArrayDataset, load_dataset
+    from feddistill.data.domains import DomainModel, fit_domains
+    from feddistill.data.federated import FederatedData, prepare_federated_data
+    from feddistill.data.partitioners import KMeansPartitioner, partition_train
+    from feddistill.data.splits import DataSplits, split_dataset
+
+_LAZY = {
+    "ArrayDataset": "datasets",
+    "load_dataset": "datasets",
+    "DomainModel": "domains",
+    "fit_domains": "domains",
+    "FederatedData": "federated",
+    "prepare_federated_data": "federated",
+    "KMeansPartitioner": "partitioners",
+    "partition_train": "partitioners",
+    "DataSplits": "splits",
+    "split_dataset": "splits",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"feddistill.data.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'feddistill.data' has no attribute {name!r}")
+
 
 __all__ = [
     "DATASET_NAMES",

@@ -30,11 +30,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from feddistill.data.names import DATASET_NAMES
+
 logger = logging.getLogger(__name__)
 
-EMBEDDED_DATASETS = ("mnist5k", "digits")
-TORCHVISION_DATASETS = ("mnist", "fashion-mnist", "cifar10")
-DATASET_NAMES = EMBEDDED_DATASETS + TORCHVISION_DATASETS
 
 # Per-channel normalization constants (mean, std) of the [0, 1]-scaled pixels.
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)

@@ -45,10 +45,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from feddistill.data.datasets import MNIST_MEAN, MNIST_STD, ArrayDataset
+from feddistill.data.names import DOMAIN_DATASET_NAMES
 
 logger = logging.getLogger(__name__)
 
-DOMAIN_DATASET_NAMES = ("digits-mix", "mnist5k-rotated", "mnist-usps")
 ROTATION_ANGLES = (0, 15, 30, 45, 60, 75)  # degrees, DomainBed's RotatedMNIST
 ROTATION_SEED = 0  # fixes which image goes to which angle, for every run
 

@@ -7,13 +7,13 @@ import functools
 import logging
 
 from feddistill.data.datasets import load_dataset
-from feddistill.data.domain_datasets import DOMAIN_DATASET_NAMES
 from feddistill.data.domains import fit_domains
 from feddistill.data.federated_data import FederatedData, majority_domains
+from feddistill.data.names import DOMAIN_DATASET_NAMES, DOMAIN_PARTITIONER_NAMES
 from feddistill.data.partitioners import partition_train
 from feddistill.data.spec import DataSpec
 from feddistill.data.splits import split_dataset
-from feddistill.data.target_domains import DOMAIN_PARTITIONER_NAMES, prepare_domain_data
+from feddistill.data.target_domains import prepare_domain_data
 
 logger = logging.getLogger(__name__)
 

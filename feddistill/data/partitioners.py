@@ -24,10 +24,10 @@ from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Part
 from torch import Tensor
 
 from feddistill.data.domains import DEFAULT_N_COMPONENTS, DomainModel, fit_domains, flatten
+from feddistill.data.names import PARTITIONER_NAMES
 
 logger = logging.getLogger(__name__)
 
-PARTITIONER_NAMES = ("kmeans", "iid", "dirichlet")
 DIRICHLET_MAX_DRAWS = 11  # flwr-datasets' DirichletPartitioner: 1 draw + 10 retries
 
 

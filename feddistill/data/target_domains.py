@@ -25,6 +25,7 @@ from feddistill.data.datasets import load_dataset
 from feddistill.data.domain_datasets import DOMAIN_DATASET_NAMES, load_domain_dataset
 from feddistill.data.domains import fit_domains
 from feddistill.data.federated_data import FederatedData, majority_domains
+from feddistill.data.names import DOMAIN_PARTITIONER_NAMES
 from feddistill.data.partitioners import _dirichlet, check_partition_request, partition_train
 from feddistill.data.spec import DataSpec
 from feddistill.data.splits import DataSplits, split_indices
@@ -32,8 +33,6 @@ from feddistill.data.splits import DataSplits, split_indices
 logger = logging.getLogger(__name__)
 
 DEFAULT_KMEANS_DOMAINS = 2  # plain dataset with target-domains and num-domains = 0
-DOMAIN_PARTITIONER_NAMES: tuple[str, ...] = ("domain", "domain-dirichlet")  # one domain per client
-PROXY_SETS: tuple[str, ...] = ("target", "public")  # the proxy set with target domains
 
 
 def domain_partition(
