@@ -20,12 +20,12 @@ from flwr.clientapp import ClientApp
 
 from feddistill import protocol as P
 from feddistill.clients.round import run_client_round
-from feddistill.clients.train import resolve_device
 from feddistill.compression import decode_update
 from feddistill.compression.downlink import DownlinkPayload
 from feddistill.config import RunConfig, from_mapping
 from feddistill.data import prepare_federated_data
 from feddistill.distill.subset import proxy_subset
+from feddistill.learn import resolve_device
 from feddistill.timing import flush, timed
 
 logger = logging.getLogger(__name__)

@@ -19,13 +19,6 @@ import torch
 from torch import Tensor
 
 from feddistill.clients.attacks import attack_logits, attack_update
-from feddistill.clients.train import (
-    KDTarget,
-    evaluate,
-    predict_logits,
-    state_delta,
-    train_supervised,
-)
 from feddistill.compression import (
     UpdateCompression,
     compress_update,
@@ -47,6 +40,14 @@ from feddistill.data import FederatedData
 from feddistill.distill import SharedFeatureSpace, domain_affinity
 from feddistill.distill.kd3a import kept_samples
 from feddistill.distill.subset import proxy_subset, subset_rows
+from feddistill.learn import (
+    KDSpec,
+    KDTarget,
+    SGDSpec,
+    evaluate,
+    predict_logits,
+    train_supervised,
+)
 from feddistill.models import buffer_names, build_model
 from feddistill.protocol import AFFINITY_TENSOR, LOGITS_TENSOR, plan_for
 from feddistill.protocol import MASK_VERSION as P_MASK_VERSION
@@ -64,6 +65,19 @@ class ClientReply:
     num_examples: int
     metrics: dict[str, float] = field(default_factory=dict)
     buffers: bytes = b""  # dense fp32 / integer buffer values (BatchNorm statistics)
+
+
+def state_delta(local: dict[str, Tensor], global_: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The update ``local - global`` for floating tensors; integer buffers as local values.
+
+    Integer and bool buffers (BatchNorm's ``num_batches_tracked``) have no meaningful
+    difference: they travel as the client's value and are averaged server-side.
+    """
+    out: dict[str, Tensor] = {}
+    for key, value in local.items():
+        value = value.detach().cpu()
+        out[key] = value - global_[key].to(value.dtype) if value.is_floating_point() else value
+    return out
 
 
 def _round_seed(seed: int, partition_id: int, server_round: int, salt: int) -> int:
@@ -244,6 +258,7 @@ def run_client_round(
     if partition_id in cfg.failing_partitions():
         raise RuntimeError(f"partition {partition_id}: failure injected by fail-partitions")
     plan = plan_for(cfg)
+    kd_spec = KDSpec(cfg.alpha, cfg.temperature)
     attacker = partition_id in cfg.attacking_partitions()  # fault injection (attack)
     attack_gen = torch.Generator().manual_seed(_round_seed(cfg.seed, partition_id, server_round, 5))
     splits = data.splits
@@ -298,20 +313,16 @@ def run_client_round(
                 teacher.load_state_dict(state["teacher"])
             teacher_kd = None  # logits-only: the client's own model also learns the consensus
             if not plan.uploads_student and consensus is not None:
-                teacher_kd = KDTarget(proxy_prev, consensus, cfg.alpha, cfg.temperature)
+                teacher_kd = KDTarget(proxy_prev, consensus, kd_spec)
+            teacher_sgd = SGDSpec(
+                cfg.teacher_learning_rate,
+                cfg.momentum,
+                cfg.batch_size,
+                epochs=cfg.teacher_epochs,
+                seed=_round_seed(cfg.seed, partition_id, server_round, 1),
+            )
             with timed("teacher_training"):
-                stats = train_supervised(
-                    teacher,
-                    x,
-                    y,
-                    cfg.teacher_epochs,
-                    cfg.teacher_learning_rate,
-                    cfg.momentum,
-                    cfg.batch_size,
-                    _round_seed(cfg.seed, partition_id, server_round, 1),
-                    device,
-                    kd=teacher_kd,
-                )
+                stats = train_supervised(teacher, x, y, teacher_sgd, device, kd=teacher_kd)
             new_state["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
             with timed("logits_affinity"):
                 teacher_logits = predict_logits(teacher, proxy_now, device)  # (b, K)
@@ -334,7 +345,7 @@ def run_client_round(
                     per_channel=False,
                 )
             with timed("evaluation"):
-                _, teacher_acc = evaluate(teacher, x, y, device)
+                teacher_acc = evaluate(teacher, x, y, device)["accuracy"]
             metrics.update(teacher_loss=stats["loss"], teacher_train_accuracy=teacher_acc)
             if cfg.teacher_rounds:
                 new_state["teacher_cache"] = {
@@ -346,9 +357,8 @@ def run_client_round(
                 }
             if not plan.uploads_student:
                 # measurement only: this client's model on the global test set (no training)
-                _, metrics["client_test_accuracy"] = evaluate(
-                    teacher, splits.test_x, splits.test_y, device
-                )
+                test = evaluate(teacher, splits.test_x, splits.test_y, device)
+                metrics["client_test_accuracy"] = test["accuracy"]
         if not plan.uploads_student:
             save_state(state_dir, partition_id, server_round, new_state)
             metrics.update(
@@ -370,26 +380,22 @@ def run_client_round(
     if plan.uses_kd and consensus is not None:
         keep = kept_samples(consensus)  # (B,): KD3A modes drop unconfident samples (zero rows)
         if bool(keep.any()):
-            kd = KDTarget(proxy_prev[keep], consensus[keep], cfg.alpha, cfg.temperature)
+            kd = KDTarget(proxy_prev[keep], consensus[keep], kd_spec)
+    student_sgd = SGDSpec(
+        cfg.learning_rate,
+        cfg.momentum,
+        cfg.batch_size,
+        epochs=cfg.local_epochs,
+        steps=cfg.local_steps,
+        seed=_round_seed(cfg.seed, partition_id, server_round, 2),
+    )
     with timed("student_training"):  # the KD term's share is also timed as "kd"
-        stats = train_supervised(
-            student,
-            x,
-            y,
-            cfg.local_epochs,
-            cfg.learning_rate,
-            cfg.momentum,
-            cfg.batch_size,
-            _round_seed(cfg.seed, partition_id, server_round, 2),
-            device,
-            kd=kd,
-            steps=cfg.local_steps,
-        )
+        stats = train_supervised(student, x, y, student_sgd, device, kd=kd)
     student_seconds = time.perf_counter() - t_student
     if masks:
         detach_masks(student, masks)
     with timed("evaluation"):
-        _, student_acc = evaluate(student, x, y, device)
+        student_acc = evaluate(student, x, y, device)["accuracy"]
     spec = UpdateCompression(
         density=plan.density, bit_width=plan.bit_width, error_feedback=plan.error_feedback
     )

@@ -19,7 +19,6 @@ from flwr.serverapp import Grid
 from torch import Tensor
 
 from feddistill import protocol as P
-from feddistill.clients.train import few_steps_warning, predict_logits, resolve_device
 from feddistill.cluster.remote import distill_on_gpu_node
 from feddistill.compression import UpdateCompression, encode_tensors
 from feddistill.compression.downlink import ReplicaBook
@@ -29,6 +28,7 @@ from feddistill.data import FederatedData, prepare_federated_data
 from feddistill.distill import consensus as build_consensus
 from feddistill.distill.kd3a import kept_samples
 from feddistill.distill.subset import proxy_subset, subset_rows
+from feddistill.learn import SGDSpec, evaluate, few_steps_warning, predict_logits, resolve_device
 from feddistill.models import buffer_names, build_model
 from feddistill.progress import record_phase
 from feddistill.server.aggregate import apply_update
@@ -39,7 +39,6 @@ from feddistill.server.domain_results import (
     plot_domain_curves,
 )
 from feddistill.server.downlink_round import downlink_columns, downlink_config, total_ratio_column
-from feddistill.server.evaluate import evaluate_by_domain
 from feddistill.server.logits_only import client_accuracy_columns, latest_client_accuracy
 from feddistill.server.plots import plot_run
 from feddistill.server.results import (
@@ -309,12 +308,12 @@ class FederationRun:
             self.student.load_state_dict(self.mask.apply(_state(self.student)))
             self.mask.accepted([r.partition_id for r in outcome.accepted])
         with timed("evaluation"):
-            metrics = evaluate_by_domain(
+            metrics = evaluate(
                 self.student,
                 self.data.splits.test_x,
                 self.data.splits.test_y,
-                self.data.test_domains,
                 self.device,
+                self.data.test_domains,
                 target_domains=self.data.target_domains,
             )
         row = self.make_row(
@@ -408,11 +407,14 @@ class FederationRun:
             target[keep],
             num_gpus=0.1,
             temperature=self.cfg.temperature,
-            epochs=epochs,
-            lr=self.cfg.learning_rate * 0.1,
-            batch_size=self.cfg.batch_size,
+            sgd=SGDSpec(
+                self.cfg.learning_rate * 0.1,
+                batch_size=self.cfg.batch_size,
+                epochs=epochs,
+                seed=self.cfg.seed,
+                optimizer="adam",
+            ),
             device=self.device,
-            seed=self.cfg.seed,
         )
 
     def make_row(
