@@ -27,15 +27,13 @@ DOWNLINK_BUFFERS = "downlink-buffers"  # bytes: dense buffer values
 METRICS = "metrics"  # MetricRecord: num-examples, partition-id, losses, bytes
 PAYLOAD = "payload"  # ConfigRecord holding the two byte strings below
 UPDATE = "update"  # bytes: compressed student update (local - global)
-LOGITS = "logits"  # bytes: teacher logits (B, K) and log domain affinity (B,), quantized
+LOGITS = "logits"  # bytes: teacher logits and log affinity (compression/teacher_upload.py)
 BUFFERS = "buffers"  # bytes: the student's buffers (BatchNorm statistics) as dense values
 PLACEMENT = "placement"  # ConfigRecord: where the client ran (hostname, ray-node-id, gpu-ids, pid)
 NUM_EXAMPLES = "num-examples"
 PARTITION_ID = "partition-id"
 
-# Names inside the LOGITS payload
-LOGITS_TENSOR = "logits"
-AFFINITY_TENSOR = "affinity"
+# Name inside the CONSENSUS payload (the LOGITS payload's are in teacher_upload.py)
 SOFT_LABELS_TENSOR = "soft-labels"
 
 

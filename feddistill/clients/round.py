@@ -20,10 +20,9 @@ from torch import Tensor
 
 from feddistill.clients.attacks import attack_logits, attack_update
 from feddistill.compression import (
-    UpdateCompression,
+    CompressionSpec,
     compress_update,
     encode_state,
-    encode_tensors,
 )
 from feddistill.compression.downlink import DownlinkPayload, receive_student
 from feddistill.compression.masks import (
@@ -35,6 +34,7 @@ from feddistill.compression.masks import (
     unpack_unmasked,
 )
 from feddistill.compression.pruning import resize_to_state
+from feddistill.compression.teacher_upload import TeacherUpload
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData
 from feddistill.distill import SharedFeatureSpace, domain_affinity
@@ -49,8 +49,8 @@ from feddistill.learn import (
     train_supervised,
 )
 from feddistill.models import buffer_names, build_model
-from feddistill.protocol import AFFINITY_TENSOR, LOGITS_TENSOR, plan_for
 from feddistill.protocol import MASK_VERSION as P_MASK_VERSION
+from feddistill.protocol import plan_for
 from feddistill.timing import timed
 
 logger = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def save_state(state_dir: str | Path, partition_id: int, server_round: int, stat
 def encode_student(
     student: torch.nn.Module,
     global_state: dict[str, Tensor],
-    spec: UpdateCompression,
+    spec: CompressionSpec,
     residual: dict[str, Tensor] | None,
     generator: torch.Generator | None = None,
     masks: dict[str, Tensor] | None = None,
@@ -326,24 +326,17 @@ def run_client_round(
             new_state["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
             with timed("logits_affinity"):
                 teacher_logits = predict_logits(teacher, proxy_now, device)  # (b, K)
-                # Shift each row to max 0 and clip at -8T: softmax at T is unchanged up to
-                # e^-8 per class, and the quantizer's range no longer depends on outliers.
-                teacher_logits = teacher_logits - teacher_logits.max(dim=1, keepdim=True).values
-                teacher_logits = teacher_logits.clamp_min(-8.0 * cfg.temperature)
                 space = _feature_space(splits.proxy_x, cfg.seed)
                 affinity = domain_affinity(space.transform(x), space.transform(proxy_now))  # (b,)
-                log_affinity = affinity.float().clamp_min(1e-30).log()
+                upload = TeacherUpload.from_teacher(teacher_logits, affinity, cfg.temperature)
             if attacker:
-                teacher_logits, log_affinity = attack_logits(
-                    teacher_logits, log_affinity, cfg.attack, cfg.temperature, attack_gen
+                upload = TeacherUpload(
+                    *attack_logits(
+                        upload.logits, upload.log_affinity, cfg.attack, cfg.temperature, attack_gen
+                    )
                 )
             with timed("encode"):
-                logits_payload = encode_tensors(
-                    # log-affinity: 8 linear bits keep relative weights of far samples this way
-                    {LOGITS_TENSOR: teacher_logits, AFFINITY_TENSOR: log_affinity},
-                    bit_width=cfg.logits_bit_width,
-                    per_channel=False,
-                )
+                logits_payload = upload.encode(cfg.logits_bit_width)
             with timed("evaluation"):
                 teacher_acc = evaluate(teacher, x, y, device)["accuracy"]
             metrics.update(teacher_loss=stats["loss"], teacher_train_accuracy=teacher_acc)
@@ -396,7 +389,7 @@ def run_client_round(
         detach_masks(student, masks)
     with timed("evaluation"):
         student_acc = evaluate(student, x, y, device)["accuracy"]
-    spec = UpdateCompression(
+    spec = CompressionSpec(
         density=plan.density, bit_width=plan.bit_width, error_feedback=plan.error_feedback
     )
     residual = state.get("residual") if plan.error_feedback else None

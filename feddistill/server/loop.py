@@ -20,7 +20,7 @@ from torch import Tensor
 
 from feddistill import protocol as P
 from feddistill.cluster.remote import distill_on_gpu_node
-from feddistill.compression import UpdateCompression, encode_tensors
+from feddistill.compression import CompressionSpec, encode_tensors
 from feddistill.compression.downlink import ReplicaBook
 from feddistill.compression.pruning import resize_to_state
 from feddistill.config import RunConfig
@@ -175,7 +175,7 @@ class FederationRun:
         params = {name for name, _ in self.student.named_parameters()}
         if cfg.downlink_bit_width < 32 or cfg.downlink_density < 1.0:
             self.replicas = ReplicaBook(
-                UpdateCompression(
+                CompressionSpec(
                     density=cfg.downlink_density,
                     bit_width=cfg.downlink_bit_width,
                     error_feedback=False,

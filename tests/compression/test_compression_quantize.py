@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from feddistill.compression import UpdateCompression, compress_update, decode_update
+from feddistill.compression import CompressionSpec, compress_update, decode_tensors
 from feddistill.compression.quantize import (
     affine_qparams,
     all_finite,
@@ -171,5 +171,5 @@ def test_denormal_range_decodes_to_zero_not_garbage(bit_width):
     x = torch.tensor([1e-45, -1e-45, 0.0])
     qp = affine_qparams(x.min().reshape(1), x.max().reshape(1), bit_width)
     assert qp.scale.item() == 1.0 and qp.zero_point.item() == 0
-    payload, _ = compress_update({"w": x}, UpdateCompression(bit_width=bit_width))
-    assert torch.equal(decode_update(payload)["w"], torch.zeros(3))
+    payload, _ = compress_update({"w": x}, CompressionSpec(bit_width=bit_width))
+    assert torch.equal(decode_tensors(payload)["w"], torch.zeros(3))
