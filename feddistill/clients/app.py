@@ -26,6 +26,7 @@ from feddistill.config import RunConfig, from_mapping
 from feddistill.data import prepare_federated_data
 from feddistill.distill.subset import proxy_subset
 from feddistill.learn import resolve_device
+from feddistill.protocol import effective_config
 from feddistill.timing import flush, timed
 
 logger = logging.getLogger(__name__)
@@ -34,11 +35,15 @@ app = ClientApp()
 
 @lru_cache(maxsize=8)
 def _config(items: tuple) -> RunConfig:
-    return from_mapping(dict(items))
+    return effective_config(from_mapping(dict(items)))
 
 
 def node_run_config(context: Context) -> RunConfig:
-    """The run config, with this node's own ``data-root`` (node config) if it has one."""
+    """The effective run config, with this node's own ``data-root`` if it has one.
+
+    Resolved once per process and run (cached): the strategy's overrides are applied
+    (:func:`feddistill.protocol.effective_config`), so the client reads one config.
+    """
     items = dict(context.run_config)
     if context.node_config.get("data-root"):
         items["data-root"] = str(context.node_config["data-root"])

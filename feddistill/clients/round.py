@@ -50,7 +50,7 @@ from feddistill.learn import (
 )
 from feddistill.models import buffer_names, build_model
 from feddistill.protocol import MASK_VERSION as P_MASK_VERSION
-from feddistill.protocol import plan_for
+from feddistill.protocol import effective_config, plan_for
 from feddistill.timing import timed
 
 logger = logging.getLogger(__name__)
@@ -233,7 +233,8 @@ def run_client_round(
     """Teacher round, proxy logits, student round and compressed upload of one client.
 
     Args:
-        cfg: the run's config.
+        cfg: the run's config (its strategy's overrides are applied here,
+            :func:`feddistill.protocol.effective_config`).
         data: the federation's data; this client reads only its own partition, the
             (unlabeled) proxy inputs and nothing else.
         partition_id: this client's partition, in [0, num_partitions).
@@ -257,7 +258,8 @@ def run_client_round(
         raise ValueError(f"partition-id={partition_id} is out of range [0, {len(data.partitions)})")
     if partition_id in cfg.failing_partitions():
         raise RuntimeError(f"partition {partition_id}: failure injected by fail-partitions")
-    plan = plan_for(cfg)
+    cfg = effective_config(cfg)  # the strategy's settings; read only this from here on
+    plan = plan_for(cfg)  # what travels
     kd_spec = KDSpec(cfg.alpha, cfg.temperature)
     attacker = partition_id in cfg.attacking_partitions()  # fault injection (attack)
     attack_gen = torch.Generator().manual_seed(_round_seed(cfg.seed, partition_id, server_round, 5))
@@ -390,9 +392,11 @@ def run_client_round(
     with timed("evaluation"):
         student_acc = evaluate(student, x, y, device)["accuracy"]
     spec = CompressionSpec(
-        density=plan.density, bit_width=plan.bit_width, error_feedback=plan.error_feedback
+        density=cfg.update_density,
+        bit_width=cfg.update_bit_width,
+        error_feedback=cfg.error_feedback,
     )
-    residual = state.get("residual") if plan.error_feedback else None
+    residual = state.get("residual") if cfg.error_feedback else None
     if residual:  # after channel pruning the old residual no longer fits: dropped
         residual = {
             k: v
@@ -404,7 +408,7 @@ def run_client_round(
         update_payload, buffers_payload, new_residual = encode_student(
             student, global_state, spec, residual, generator, masks
         )
-    if plan.error_feedback:
+    if cfg.error_feedback:
         new_state["residual"] = new_residual
     if attacker:
         update_payload = attack_update(update_payload, cfg.attack, attack_gen)
