@@ -344,7 +344,6 @@ class FedDistill(FedAvg):
                         self.plan.consensus,
                         self.temperature,
                         affinity=affinity,
-                        seed=self.seed,
                         num_examples=torch.tensor([r.num_examples for r in outcome.accepted]),
                     )
         return outcome

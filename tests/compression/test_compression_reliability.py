@@ -12,8 +12,38 @@ import torch
 from feddistill.compression import CodecError, CompressionSpec, compress_update, decode_tensors
 from feddistill.compression.codec import pack_payload
 from feddistill.compression.packing import PackingError, unpack_rice
-from feddistill.compression.quantize import dequantize, quantize
+from feddistill.compression.quantize import (
+    QParams,
+    affine_qparams,
+    channel_unview,
+    channel_view,
+    dequantize_rows,
+    quantize_rows,
+    row_minmax,
+)
 from feddistill.models import build_model
+
+
+def quantize(
+    x: torch.Tensor,
+    bit_width: int,
+    per_channel: bool = True,
+    ch_axis: int = 0,
+    stochastic: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, QParams]:
+    """Test helper: the codec's quantization steps on one tensor -> codes (C, M), qparams."""
+    rows = channel_view(x.detach().float(), per_channel, ch_axis)
+    lo, hi = row_minmax(rows)
+    qparams = affine_qparams(lo, hi, bit_width)
+    return quantize_rows(rows, qparams, stochastic, generator), qparams
+
+
+def dequantize(
+    codes: torch.Tensor, qparams: QParams, shape: tuple[int, ...], per_channel: bool, ch_axis: int
+) -> torch.Tensor:
+    """Test helper: codes (C, M) back to a float32 tensor of ``shape``."""
+    return channel_unview(dequantize_rows(codes, qparams), shape, per_channel, ch_axis)
 
 
 def _float_record(shape: tuple[int, ...], meta: tuple, tail: bytes) -> bytes:
