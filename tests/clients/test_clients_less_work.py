@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 import feddistill.clients.round as round_module
-from feddistill.clients.round import load_state, run_client_round
+from feddistill.clients.round import run_client_round
+from feddistill.clients.state import load_state
 from feddistill.config import RunConfig, from_mapping
 from feddistill.data import prepare_federated_data
 from feddistill.learn import SGDSpec, few_steps_warning, train_supervised
