@@ -17,7 +17,7 @@ MASK = "mask"  # bytes: global keep-mask bitmap (compression/masks.py), to clien
 MASK_VERSION = (
     "mask-version"  # int: round the global mask last changed (0: none); also a reply metric
 )
-CONSENSUS = "consensus"  # bytes: soft labels (B, K) encoded with the wire codec; absent in round 1
+CONSENSUS = "consensus"  # bytes: soft labels (compression/consensus_payload.py); absent in round 1
 # downlink compression (downlink-bit-width < 32 or downlink-density < 1): ARRAYS is empty
 DOWNLINK_BASE = "downlink-base-round"  # int: replica round the delta is against; 0 = full
 DOWNLINK_PARAMS = "downlink-params"  # bytes: full parameters (fp32) or compressed delta
@@ -27,14 +27,11 @@ DOWNLINK_BUFFERS = "downlink-buffers"  # bytes: dense buffer values
 METRICS = "metrics"  # MetricRecord: num-examples, partition-id, losses, bytes
 PAYLOAD = "payload"  # ConfigRecord holding the two byte strings below
 UPDATE = "update"  # bytes: compressed student update (local - global)
-LOGITS = "logits"  # bytes: teacher logits and log affinity (compression/teacher_upload.py)
+LOGITS = "logits"  # bytes: teacher logits, log affinity (compression/teacher_upload.py)
 BUFFERS = "buffers"  # bytes: the student's buffers (BatchNorm statistics) as dense values
 PLACEMENT = "placement"  # ConfigRecord: where the client ran (hostname, ray-node-id, gpu-ids, pid)
 NUM_EXAMPLES = "num-examples"
 PARTITION_ID = "partition-id"
-
-# Name inside the CONSENSUS payload (the LOGITS payload's are in teacher_upload.py)
-SOFT_LABELS_TENSOR = "soft-labels"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from flwr.clientapp import ClientApp
 
 from feddistill import protocol as P
 from feddistill.clients.round import run_client_round
-from feddistill.compression import decode_tensors
+from feddistill.compression.consensus_payload import decode_consensus
 from feddistill.compression.downlink import DownlinkPayload
 from feddistill.config import RunConfig, from_mapping
 from feddistill.data import prepare_federated_data
@@ -100,9 +100,7 @@ def train(msg: Message, context: Context) -> Message:
         rows = proxy_subset(len(data.splits.proxy_x), cfg.logits_subset, cfg.seed, server_round - 1)
         shape = (len(rows), data.splits.num_classes)
         with timed("decode"):
-            soft = decode_tensors(blob, {P.SOFT_LABELS_TENSOR: shape})[P.SOFT_LABELS_TENSOR]
-        soft = soft.clamp_min(0)
-        consensus = soft / soft.sum(dim=1, keepdim=True).clamp_min(1e-12)  # (B, K), rows sum to 1
+            consensus = decode_consensus(blob, *shape)  # (b, K), rows sum to 1
     reply = run_client_round(
         cfg,
         data,

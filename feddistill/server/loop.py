@@ -20,7 +20,8 @@ from torch import Tensor
 
 from feddistill import protocol as P
 from feddistill.cluster.remote import distill_on_gpu_node
-from feddistill.compression import CompressionSpec, encode_tensors
+from feddistill.compression import CompressionSpec
+from feddistill.compression.consensus_payload import encode_consensus
 from feddistill.compression.downlink import ReplicaBook
 from feddistill.compression.pruning import resize_to_state
 from feddistill.config import RunConfig
@@ -249,9 +250,7 @@ class FederationRun:
         if self.consensus is not None and self.plan.uses_kd:
             # fp16 on the downlink: soft labels need finer steps than 8 bits give.
             with timed("encode"):
-                consensus_bytes = encode_tensors(
-                    {P.SOFT_LABELS_TENSOR: self.consensus}, bit_width=self.cfg.consensus_bit_width
-                )
+                consensus_bytes = encode_consensus(self.consensus, self.cfg.consensus_bit_width)
             config[P.CONSENSUS] = consensus_bytes
         if channel_pruning_due(self.cfg, server_round):
             removed = prune_global_channels(
