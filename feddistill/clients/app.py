@@ -77,7 +77,7 @@ def placement() -> dict[str, str | int]:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Handle one FedDistill train message (see DESIGN.md, "One round")."""
+    """Handle one FedDistill train message: unpack, :func:`run_client_round`, pack the reply."""
     cfg = node_run_config(context)
     torch.set_num_threads(max(1, cfg.client_num_cpus))
     partition_id = int(cast(int, context.node_config[P.PARTITION_ID]))
