@@ -17,7 +17,7 @@ MASK = "mask"  # bytes: global keep-mask bitmap (compression/masks.py), to clien
 MASK_VERSION = (
     "mask-version"  # int: round the global mask last changed (0: none); also a reply metric
 )
-CONSENSUS = "consensus"  # bytes: soft labels (B, K) encoded with the wire codec; absent in round 1
+CONSENSUS = "consensus"  # bytes: soft labels (compression/consensus_payload.py); absent in round 1
 # downlink compression (downlink-bit-width < 32 or downlink-density < 1): ARRAYS is empty
 DOWNLINK_BASE = "downlink-base-round"  # int: replica round the delta is against; 0 = full
 DOWNLINK_PARAMS = "downlink-params"  # bytes: full parameters (fp32) or compressed delta
@@ -27,21 +27,19 @@ DOWNLINK_BUFFERS = "downlink-buffers"  # bytes: dense buffer values
 METRICS = "metrics"  # MetricRecord: num-examples, partition-id, losses, bytes
 PAYLOAD = "payload"  # ConfigRecord holding the two byte strings below
 UPDATE = "update"  # bytes: compressed student update (local - global)
-LOGITS = "logits"  # bytes: teacher logits (B, K) and log domain affinity (B,), quantized
+LOGITS = "logits"  # bytes: teacher logits, log affinity (compression/teacher_upload.py)
 BUFFERS = "buffers"  # bytes: the student's buffers (BatchNorm statistics) as dense values
 PLACEMENT = "placement"  # ConfigRecord: where the client ran (hostname, ray-node-id, gpu-ids, pid)
 NUM_EXAMPLES = "num-examples"
 PARTITION_ID = "partition-id"
 
-# Names inside the LOGITS payload
-LOGITS_TENSOR = "logits"
-AFFINITY_TENSOR = "affinity"
-SOFT_LABELS_TENSOR = "soft-labels"
-
 
 @dataclass(frozen=True)
 class StrategyPlan:
     """What a strategy name means for clients and server.
+
+    Built by :func:`plan_for` from the effective config (:func:`effective_config`), so
+    its numbers are that config's numbers: read either, they agree.
 
     Attributes:
         uses_teachers: clients train a persistent teacher and upload its proxy logits.
@@ -66,31 +64,69 @@ class StrategyPlan:
     uploads_student: bool = True
 
 
-def plan_for(cfg: RunConfig) -> StrategyPlan:
-    """Translate ``cfg.strategy`` into a :class:`StrategyPlan`.
+TEACHER_STRATEGIES = ("feddistill", "fedmd", "logits-only")  # clients train teachers + KD
+DENSE_FP32_STRATEGIES = ("fedavg", "feddf", "logits-only", "centralized")
+
+
+def effective_config(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with what its strategy overrides applied: the settings the run really uses.
 
     - ``feddistill``: teachers + KD to the configured consensus, compressed updates.
-    - ``fedmd``: the same with an unweighted mean consensus (FedMD, arXiv:1910.03581).
-    - ``fedavg``: FedAvg (arXiv:1602.05629), dense fp32 updates, no KD.
-    - ``fedavg-compressed``: FedAvg with the configured update compression.
+    - ``fedmd``: the same with an unweighted ``mean`` consensus (FedMD, arXiv:1910.03581).
+    - ``fedavg``: FedAvg (arXiv:1602.05629), dense fp32 updates (density 1, 32 bits,
+      no error feedback), no server distillation.
+    - ``fedavg-compressed``: FedAvg with the configured update compression, no server
+      distillation.
     - ``feddf``: FedAvg with fp32 updates plus server-side ensemble distillation of the
       global student on the proxy set (FedDF, arXiv:2006.07242), at least 1 epoch.
     - ``logits-only``: clients upload only their own model's logits on the proxy set
       (+ affinity) and distill that model to the last consensus (DS-FL, arXiv:2008.06180;
       FedMD); the server builds the consensus and distills the global student to it
-      (FedDF's server step, at least 1 epoch). Each client may run its own architecture.
-    - ``centralized``: handled outside the federation (pooled training).
+      (FedDF's server step, at least 1 epoch). Nothing of the student is uploaded, so
+      the update settings are fp32 and dense. Each client may run its own architecture.
+    - ``centralized``: handled outside the federation (pooled training); as ``fedavg``.
+
+    Idempotent: ``effective_config(effective_config(c)) == effective_config(c)``. Resolve
+    it once where the config enters (ClientApp, ServerApp) and read only the result.
+
+    Args:
+        cfg: the run's config as given.
+
+    Returns:
+        A checked copy with ``consensus``, ``update_density``, ``update_bit_width``,
+        ``error_feedback`` and ``server_distill_epochs`` as the strategy runs them.
     """
-    density, bits, ef = cfg.update_density, cfg.update_bit_width, cfg.error_feedback
-    if cfg.strategy == "feddistill":
-        return StrategyPlan(True, True, cfg.consensus, density, bits, ef, cfg.server_distill_epochs)
-    if cfg.strategy == "logits-only":
-        epochs = max(1, cfg.server_distill_epochs)
-        return StrategyPlan(True, True, cfg.consensus, 1.0, 32, False, epochs, False)
+    changes: dict[str, object] = {}
     if cfg.strategy == "fedmd":
-        return StrategyPlan(True, True, "mean", density, bits, ef, 0)
-    if cfg.strategy == "fedavg-compressed":
-        return StrategyPlan(False, False, None, density, bits, ef, 0)
-    if cfg.strategy == "feddf":
-        return StrategyPlan(False, False, None, 1.0, 32, False, max(1, cfg.server_distill_epochs))
-    return StrategyPlan(False, False, None, 1.0, 32, False, 0)  # fedavg (and centralized)
+        changes.update(consensus="mean", server_distill_epochs=0)
+    if cfg.strategy in DENSE_FP32_STRATEGIES:
+        changes.update(update_density=1.0, update_bit_width=32, error_feedback=False)
+    if cfg.strategy in ("feddf", "logits-only"):
+        changes["server_distill_epochs"] = max(1, cfg.server_distill_epochs)
+    elif cfg.strategy in ("fedavg", "fedavg-compressed", "centralized"):
+        changes["server_distill_epochs"] = 0
+    changed = {k: v for k, v in changes.items() if getattr(cfg, k) != v}
+    return cfg.replace(**changed) if changed else cfg
+
+
+def plan_for(cfg: RunConfig) -> StrategyPlan:
+    """What ``cfg.strategy`` sends and does, with the numbers of :func:`effective_config`.
+
+    Args:
+        cfg: the run's config (as given, or already effective: the result is the same).
+
+    Returns:
+        The :class:`StrategyPlan`.
+    """
+    eff = effective_config(cfg)
+    teachers = eff.strategy in TEACHER_STRATEGIES
+    return StrategyPlan(
+        uses_teachers=teachers,
+        uses_kd=teachers,
+        consensus=eff.consensus if teachers else None,
+        density=eff.update_density,
+        bit_width=eff.update_bit_width,
+        error_feedback=eff.error_feedback,
+        server_distill_epochs=eff.server_distill_epochs,
+        uploads_student=eff.strategy != "logits-only",
+    )

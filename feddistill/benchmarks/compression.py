@@ -41,10 +41,10 @@ import torch
 from torch import Tensor, nn
 
 from feddistill.compression import (
-    UpdateCompression,
+    CompressionSpec,
     compress_update,
     compression_report,
-    decode_update,
+    decode_tensors,
     export_student,
     format_report,
     prune_channels,
@@ -52,16 +52,16 @@ from feddistill.compression import (
 )
 from feddistill.models.registry import build_model
 
-SETTINGS: dict[str, UpdateCompression] = {
-    "fp32": UpdateCompression(bit_width=32, error_feedback=False),
-    "fp16": UpdateCompression(bit_width=16, error_feedback=False),
-    "int8": UpdateCompression(bit_width=8, error_feedback=False),
-    "int8 per-tensor": UpdateCompression(bit_width=8, per_channel=False, error_feedback=False),
-    "int4": UpdateCompression(bit_width=4, error_feedback=False),
-    "top10%+int8": UpdateCompression(density=0.1, bit_width=8, error_feedback=False),
-    "top10%+int4": UpdateCompression(density=0.1, bit_width=4, error_feedback=False),
-    "top1%+int8": UpdateCompression(density=0.01, bit_width=8, error_feedback=False),
-    "top1%+int4": UpdateCompression(density=0.01, bit_width=4, error_feedback=False),
+SETTINGS: dict[str, CompressionSpec] = {
+    "fp32": CompressionSpec(bit_width=32, error_feedback=False),
+    "fp16": CompressionSpec(bit_width=16, error_feedback=False),
+    "int8": CompressionSpec(bit_width=8, error_feedback=False),
+    "int8 per-tensor": CompressionSpec(bit_width=8, per_channel=False, error_feedback=False),
+    "int4": CompressionSpec(bit_width=4, error_feedback=False),
+    "top10%+int8": CompressionSpec(density=0.1, bit_width=8, error_feedback=False),
+    "top10%+int4": CompressionSpec(density=0.1, bit_width=4, error_feedback=False),
+    "top1%+int8": CompressionSpec(density=0.01, bit_width=8, error_feedback=False),
+    "top1%+int4": CompressionSpec(density=0.01, bit_width=4, error_feedback=False),
 }
 EF_SETTINGS = ("int4", "top10%+int8", "top10%+int4", "top1%+int8", "top1%+int4")
 TARGET_RATIO, TARGET_SQNR_DB, TARGET_MB_S = 150.0, 35.0, 200.0
@@ -134,7 +134,7 @@ def codec_rows(name: str, tensors: dict[str, Tensor], repeats: int) -> list[dict
     rows = []
     for setting, spec in SETTINGS.items():
         payload, t_enc = timed(functools.partial(_encode, tensors, spec), repeats)
-        decoded, t_dec = timed(functools.partial(decode_update, payload), repeats)
+        decoded, t_dec = timed(functools.partial(decode_tensors, payload), repeats)
         rows.append(
             _row(
                 f"{name} | {setting}",
@@ -188,12 +188,12 @@ def error_feedback_rows(name: str, updates: list[dict[str, Tensor]]) -> list[dic
     for setting in EF_SETTINGS:
         errors = {}
         for ef in (False, True):
-            spec = UpdateCompression(**{**SETTINGS[setting].__dict__, "error_feedback": ef})
+            spec = CompressionSpec(**{**SETTINGS[setting].__dict__, "error_feedback": ef})
             residual: dict[str, Tensor] = {}
             received = {k: torch.zeros_like(v) for k, v in true_sum.items()}
             for u in updates:
                 payload, residual = compress_update(u, spec, residual)
-                for k, v in decode_update(payload).items():
+                for k, v in decode_tensors(payload).items():
                     received[k] += v
             err = sum(float((received[k] - v).double().pow(2).sum()) for k, v in true_sum.items())
             errors[ef] = math.sqrt(err) / norm

@@ -83,11 +83,10 @@ COMMON = {
 def run_oracle(cfg: RunConfig) -> dict[str, Any]:
     """Target oracle: the student trained on the target's training labels, evaluated like
     every run (same split and test set); writes summary.json and metrics.jsonl."""
-    from feddistill.clients.train import train_supervised
     from feddistill.data import prepare_federated_data
     from feddistill.data.target_domains import target_train_set
+    from feddistill.learn import SGDSpec, evaluate, train_supervised
     from feddistill.models import build_model
-    from feddistill.server.evaluate import evaluate_by_domain
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,14 +97,21 @@ def run_oracle(cfg: RunConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     rows = []
     for r in range(1, cfg.num_server_rounds + 1):
-        args = (cfg.local_epochs, cfg.learning_rate, cfg.momentum, cfg.batch_size)
-        train_supervised(student, x, y, *args, cfg.seed * 7919 + r, cpu)
-        metrics = evaluate_by_domain(
+        sgd = SGDSpec(
+            cfg.learning_rate,
+            cfg.momentum,
+            cfg.batch_size,
+            cfg.local_epochs,
+            0,
+            cfg.seed * 7919 + r,
+        )
+        train_supervised(student, x, y, sgd, cpu)
+        metrics = evaluate(
             student,
             data.splits.test_x,
             data.splits.test_y,
-            data.test_domains,
             cpu,
+            data.test_domains,
             target_domains=data.target_domains,
         )
         rows.append({"round": r, **metrics})

@@ -20,12 +20,13 @@ from flwr.clientapp import ClientApp
 
 from feddistill import protocol as P
 from feddistill.clients.round import run_client_round
-from feddistill.clients.train import resolve_device
-from feddistill.compression import decode_update
+from feddistill.compression.consensus_payload import decode_consensus
 from feddistill.compression.downlink import DownlinkPayload
 from feddistill.config import RunConfig, from_mapping
 from feddistill.data import prepare_federated_data
 from feddistill.distill.subset import proxy_subset
+from feddistill.learn import resolve_device
+from feddistill.protocol import effective_config
 from feddistill.timing import flush, timed
 
 logger = logging.getLogger(__name__)
@@ -34,11 +35,15 @@ app = ClientApp()
 
 @lru_cache(maxsize=8)
 def _config(items: tuple) -> RunConfig:
-    return from_mapping(dict(items))
+    return effective_config(from_mapping(dict(items)))
 
 
 def node_run_config(context: Context) -> RunConfig:
-    """The run config, with this node's own ``data-root`` (node config) if it has one."""
+    """The effective run config, with this node's own ``data-root`` if it has one.
+
+    Resolved once per process and run (cached): the strategy's overrides are applied
+    (:func:`feddistill.protocol.effective_config`), so the client reads one config.
+    """
     items = dict(context.run_config)
     if context.node_config.get("data-root"):
         items["data-root"] = str(context.node_config["data-root"])
@@ -72,7 +77,7 @@ def placement() -> dict[str, str | int]:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Handle one FedDistill train message (see DESIGN.md, "One round")."""
+    """Handle one FedDistill train message: unpack, :func:`run_client_round`, pack the reply."""
     cfg = node_run_config(context)
     torch.set_num_threads(max(1, cfg.client_num_cpus))
     partition_id = int(cast(int, context.node_config[P.PARTITION_ID]))
@@ -95,9 +100,7 @@ def train(msg: Message, context: Context) -> Message:
         rows = proxy_subset(len(data.splits.proxy_x), cfg.logits_subset, cfg.seed, server_round - 1)
         shape = (len(rows), data.splits.num_classes)
         with timed("decode"):
-            soft = decode_update(blob, {P.SOFT_LABELS_TENSOR: shape})[P.SOFT_LABELS_TENSOR]
-        soft = soft.clamp_min(0)
-        consensus = soft / soft.sum(dim=1, keepdim=True).clamp_min(1e-12)  # (B, K), rows sum to 1
+            consensus = decode_consensus(blob, *shape)  # (b, K), rows sum to 1
     reply = run_client_round(
         cfg,
         data,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from feddistill.compression import UpdateCompression, compress_update, decode_update
+from feddistill.compression import CompressionSpec, compress_update, decode_tensors
 
 UPDATE_ATTACKS = ("scaled-update", "sign-flip", "random-update")
 LOGITS_ATTACKS = ("shifted-logits", "random-logits")
@@ -40,7 +40,7 @@ def attack_update(payload: bytes, attack: str, generator: torch.Generator) -> by
     """
     if attack not in UPDATE_ATTACKS:
         return payload
-    update = decode_update(payload)
+    update = decode_tensors(payload)
     bad: dict[str, Tensor] = {}
     for key, t in update.items():
         if not t.is_floating_point():
@@ -52,7 +52,7 @@ def attack_update(payload: bytes, attack: str, generator: torch.Generator) -> by
         else:
             noise = torch.randn(t.shape, generator=generator)
             bad[key] = noise * (SCALE * float(t.norm()) / max(float(noise.norm()), 1e-12))
-    dense = UpdateCompression(density=1.0, bit_width=32, error_feedback=False)
+    dense = CompressionSpec(density=1.0, bit_width=32, error_feedback=False)
     return compress_update(bad, dense)[0]
 
 

@@ -1,10 +1,8 @@
 """One client's work in one round of FedDistill, as plain PyTorch (no Flower, no Ray).
 
-Per-client state (the teacher, the error-feedback residual) is kept on disk, keyed by
-partition id and round, because Ray actors are not tied to a partition. A client
-loads its newest state written before the current round, however many rounds it sat
-out; its newest file and the one before it are never deleted, so a run resumed from
-the last checkpoint finds every client's state as that round left it.
+Teacher round -> teacher upload (:mod:`feddistill.compression.teacher_upload`) ->
+student round -> compressed student upload. Training and evaluation are
+:mod:`feddistill.learn`'s; per-client state on disk is :mod:`feddistill.clients.state`'s.
 """
 
 from __future__ import annotations
@@ -18,20 +16,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from feddistill.atomic import atomic_torch_save
 from feddistill.clients.attacks import attack_logits, attack_update
-from feddistill.clients.train import (
-    KDTarget,
-    evaluate,
-    predict_logits,
-    state_delta,
-    train_supervised,
-)
+from feddistill.clients.state import load_state, save_state
 from feddistill.compression import (
-    UpdateCompression,
+    CompressionSpec,
     compress_update,
     encode_state,
-    encode_tensors,
 )
 from feddistill.compression.downlink import DownlinkPayload, receive_student
 from feddistill.compression.masks import (
@@ -43,14 +33,23 @@ from feddistill.compression.masks import (
     unpack_unmasked,
 )
 from feddistill.compression.pruning import resize_to_state
+from feddistill.compression.teacher_upload import TeacherUpload
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData
 from feddistill.distill import SharedFeatureSpace, domain_affinity
 from feddistill.distill.kd3a import kept_samples
 from feddistill.distill.subset import proxy_subset, subset_rows
+from feddistill.learn import (
+    KDSpec,
+    KDTarget,
+    SGDSpec,
+    evaluate,
+    predict_logits,
+    train_supervised,
+)
 from feddistill.models import buffer_names, build_model
-from feddistill.protocol import AFFINITY_TENSOR, LOGITS_TENSOR, plan_for
 from feddistill.protocol import MASK_VERSION as P_MASK_VERSION
+from feddistill.protocol import effective_config, plan_for
 from feddistill.timing import timed
 
 logger = logging.getLogger(__name__)
@@ -67,66 +66,27 @@ class ClientReply:
     buffers: bytes = b""  # dense fp32 / integer buffer values (BatchNorm statistics)
 
 
+def state_delta(local: dict[str, Tensor], global_: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The update ``local - global`` for floating tensors; integer buffers as local values.
+
+    Integer and bool buffers (BatchNorm's ``num_batches_tracked``) have no meaningful
+    difference: they travel as the client's value and are averaged server-side.
+    """
+    out: dict[str, Tensor] = {}
+    for key, value in local.items():
+        value = value.detach().cpu()
+        out[key] = value - global_[key].to(value.dtype) if value.is_floating_point() else value
+    return out
+
+
 def _round_seed(seed: int, partition_id: int, server_round: int, salt: int) -> int:
     return (seed * 1_000_003 + partition_id * 10_007 + server_round * 101 + salt) % (2**31)
-
-
-def state_path(state_dir: str | Path, partition_id: int, server_round: int) -> Path:
-    """File holding client `partition_id`'s state after `server_round`."""
-    return Path(state_dir) / f"partition-{partition_id}" / f"round-{server_round}.pt"
-
-
-def _saved_rounds(state_dir: str | Path, partition_id: int) -> list[int]:
-    """Rounds with a state file for `partition_id`, ascending (stray names ignored)."""
-    folder = Path(state_dir) / f"partition-{partition_id}"
-    rounds = []
-    for path in folder.glob("round-*.pt"):
-        number = path.stem.removeprefix("round-")
-        if number.isdigit():
-            rounds.append(int(number))
-    return sorted(rounds)
-
-
-def newest_state_round(state_dir: str | Path, partition_id: int, before_round: int) -> int:
-    """The newest round < `before_round` with a saved state, or 0 if there is none."""
-    return max((r for r in _saved_rounds(state_dir, partition_id) if r < before_round), default=0)
-
-
-def load_state(state_dir: str | Path, partition_id: int, server_round: int) -> dict:
-    """The client's newest state written before `server_round` (``{}`` if none).
-
-    A client that sat out rounds resumes from the last round it took part in, however
-    long ago. Files of `server_round` or later (left by a run that was killed and is
-    now resumed from an earlier checkpoint) are ignored.
-    """
-    newest = newest_state_round(state_dir, partition_id, server_round)
-    if newest < 1:
-        return {}
-    return torch.load(
-        state_path(state_dir, partition_id, newest), map_location="cpu", weights_only=True
-    )
-
-
-def save_state(state_dir: str | Path, partition_id: int, server_round: int, state: dict) -> None:
-    """Atomically write the state after `server_round`, then prune old files.
-
-    Kept: this round's file and the newest one before it (what a rerun of this round
-    after a kill and ``--resume`` loads). Older files are deleted, and so are files of
-    later rounds (an abandoned run's future, which a resumed run must not load).
-    """
-    path = state_path(state_dir, partition_id, server_round)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(path, state)
-    previous = newest_state_round(state_dir, partition_id, server_round)
-    for old in _saved_rounds(state_dir, partition_id):
-        if old < previous or old > server_round:
-            state_path(state_dir, partition_id, old).unlink(missing_ok=True)
 
 
 def encode_student(
     student: torch.nn.Module,
     global_state: dict[str, Tensor],
-    spec: UpdateCompression,
+    spec: CompressionSpec,
     residual: dict[str, Tensor] | None,
     generator: torch.Generator | None = None,
     masks: dict[str, Tensor] | None = None,
@@ -218,7 +178,8 @@ def run_client_round(
     """Teacher round, proxy logits, student round and compressed upload of one client.
 
     Args:
-        cfg: the run's config.
+        cfg: the run's config (its strategy's overrides are applied here,
+            :func:`feddistill.protocol.effective_config`).
         data: the federation's data; this client reads only its own partition, the
             (unlabeled) proxy inputs and nothing else.
         partition_id: this client's partition, in [0, num_partitions).
@@ -242,7 +203,9 @@ def run_client_round(
         raise ValueError(f"partition-id={partition_id} is out of range [0, {len(data.partitions)})")
     if partition_id in cfg.failing_partitions():
         raise RuntimeError(f"partition {partition_id}: failure injected by fail-partitions")
-    plan = plan_for(cfg)
+    cfg = effective_config(cfg)  # the strategy's settings; read only this from here on
+    plan = plan_for(cfg)  # what travels
+    kd_spec = KDSpec(cfg.alpha, cfg.temperature)
     attacker = partition_id in cfg.attacking_partitions()  # fault injection (attack)
     attack_gen = torch.Generator().manual_seed(_round_seed(cfg.seed, partition_id, server_round, 5))
     splits = data.splits
@@ -297,43 +260,32 @@ def run_client_round(
                 teacher.load_state_dict(state["teacher"])
             teacher_kd = None  # logits-only: the client's own model also learns the consensus
             if not plan.uploads_student and consensus is not None:
-                teacher_kd = KDTarget(proxy_prev, consensus, cfg.alpha, cfg.temperature)
+                teacher_kd = KDTarget(proxy_prev, consensus, kd_spec)
+            teacher_sgd = SGDSpec(
+                cfg.teacher_learning_rate,
+                cfg.momentum,
+                cfg.batch_size,
+                epochs=cfg.teacher_epochs,
+                seed=_round_seed(cfg.seed, partition_id, server_round, 1),
+            )
             with timed("teacher_training"):
-                stats = train_supervised(
-                    teacher,
-                    x,
-                    y,
-                    cfg.teacher_epochs,
-                    cfg.teacher_learning_rate,
-                    cfg.momentum,
-                    cfg.batch_size,
-                    _round_seed(cfg.seed, partition_id, server_round, 1),
-                    device,
-                    kd=teacher_kd,
-                )
+                stats = train_supervised(teacher, x, y, teacher_sgd, device, kd=teacher_kd)
             new_state["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
             with timed("logits_affinity"):
                 teacher_logits = predict_logits(teacher, proxy_now, device)  # (b, K)
-                # Shift each row to max 0 and clip at -8T: softmax at T is unchanged up to
-                # e^-8 per class, and the quantizer's range no longer depends on outliers.
-                teacher_logits = teacher_logits - teacher_logits.max(dim=1, keepdim=True).values
-                teacher_logits = teacher_logits.clamp_min(-8.0 * cfg.temperature)
                 space = _feature_space(splits.proxy_x, cfg.seed)
                 affinity = domain_affinity(space.transform(x), space.transform(proxy_now))  # (b,)
-                log_affinity = affinity.float().clamp_min(1e-30).log()
+                upload = TeacherUpload.from_teacher(teacher_logits, affinity, cfg.temperature)
             if attacker:
-                teacher_logits, log_affinity = attack_logits(
-                    teacher_logits, log_affinity, cfg.attack, cfg.temperature, attack_gen
+                upload = TeacherUpload(
+                    *attack_logits(
+                        upload.logits, upload.log_affinity, cfg.attack, cfg.temperature, attack_gen
+                    )
                 )
             with timed("encode"):
-                logits_payload = encode_tensors(
-                    # log-affinity: 8 linear bits keep relative weights of far samples this way
-                    {LOGITS_TENSOR: teacher_logits, AFFINITY_TENSOR: log_affinity},
-                    bit_width=cfg.logits_bit_width,
-                    per_channel=False,
-                )
+                logits_payload = upload.encode(cfg.logits_bit_width)
             with timed("evaluation"):
-                _, teacher_acc = evaluate(teacher, x, y, device)
+                teacher_acc = evaluate(teacher, x, y, device)["accuracy"]
             metrics.update(teacher_loss=stats["loss"], teacher_train_accuracy=teacher_acc)
             if cfg.teacher_rounds:
                 new_state["teacher_cache"] = {
@@ -345,9 +297,8 @@ def run_client_round(
                 }
             if not plan.uploads_student:
                 # measurement only: this client's model on the global test set (no training)
-                _, metrics["client_test_accuracy"] = evaluate(
-                    teacher, splits.test_x, splits.test_y, device
-                )
+                test = evaluate(teacher, splits.test_x, splits.test_y, device)
+                metrics["client_test_accuracy"] = test["accuracy"]
         if not plan.uploads_student:
             save_state(state_dir, partition_id, server_round, new_state)
             metrics.update(
@@ -369,30 +320,28 @@ def run_client_round(
     if plan.uses_kd and consensus is not None:
         keep = kept_samples(consensus)  # (B,): KD3A modes drop unconfident samples (zero rows)
         if bool(keep.any()):
-            kd = KDTarget(proxy_prev[keep], consensus[keep], cfg.alpha, cfg.temperature)
+            kd = KDTarget(proxy_prev[keep], consensus[keep], kd_spec)
+    student_sgd = SGDSpec(
+        cfg.learning_rate,
+        cfg.momentum,
+        cfg.batch_size,
+        epochs=cfg.local_epochs,
+        steps=cfg.local_steps,
+        seed=_round_seed(cfg.seed, partition_id, server_round, 2),
+    )
     with timed("student_training"):  # the KD term's share is also timed as "kd"
-        stats = train_supervised(
-            student,
-            x,
-            y,
-            cfg.local_epochs,
-            cfg.learning_rate,
-            cfg.momentum,
-            cfg.batch_size,
-            _round_seed(cfg.seed, partition_id, server_round, 2),
-            device,
-            kd=kd,
-            steps=cfg.local_steps,
-        )
+        stats = train_supervised(student, x, y, student_sgd, device, kd=kd)
     student_seconds = time.perf_counter() - t_student
     if masks:
         detach_masks(student, masks)
     with timed("evaluation"):
-        _, student_acc = evaluate(student, x, y, device)
-    spec = UpdateCompression(
-        density=plan.density, bit_width=plan.bit_width, error_feedback=plan.error_feedback
+        student_acc = evaluate(student, x, y, device)["accuracy"]
+    spec = CompressionSpec(
+        density=cfg.update_density,
+        bit_width=cfg.update_bit_width,
+        error_feedback=cfg.error_feedback,
     )
-    residual = state.get("residual") if plan.error_feedback else None
+    residual = state.get("residual") if cfg.error_feedback else None
     if residual:  # after channel pruning the old residual no longer fits: dropped
         residual = {
             k: v
@@ -404,7 +353,7 @@ def run_client_round(
         update_payload, buffers_payload, new_residual = encode_student(
             student, global_state, spec, residual, generator, masks
         )
-    if plan.error_feedback:
+    if cfg.error_feedback:
         new_state["residual"] = new_residual
     if attacker:
         update_payload = attack_update(update_payload, cfg.attack, attack_gen)

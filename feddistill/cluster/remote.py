@@ -103,7 +103,7 @@ def _distill_task(
     model: torch.nn.Module, proxy_x: torch.Tensor, soft_labels: torch.Tensor, kwargs: dict[str, Any]
 ) -> tuple[dict[str, torch.Tensor], float]:
     """Ray task body: distill a copy of `model` where it runs; CPU state dict + loss."""
-    from feddistill.distill.distill_proxy import distill_on_proxy
+    from feddistill.learn import distill_on_proxy
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     loss = distill_on_proxy(model, proxy_x, soft_labels, device=device, **kwargs)
@@ -121,7 +121,7 @@ def distill_on_gpu_node(
 ) -> float:
     """FedDF server distillation of `model`, on a GPU node when this process has none.
 
-    Same contract as :func:`feddistill.distill.distill_on_proxy` (the model is
+    Same contract as :func:`feddistill.learn.distill_on_proxy` (the model is
     updated in place and left in eval mode, the mean KD loss of the last epoch is
     returned), but when :func:`should_run_remote` holds the training runs as a Ray
     task on a node with `num_gpus` GPUs and the trained weights are copied back into
@@ -134,9 +134,8 @@ def distill_on_gpu_node(
         soft_labels: consensus targets, shape (B, K).
         num_gpus: GPUs the remote task reserves (>= 0).
         timeout_s: how long to wait for the remote result (> 0), None for ever.
-        **kwargs: ``temperature``, ``epochs``, ``lr``, ``batch_size``, ``seed``,
-            ``optimizer`` for :func:`distill_on_proxy`; with the local path also
-            ``device``.
+        **kwargs: ``temperature`` and ``sgd`` (:class:`feddistill.learn.SGDSpec`) for
+            :func:`distill_on_proxy`; with the local path also ``device``.
 
     Returns:
         The mean KD loss of the last epoch.
@@ -145,7 +144,7 @@ def distill_on_gpu_node(
         ValueError: as :func:`run_on_gpu_node` and :func:`distill_on_proxy`.
     """
     if not should_run_remote(num_gpus):
-        from feddistill.distill.distill_proxy import distill_on_proxy
+        from feddistill.learn import distill_on_proxy
 
         return distill_on_proxy(model, proxy_x, soft_labels, **kwargs)
     kwargs.pop("device", None)  # the task picks its own device

@@ -13,20 +13,20 @@ from feddistill.compression.pruning import (
 )
 from feddistill.compression.ptq import export_student, load_student, quantize_int8
 from feddistill.compression.report import compression_report, format_report
+from feddistill.compression.spec import CompressionSpec
 from feddistill.compression.update import (
-    UpdateCompression,
     compress_update,
-    decode_update,
+    decode_tensors,
     encode_state,
     encode_tensors,
 )
 
 __all__ = [
     "CodecError",
-    "UpdateCompression",
+    "CompressionSpec",
     "compress_update",
     "compression_report",
-    "decode_update",
+    "decode_tensors",
     "encode_state",
     "encode_tensors",
     "export_student",

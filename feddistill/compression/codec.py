@@ -36,7 +36,6 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -60,6 +59,7 @@ from feddistill.compression.quantize import (
     row_minmax,
 )
 from feddistill.compression.sparsify import num_kept, topk_indices
+from feddistill.compression.spec import CompressionSpec
 
 MAGIC = b"FDCU"
 MAX_NUMEL = 2**31  # entries per decoded tensor (8 GiB of float32); larger is rejected
@@ -94,27 +94,6 @@ class CodecError(ValueError):
     """A payload is truncated, corrupted, or not a payload of this codec."""
 
 
-@dataclass(frozen=True)
-class FloatEncoding:
-    """How one float tensor is encoded (already validated by the caller).
-
-    Attributes:
-        density: top-k fraction in (0, 1]; 1.0 sends every entry.
-        k: exact number of entries kept, overrides ``density``.
-        bit_width: 1, 2, 4, 8 (affine codes), 16 (fp16) or 32 (fp32).
-        per_channel: one scale per index of ``ch_axis``; dense tensors of 2+ dims only.
-        ch_axis: channel axis.
-        stochastic: unbiased stochastic rounding.
-    """
-
-    density: float = 1.0
-    k: int | None = None
-    bit_width: int = 32
-    per_channel: bool = True
-    ch_axis: int = 0
-    stochastic: bool = False
-
-
 def _tensor_head(name: str, shape: tuple[int, ...], dtype: torch.dtype, kind: int) -> bytes:
     name_bytes = name.encode("utf-8")
     if len(name_bytes) >= 2**16 or len(shape) >= 2**8 or any(s >= 2**32 for s in shape):
@@ -132,7 +111,7 @@ def encode_raw(name: str, t: Tensor) -> bytes:
 
 
 def _quantize_values(
-    rows: Tensor, enc: FloatEncoding, generator: torch.Generator | None, recon: bool
+    rows: Tensor, enc: CompressionSpec, generator: torch.Generator | None, recon: bool
 ) -> tuple[Tensor, QParams | None, Tensor | None]:
     """(C, M) float32 rows -> (codes or cast values, qparams, reconstruction (C, M)).
 
@@ -162,7 +141,7 @@ def _values_bytes(values: Tensor, bit_width: int) -> bytes:
 def encode_float(
     name: str,
     acc: Tensor,
-    enc: FloatEncoding,
+    enc: CompressionSpec,
     generator: torch.Generator | None = None,
     reconstruct: bool = True,
 ) -> tuple[bytes, Tensor | None]:
@@ -171,7 +150,8 @@ def encode_float(
     Args:
         name: the tensor's key.
         acc: float tensor (update + residual), any shape; must be finite.
-        enc: sparsification and quantization settings.
+        enc: sparsification and quantization settings (``error_feedback`` is the
+            caller's business and not read here).
         generator: random source for stochastic rounding.
         reconstruct: also return what the receiver will decode (for error feedback).
 
@@ -242,7 +222,7 @@ def encode_float(
 
 
 def _smallest_layout(
-    idx: Tensor, values: Tensor, qparams: QParams | None, n: int, enc: FloatEncoding
+    idx: Tensor, values: Tensor, qparams: QParams | None, n: int, enc: CompressionSpec
 ) -> tuple[int, bytes, bytes, int]:
     """Pick DENSE, BITMAP or RICE for k kept entries, whichever is fewest bytes."""
     k = idx.numel()

@@ -29,9 +29,9 @@ import torch
 from torch import Tensor
 
 from feddistill.compression.update import (
-    UpdateCompression,
+    CompressionSpec,
     compress_update,
-    decode_update,
+    decode_tensors,
     encode_state,
 )
 
@@ -94,7 +94,7 @@ class ReplicaBook:
         Dieuleveut, arXiv:2006.14591.
     """
 
-    spec: UpdateCompression
+    spec: CompressionSpec
     initial: dict[str, Tensor] | None = None  # the seeded initial parameters, if known
     replicas: dict[int, tuple[int, dict[str, Tensor]]] = field(default_factory=dict)
     pending: dict[int, tuple[int, dict[str, Tensor]]] = field(default_factory=dict)
@@ -118,7 +118,7 @@ class ReplicaBook:
         if known is None:
             encoded = encode_state({k: v.detach().cpu() for k, v in params.items()})
             # the replica is what the client decodes (e.g. -0.0 comes back as 0.0)
-            full = decode_update(encoded, _shapes(params))
+            full = decode_tensors(encoded, _shapes(params))
             self.pending[partition_id] = (server_round, full)
             return DownlinkPayload(FULL_MODEL, encoded, buffer_bytes)
         base_round, replica = known
@@ -127,7 +127,7 @@ class ReplicaBook:
             for k, v in params.items()
         }
         payload, _ = compress_update(delta, self.spec)  # the replica is the memory
-        decoded = decode_update(payload, _shapes(replica))
+        decoded = decode_tensors(payload, _shapes(replica))
         self.pending[partition_id] = (server_round, add_delta(replica, decoded))
         return DownlinkPayload(base_round, payload, buffer_bytes)
 
@@ -179,7 +179,7 @@ def receive_student(
     buffers = set(buffer_keys)
     param_shapes = {k: tuple(v.shape) for k, v in template.items() if k not in buffers}
     buffer_shapes = {k: tuple(v.shape) for k, v in template.items() if k in buffers}
-    decoded = decode_update(payload.params, param_shapes)
+    decoded = decode_tensors(payload.params, param_shapes)
     if payload.base_round == FULL_MODEL:
         params = decoded
     elif payload.base_round == INITIAL_MODEL:
@@ -195,6 +195,6 @@ def receive_student(
         params = add_delta(replica, decoded)
     state = dict(params)
     if buffer_shapes:
-        state.update(decode_update(payload.buffers, buffer_shapes))
+        state.update(decode_tensors(payload.buffers, buffer_shapes))
     full = {k: state[k].to(template[k].dtype) for k in template}
     return full, {k: torch.as_tensor(v) for k, v in params.items()}

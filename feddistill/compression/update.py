@@ -1,6 +1,9 @@
-"""Compress a model update for the wire: residual -> top-k -> quantize -> encode.
+"""Tensors to wire bytes and back: :func:`encode_tensors` / :func:`decode_tensors`.
 
-The receiver runs the inverse, ``decode -> dequantize -> dense``, and gets float32
+An update takes the compressed path, residual -> top-k -> quantize -> encode
+(:func:`compress_update`); logits, soft labels and dense state take
+:func:`encode_tensors` / :func:`encode_state`. Every payload is decoded by
+:func:`decode_tensors`: ``decode -> dequantize -> dense``, and gets float32
 tensors (integer and bool tensors keep their dtype, bit for bit). Aggregation happens
 after decoding, in float32, never on the integer codes.
 
@@ -13,66 +16,14 @@ References:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from feddistill.compression.codec import (
-    FloatEncoding,
-    encode_float,
-    encode_raw,
-    pack_payload,
-)
+from feddistill.compression.codec import encode_float, encode_raw, pack_payload
 from feddistill.compression.decode import decode_payload
-from feddistill.compression.quantize import BIT_WIDTHS, all_finite, check_bit_width
-from feddistill.compression.sparsify import check_density, check_k
-
-
-@dataclass(frozen=True)
-class UpdateCompression:
-    """How a client compresses its update (one per run; validated on construction).
-
-    Attributes:
-        density: fraction of entries of each float tensor kept by magnitude top-k, in
-            (0, 1]; ``ceil(density * numel)``, at least 1. 1.0 sends every entry.
-        k: exact number of entries kept per tensor (int >= 1, capped at numel);
-            overrides ``density``.
-        bit_width: 1, 2, 4, 8 (uniform affine integer codes), 16 (fp16) or 32 (fp32,
-            no quantization).
-        per_channel: one scale per index of ``ch_axis`` for dense tensors of 2+
-            dimensions. Sparse tensors (``density < 1``) and 1-D tensors use one scale
-            per tensor: a few kept values per channel do not pay for a scale each.
-        ch_axis: channel axis for per-channel scales; checked against each tensor.
-        stochastic: unbiased stochastic rounding (QSGD) instead of round-to-nearest.
-        error_feedback: return a residual (what was not sent, including quantization
-            error) for the caller to pass back next round.
-
-    Raises:
-        ValueError: on a value outside the allowed set, naming both.
-    """
-
-    density: float = 1.0
-    k: int | None = None
-    bit_width: int = 32
-    per_channel: bool = True
-    ch_axis: int = 0
-    stochastic: bool = False
-    error_feedback: bool = True
-
-    def __post_init__(self) -> None:
-        check_density(self.density)
-        check_k(self.k)
-        check_bit_width(self.bit_width, BIT_WIDTHS)
-        if isinstance(self.ch_axis, bool) or not isinstance(self.ch_axis, int):
-            raise ValueError(f"ch_axis must be an int, got {self.ch_axis!r}")
-
-    @property
-    def encoding(self) -> FloatEncoding:
-        """The per-tensor encoding settings."""
-        return FloatEncoding(
-            self.density, self.k, self.bit_width, self.per_channel, self.ch_axis, self.stochastic
-        )
+from feddistill.compression.quantize import all_finite
+from feddistill.compression.spec import CompressionSpec
 
 
 def _check_finite(key: str, t: Tensor, what: str) -> None:
@@ -82,7 +33,7 @@ def _check_finite(key: str, t: Tensor, what: str) -> None:
 
 def compress_update(
     update: Mapping[str, Tensor],
-    spec: UpdateCompression,
+    spec: CompressionSpec,
     residual: Mapping[str, Tensor] | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[bytes, dict[str, Tensor]]:
@@ -133,14 +84,14 @@ def compress_update(
             _check_finite(key, tensor, "update")
             _check_finite(key, residual[key], "residual")
             raise ValueError(f"update + residual {key!r} overflows to Inf")
-        record, decoded = encode_float(key, acc, spec.encoding, generator, use_ef)
+        record, decoded = encode_float(key, acc, spec, generator, use_ef)
         records.append(record)
         if decoded is not None:
             new_residual[key] = acc - decoded
     return pack_payload(records), new_residual
 
 
-def decode_update(
+def decode_tensors(
     payload: bytes, expected: Mapping[str, tuple[int, ...]] | None = None
 ) -> dict[str, Tensor]:
     """Decode a payload of :func:`compress_update` or :func:`encode_tensors`.
@@ -172,7 +123,7 @@ def encode_state(state: Mapping[str, Tensor]) -> bytes:
         state: name -> tensor, e.g. ``{"bn.running_var": (C,), ...}``; floats finite.
 
     Returns:
-        Payload bytes; decode with :func:`decode_update`.
+        Payload bytes; decode with :func:`decode_tensors`.
 
     Raises:
         ValueError: if a float tensor holds NaN or Inf (the message names the key).
@@ -194,12 +145,12 @@ def encode_tensors(
         ch_axis: channel axis.
 
     Returns:
-        Payload bytes; decode with :func:`decode_update`.
+        Payload bytes; decode with :func:`decode_tensors`.
 
     Raises:
         ValueError: on a bad ``bit_width`` or ``ch_axis``, or a NaN/Inf tensor (named).
     """
-    spec = UpdateCompression(
+    spec = CompressionSpec(
         bit_width=bit_width, per_channel=per_channel, ch_axis=ch_axis, error_feedback=False
     )
     payload, _ = compress_update(tensors, spec)

@@ -10,14 +10,12 @@ from feddistill.distill.consensus import (
     largest_cluster_mask,
     weighted_consensus,
 )
-from feddistill.distill.distill_proxy import distill_on_proxy
 from feddistill.distill.losses import kd_loss, soft_labels
 
 __all__ = [
     "CONSENSUS_MODES",
     "SharedFeatureSpace",
     "consensus",
-    "distill_on_proxy",
     "domain_affinity",
     "kd_loss",
     "largest_cluster_mask",

@@ -16,7 +16,7 @@ from torch import Tensor
 # Neighbours averaged for the distance from a proxy sample to the client's data.
 DEFAULT_K_NEIGHBORS = 5
 # Default bandwidth = this fraction of the median k-NN distance; 0.5 was best of
-# {1, 0.75, 0.5, 0.35, 0.25} on 3 seeds of benchmarks/consensus_modes.py.
+# {1, 0.75, 0.5, 0.35, 0.25} on 3 seeds of feddistill/benchmarks/consensus_modes.py.
 DEFAULT_BANDWIDTH_SCALE = 0.5
 
 
@@ -98,7 +98,7 @@ def domain_affinity(
     different spreads; half the median (a(median) = exp(-2) = 0.14) rather than the
     median itself sharpens the contrast between the owning client and the others,
     which gave the most accurate ``domain`` consensus on cross-domain MNIST
-    (``benchmarks/consensus_modes.py``: k-NN beat the centroid distance by 1-2.3
+    (``feddistill/benchmarks/consensus_modes.py``: k-NN beat the centroid distance by 1-2.3
     points, and 0.5 x median beat 1 x median by 1-11 points, over 3 seeds).
 
     Args:

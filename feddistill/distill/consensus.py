@@ -163,11 +163,12 @@ def consensus(
     temperature: float,
     affinity: Tensor | None = None,
     num_clusters: int = 2,
-    seed: int = 0,
     num_examples: Tensor | None = None,
     client_weights: Tensor | None = None,
 ) -> Tensor:
     """Consensus soft labels on the proxy set from N clients' logits.
+
+    Every mode is deterministic: no seed, no randomness.
 
     Modes (all return ``weighted_consensus(logits, w, T)`` for some weights w):
 
@@ -196,8 +197,6 @@ def consensus(
         affinity: per-client, per-sample domain affinity, shape (N, B), non-negative
             and finite; required for ``domain``, ignored otherwise.
         num_clusters: clusters per sample for ``cluster-mean``, >= 1.
-        seed: accepted for interface stability; every mode is deterministic without
-            randomness, so the result does not depend on it.
         num_examples: clients' training samples, shape (N,), for ``consensus-focus``
             (None = equal); ignored otherwise.
         client_weights: optional per-client factor, shape (N,), positive and finite;
@@ -220,7 +219,6 @@ def consensus(
         arXiv:1503.02531; DS-FL (ERA), Itahara et al., arXiv:2008.06180; KD3A,
         arXiv:2011.09757.
     """
-    del seed  # deterministic by construction
     if mode not in CONSENSUS_MODES:
         raise ValueError(
             f"unknown consensus mode {mode!r}; valid modes: {', '.join(CONSENSUS_MODES)}"

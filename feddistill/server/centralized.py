@@ -11,16 +11,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from feddistill.clients.train import resolve_device, train_supervised
 from feddistill.config import RunConfig
 from feddistill.data import prepare_federated_data
+from feddistill.learn import SGDSpec, evaluate, resolve_device, train_supervised
 from feddistill.models import build_model
 from feddistill.server.domain_results import (
     append_domain_report,
     domain_summary,
     plot_domain_curves,
 )
-from feddistill.server.evaluate import evaluate_by_domain
 from feddistill.server.loop import build_summary, save_label_plot
 from feddistill.server.plots import plot_run
 from feddistill.server.results import write_report, write_rows, write_summary
@@ -40,23 +39,20 @@ def run_centralized(cfg: RunConfig, on_row: Any = None) -> dict[str, Any]:
     tracker = RunTracker(out, cfg.to_kebab(), run_name=cfg.strategy)
     for server_round in range(1, cfg.num_server_rounds + 1):
         t0 = time.perf_counter()
-        stats = train_supervised(
-            student,
-            splits.train_x,
-            splits.train_y,
-            cfg.local_epochs,
+        sgd = SGDSpec(
             cfg.learning_rate,
             cfg.momentum,
             cfg.batch_size,
-            cfg.seed * 7919 + server_round,
-            device,
+            epochs=cfg.local_epochs,
+            seed=cfg.seed * 7919 + server_round,
         )
-        metrics = evaluate_by_domain(
+        stats = train_supervised(student, splits.train_x, splits.train_y, sgd, device)
+        metrics = evaluate(
             student,
             splits.test_x,
             splits.test_y,
-            data.test_domains,
             device,
+            data.test_domains,
             target_domains=data.target_domains,
         )
         row = {

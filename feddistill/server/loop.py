@@ -19,9 +19,9 @@ from flwr.serverapp import Grid
 from torch import Tensor
 
 from feddistill import protocol as P
-from feddistill.clients.train import few_steps_warning, predict_logits, resolve_device
 from feddistill.cluster.remote import distill_on_gpu_node
-from feddistill.compression import UpdateCompression, encode_tensors
+from feddistill.compression import CompressionSpec
+from feddistill.compression.consensus_payload import encode_consensus
 from feddistill.compression.downlink import ReplicaBook
 from feddistill.compression.pruning import resize_to_state
 from feddistill.config import RunConfig
@@ -29,6 +29,7 @@ from feddistill.data import FederatedData, prepare_federated_data
 from feddistill.distill import consensus as build_consensus
 from feddistill.distill.kd3a import kept_samples
 from feddistill.distill.subset import proxy_subset, subset_rows
+from feddistill.learn import SGDSpec, evaluate, few_steps_warning, predict_logits, resolve_device
 from feddistill.models import buffer_names, build_model
 from feddistill.progress import record_phase
 from feddistill.server.aggregate import apply_update
@@ -39,7 +40,6 @@ from feddistill.server.domain_results import (
     plot_domain_curves,
 )
 from feddistill.server.downlink_round import downlink_columns, downlink_config, total_ratio_column
-from feddistill.server.evaluate import evaluate_by_domain
 from feddistill.server.logits_only import client_accuracy_columns, latest_client_accuracy
 from feddistill.server.plots import plot_run
 from feddistill.server.results import (
@@ -176,7 +176,7 @@ class FederationRun:
         params = {name for name, _ in self.student.named_parameters()}
         if cfg.downlink_bit_width < 32 or cfg.downlink_density < 1.0:
             self.replicas = ReplicaBook(
-                UpdateCompression(
+                CompressionSpec(
                     density=cfg.downlink_density,
                     bit_width=cfg.downlink_bit_width,
                     error_feedback=False,
@@ -250,9 +250,7 @@ class FederationRun:
         if self.consensus is not None and self.plan.uses_kd:
             # fp16 on the downlink: soft labels need finer steps than 8 bits give.
             with timed("encode"):
-                consensus_bytes = encode_tensors(
-                    {P.SOFT_LABELS_TENSOR: self.consensus}, bit_width=self.cfg.consensus_bit_width
-                )
+                consensus_bytes = encode_consensus(self.consensus, self.cfg.consensus_bit_width)
             config[P.CONSENSUS] = consensus_bytes
         if channel_pruning_due(self.cfg, server_round):
             removed = prune_global_channels(
@@ -309,12 +307,12 @@ class FederationRun:
             self.student.load_state_dict(self.mask.apply(_state(self.student)))
             self.mask.accepted([r.partition_id for r in outcome.accepted])
         with timed("evaluation"):
-            metrics = evaluate_by_domain(
+            metrics = evaluate(
                 self.student,
                 self.data.splits.test_x,
                 self.data.splits.test_y,
-                self.data.test_domains,
                 self.device,
+                self.data.test_domains,
                 target_domains=self.data.target_domains,
             )
         row = self.make_row(
@@ -408,11 +406,14 @@ class FederationRun:
             target[keep],
             num_gpus=0.1,
             temperature=self.cfg.temperature,
-            epochs=epochs,
-            lr=self.cfg.learning_rate * 0.1,
-            batch_size=self.cfg.batch_size,
+            sgd=SGDSpec(
+                self.cfg.learning_rate * 0.1,
+                batch_size=self.cfg.batch_size,
+                epochs=epochs,
+                seed=self.cfg.seed,
+                optimizer="adam",
+            ),
             device=self.device,
-            seed=self.cfg.seed,
         )
 
     def make_row(

@@ -21,8 +21,9 @@ from flwr.serverapp.strategy import FedAvg
 from torch import Tensor
 
 from feddistill import protocol as P
-from feddistill.compression import CodecError, decode_update
+from feddistill.compression import CodecError, decode_tensors
 from feddistill.compression.masks import packed_shapes, unpack_unmasked
+from feddistill.compression.teacher_upload import TeacherUpload
 from feddistill.distill import consensus as build_consensus
 from feddistill.distill.kd3a import KD3A_MODES
 from feddistill.server.aggregate import (
@@ -46,7 +47,7 @@ class ClientResult:
     num_examples: int
     update: dict[str, Tensor]
     logits: Tensor | None  # (B, K)
-    affinity: Tensor | None  # (B,)
+    affinity: Tensor | None  # (B,) consensus weights (TeacherUpload.affinity_weights)
     metrics: dict[str, float]
     uplink_bytes: int
     placement: dict[str, str | int] = field(default_factory=dict)
@@ -200,17 +201,11 @@ class FedDistill(FedAvg):
     def _shapes(self, template: dict[str, Tensor]) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in template.items()}
 
-    def _logits_shapes(self) -> dict[str, tuple[int, ...]] | None:
-        if self.num_classes is None or self.proxy_size is None:
-            return None
-        b, k = self.proxy_size, self.num_classes
-        return {P.LOGITS_TENSOR: (b, k), P.AFFINITY_TENSOR: (b,)}
-
     def decode_reply(self, msg: Message) -> ClientResult:
         """Decode and validate one reply.
 
         Every size claim is checked against the shapes the server knows before
-        anything is allocated (:func:`feddistill.compression.decode_update`).
+        anything is allocated (:func:`feddistill.compression.decode_tensors`).
 
         Raises:
             RejectedUpdate: if the reply is malformed, cannot be decoded, or fails
@@ -241,14 +236,16 @@ class FedDistill(FedAvg):
             update: dict[str, Tensor] = {}
             if self.plan.uploads_student:
                 shapes = packed_shapes(self._shapes(self.param_template), self.masks)
-                update = unpack_unmasked(decode_update(update_bytes, shapes), self.masks)
+                update = unpack_unmasked(decode_tensors(update_bytes, shapes), self.masks)
             buffers: dict[str, Tensor] = {}
             if self.buffer_template and self.plan.uploads_student:
-                buffers = decode_update(buffers_bytes, self._shapes(self.buffer_template))
+                buffers = decode_tensors(buffers_bytes, self._shapes(self.buffer_template))
         except CodecError as exc:
             raise RejectedUpdate(f"undecodable payload: {exc}") from None
         try:
-            tensors = decode_update(logits_bytes, self._logits_shapes()) if logits_bytes else {}
+            upload = None
+            if logits_bytes:
+                upload = TeacherUpload.decode(logits_bytes, self.proxy_size, self.num_classes)
         except CodecError as exc:
             raise RejectedUpdate(
                 f"undecodable teacher logits (student: {self.num_classes} classes, "
@@ -257,18 +254,8 @@ class FedDistill(FedAvg):
         if self.plan.uploads_student:
             validate_update(update, self.param_template, self.max_update_norm)
             validate_buffers(buffers, self.buffer_template)
-        logits = tensors.get(P.LOGITS_TENSOR)
-        affinity = tensors.get(P.AFFINITY_TENSOR)
-        if self.plan.uses_teachers:
-            if (
-                logits is None
-                or affinity is None
-                or logits.ndim != 2
-                or affinity.shape != logits.shape[:1]
-            ):
-                raise RejectedUpdate("teacher logits (B, K) and affinity (B,) are required")
-            if not (bool(torch.isfinite(logits).all()) and bool(torch.isfinite(affinity).all())):
-                raise RejectedUpdate("teacher logits or affinity contain NaN or Inf")
+        if self.plan.uses_teachers and upload is None:
+            raise RejectedUpdate("teacher logits (B, K) and affinity (B,) are required")
         num_examples = int(metrics.get(P.NUM_EXAMPLES, -1))
         if num_examples < 0:
             raise RejectedUpdate(f"num-examples must be >= 0, got {num_examples}")
@@ -276,8 +263,8 @@ class FedDistill(FedAvg):
             partition_id=int(metrics.get(P.PARTITION_ID, -1)),
             num_examples=num_examples,
             update=update,
-            logits=logits,
-            affinity=affinity,
+            logits=upload.logits if upload else None,
+            affinity=upload.affinity_weights() if upload else None,
             metrics=metrics,
             uplink_bytes=len(update_bytes) + len(logits_bytes) + len(buffers_bytes),
             placement=dict(msg.content[P.PLACEMENT]) if P.PLACEMENT in msg.content else {},  # type: ignore[arg-type]
@@ -333,10 +320,9 @@ class FedDistill(FedAvg):
                 logits = torch.stack(
                     [cast(Tensor, r.logits) for r in outcome.accepted]
                 )  # (N, B, K)
-                # clients send log-affinity; exp, then a floor so no sample has all-zero weights
-                log_affinity = [cast(Tensor, r.affinity) for r in outcome.accepted]
-                affinity = torch.stack(log_affinity).exp()  # (N, B)
-                affinity = affinity.clamp_min(1e-12)
+                affinity = torch.stack(
+                    [cast(Tensor, r.affinity) for r in outcome.accepted]
+                )  # (N, B)
                 # KD3A's modes carry their own defence (Knowledge Vote's agreement gate,
                 # Consensus Focus' contribution weights); the others get the robust path
                 if self.robust.robust_consensus and self.plan.consensus not in KD3A_MODES:
@@ -358,7 +344,6 @@ class FedDistill(FedAvg):
                         self.plan.consensus,
                         self.temperature,
                         affinity=affinity,
-                        seed=self.seed,
                         num_examples=torch.tensor([r.num_examples for r in outcome.accepted]),
                     )
         return outcome

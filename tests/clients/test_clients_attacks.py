@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from feddistill.clients.attacks import attack_logits, attack_update
-from feddistill.compression import UpdateCompression, compress_update, decode_update
+from feddistill.compression import CompressionSpec, compress_update, decode_tensors
 
-DENSE = UpdateCompression(density=1.0, bit_width=32, error_feedback=False)
+DENSE = CompressionSpec(density=1.0, bit_width=32, error_feedback=False)
 
 
 def honest_payload():
@@ -17,14 +17,14 @@ def honest_payload():
 @pytest.mark.parametrize(("attack", "expected"), [("scaled-update", 20.0), ("sign-flip", -4.0)])
 def test_update_attack_scales_the_decoded_update(attack, expected):
     # Execute
-    out = decode_update(attack_update(honest_payload(), attack, torch.Generator()))
+    out = decode_tensors(attack_update(honest_payload(), attack, torch.Generator()))
     # Assert
     assert out["w"].tolist() == pytest.approx([0.5 * expected, -1.0 * expected])
     assert out["n"].tolist() == [3]  # integer buffers untouched
 
 
 def test_random_update_has_20_times_the_norm():
-    out = decode_update(
+    out = decode_tensors(
         attack_update(honest_payload(), "random-update", torch.Generator().manual_seed(0))
     )
     assert float(out["w"].norm()) == pytest.approx(20.0 * (0.5**2 + 1.0) ** 0.5, rel=1e-5)

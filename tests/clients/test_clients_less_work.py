@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 import feddistill.clients.round as round_module
-from feddistill.clients.round import load_state, run_client_round
-from feddistill.clients.train import few_steps_warning, train_supervised
+from feddistill.clients.round import run_client_round
+from feddistill.clients.state import load_state
 from feddistill.config import RunConfig, from_mapping
 from feddistill.data import prepare_federated_data
+from feddistill.learn import SGDSpec, few_steps_warning, train_supervised
 from feddistill.models import build_model
 
 CPU = torch.device("cpu")
@@ -90,7 +91,7 @@ def test_local_steps_make_exactly_that_many_sgd_steps() -> None:
     # Execute
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch.optim.SGD, "step", count)
-        train_supervised(model, x, y, 5, 0.1, 0.0, 4, 0, CPU, steps=7)
+        train_supervised(model, x, y, SGDSpec(0.1, 0.0, 4, epochs=5, steps=7), CPU)
 
     # Assert: epochs=5 ignored
     assert len(steps) == 7
@@ -103,8 +104,8 @@ def test_local_steps_zero_keeps_epoch_training_bit_for_bit() -> None:
     b.load_state_dict(a.state_dict())
 
     # Execute
-    train_supervised(a, x, y, 2, 0.1, 0.9, 4, 0, CPU)
-    train_supervised(b, x, y, 0, 0.1, 0.9, 4, 0, CPU, steps=6)
+    train_supervised(a, x, y, SGDSpec(0.1, 0.9, 4, epochs=2), CPU)
+    train_supervised(b, x, y, SGDSpec(0.1, 0.9, 4, epochs=0, steps=6), CPU)
 
     # Assert
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import feddistill.clients.round as round_module
-from feddistill.clients.round import client_masks, load_state, run_client_round
+from feddistill.clients.round import client_masks, run_client_round
+from feddistill.clients.state import load_state
 from feddistill.compression.masks import (
     apply_masks,
     encode_mask,

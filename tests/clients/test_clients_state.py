@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import feddistill.clients.round as round_module
-from feddistill.clients.round import load_state, run_client_round, save_state, state_path
+from feddistill.clients.round import run_client_round
+from feddistill.clients.state import load_state, save_state, state_path
 from feddistill.config import RunConfig
 from feddistill.data import prepare_federated_data
 from feddistill.models import build_model

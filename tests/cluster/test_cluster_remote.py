@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from feddistill.cluster.remote import distill_on_gpu_node, run_on_gpu_node, should_run_remote
+from feddistill.learn import SGDSpec
 
 
 def _pid_plus(x: int) -> tuple[int, int]:
@@ -84,9 +85,9 @@ def test_remote_distill_updates_the_model_like_local(local_ray):
     local = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     remote = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     remote.load_state_dict(local.state_dict())
-    kw = {"temperature": 2.0, "epochs": 2, "lr": 0.01, "batch_size": 8, "seed": 0}
+    kw = {"temperature": 2.0, "sgd": SGDSpec(0.01, batch_size=8, epochs=2, optimizer="adam")}
     # Execute
-    from feddistill.distill.distill_proxy import distill_on_proxy
+    from feddistill.learn import distill_on_proxy
 
     loss_local = distill_on_proxy(local, proxy_x, soft, device="cpu", **kw)
     loss_remote = distill_on_gpu_node(remote, proxy_x, soft, num_gpus=0, device="cpu", **kw)
@@ -101,7 +102,11 @@ def test_distill_without_ray_is_distill_on_proxy():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     loss = distill_on_gpu_node(
-        model, torch.randn(8, 1, 4, 4), torch.full((8, 3), 1 / 3), temperature=1.0, epochs=1
+        model,
+        torch.randn(8, 1, 4, 4),
+        torch.full((8, 3), 1 / 3),
+        temperature=1.0,
+        sgd=SGDSpec(0.01, optimizer="adam"),
     )
     assert loss >= 0.0
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from feddistill.compression import CodecError, UpdateCompression, compress_update, decode_update
+from feddistill.compression import CodecError, CompressionSpec, compress_update, decode_tensors
 from feddistill.compression.codec import encode_raw, pack_payload
 from feddistill.compression.packing import (
     PackingError,
@@ -92,7 +92,7 @@ def test_payload_bytes_worked_by_hand() -> None:
     # bitmap 8 + 4 B, Rice (r = 1: 1 B remainder + 1 B unary) 2 + 4 B -> Rice.
     x = torch.zeros(64)
     x[10] = 5.0
-    spec = UpdateCompression(k=1, bit_width=32)
+    spec = CompressionSpec(k=1, bit_width=32)
 
     # Execute
     payload, _ = compress_update({"w": x}, spec)
@@ -100,7 +100,7 @@ def test_payload_bytes_worked_by_hand() -> None:
     # Assert: header 18 + record (2 + 1 name + 2 + 4 shape + 1 kind + 17 meta
     # + 8 + 2 index + 4 values) + crc 4.
     assert len(payload) == HEADER_BYTES + 41 + CRC_BYTES
-    assert torch.equal(decode_update(payload)["w"], x)
+    assert torch.equal(decode_tensors(payload)["w"], x)
 
 
 def test_sparse_index_costs_less_than_a_bitmap_at_one_percent() -> None:
@@ -108,11 +108,11 @@ def test_sparse_index_costs_less_than_a_bitmap_at_one_percent() -> None:
     x = torch.randn(100_000, generator=torch.Generator().manual_seed(0))
 
     # Execute
-    payload, _ = compress_update({"w": x}, UpdateCompression(density=0.01, bit_width=4))
+    payload, _ = compress_update({"w": x}, CompressionSpec(density=0.01, bit_width=4))
 
     # Assert: 1000 * 4 bits = 500 B values; Rice gaps (mean 100) cost < 9 bits each.
     assert len(payload) < 500 + 1000 * 9 / 8 + 100
-    assert int((decode_update(payload)["w"] != 0).sum()) == 1000
+    assert int((decode_tensors(payload)["w"] != 0).sum()) == 1000
 
 
 def test_dense_layout_when_nearly_everything_is_kept() -> None:
@@ -120,8 +120,8 @@ def test_dense_layout_when_nearly_everything_is_kept() -> None:
     x = torch.randn(8000, generator=torch.Generator().manual_seed(0))
 
     # Execute
-    payload, residual = compress_update({"w": x}, UpdateCompression(density=0.95, bit_width=8))
-    decoded = decode_update(payload)["w"]
+    payload, residual = compress_update({"w": x}, CompressionSpec(density=0.95, bit_width=8))
+    decoded = decode_tensors(payload)["w"]
 
     # Assert
     assert len(payload) < 8000 + 200
@@ -139,8 +139,8 @@ _floats = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False, width=32)
 @given(hnp.arrays(np.float32, _shapes, elements=_floats))
 def test_fp32_round_trip_is_exact(x: np.ndarray) -> None:
     t = torch.from_numpy(x.copy())
-    payload, _ = compress_update({"w": t}, UpdateCompression(bit_width=32))
-    assert torch.equal(decode_update(payload)["w"], t)
+    payload, _ = compress_update({"w": t}, CompressionSpec(bit_width=32))
+    assert torch.equal(decode_tensors(payload)["w"], t)
 
 
 @settings(max_examples=40, deadline=None)
@@ -152,8 +152,8 @@ def test_fp32_round_trip_is_exact(x: np.ndarray) -> None:
 )
 def test_integer_and_bool_round_trip_is_exact(x: np.ndarray) -> None:
     t = torch.from_numpy(x.copy())
-    payload, residual = compress_update({"n": t}, UpdateCompression(density=0.1, bit_width=1))
-    out = decode_update(payload)["n"]
+    payload, residual = compress_update({"n": t}, CompressionSpec(density=0.1, bit_width=1))
+    out = decode_tensors(payload)["n"]
     assert out.dtype == t.dtype and torch.equal(out, t) and residual == {}
 
 
@@ -171,11 +171,11 @@ def test_quantized_round_trip_within_half_a_step(
     t = torch.from_numpy(x.copy())
     rows = channel_view(t, per_channel, ch_axis)
     scale = affine_qparams(*row_minmax(rows), bit_width).scale
-    spec = UpdateCompression(bit_width=bit_width, per_channel=per_channel, ch_axis=ch_axis)
+    spec = CompressionSpec(bit_width=bit_width, per_channel=per_channel, ch_axis=ch_axis)
 
     # Execute
     payload, residual = compress_update({"w": t}, spec)
-    out = decode_update(payload)["w"]
+    out = decode_tensors(payload)["w"]
 
     # Assert
     err = channel_view(t - out, per_channel, ch_axis).abs()
@@ -194,11 +194,11 @@ def test_sparse_round_trip_keeps_top_k_and_feeds_back_the_rest(
 ) -> None:
     # Prepare
     t = torch.from_numpy(x.copy())
-    spec = UpdateCompression(density=density, bit_width=bit_width)
+    spec = CompressionSpec(density=density, bit_width=bit_width)
 
     # Execute
     payload, residual = compress_update({"w": t}, spec)
-    out = decode_update(payload)["w"]
+    out = decode_tensors(payload)["w"]
 
     # Assert: shape, float32, and out + residual == update (nothing is lost).
     assert out.shape == t.shape and out.dtype == torch.float32
@@ -210,7 +210,7 @@ def test_sparse_round_trip_keeps_top_k_and_feeds_back_the_rest(
 
 def _payload() -> bytes:
     tensors = {"conv.weight": torch.randn(4, 3, 3, 3), "bn.num_batches_tracked": torch.tensor(7)}
-    payload, _ = compress_update(tensors, UpdateCompression(density=0.3, bit_width=4))
+    payload, _ = compress_update(tensors, CompressionSpec(density=0.3, bit_width=4))
     return payload
 
 
@@ -218,9 +218,9 @@ def test_truncated_payload_raises() -> None:
     payload = _payload()
     for cut in (0, 5, HEADER_BYTES, len(payload) // 2, len(payload) - 1):
         with pytest.raises(CodecError):
-            decode_update(payload[:cut])
+            decode_tensors(payload[:cut])
     with pytest.raises(CodecError, match="truncated"):
-        decode_update(payload[:-1])
+        decode_tensors(payload[:-1])
 
 
 def test_every_single_byte_flip_raises() -> None:
@@ -232,18 +232,18 @@ def test_every_single_byte_flip_raises() -> None:
         corrupted = bytearray(payload)
         corrupted[pos] ^= 0x5A
         with pytest.raises(CodecError):
-            decode_update(bytes(corrupted))
+            decode_tensors(bytes(corrupted))
 
 
 def test_wrong_magic_version_and_type_raise() -> None:
     payload = bytearray(_payload())
     with pytest.raises(CodecError, match="magic"):
-        decode_update(b"XXXX" + bytes(payload[4:]))
+        decode_tensors(b"XXXX" + bytes(payload[4:]))
     payload[4] = 9
     with pytest.raises(CodecError, match="version 9"):
-        decode_update(bytes(payload))
+        decode_tensors(bytes(payload))
     with pytest.raises(CodecError, match="must be bytes"):
-        decode_update("not bytes")  # type: ignore[arg-type]
+        decode_tensors("not bytes")  # type: ignore[arg-type]
 
 
 def _head(name: bytes, dtype: int, shape: tuple[int, ...], kind: int) -> bytes:
@@ -321,7 +321,7 @@ def test_inconsistent_fields_raise_even_with_a_valid_checksum(records: list, mat
 
     # Execute / Assert
     with pytest.raises(CodecError, match=match):
-        decode_update(payload)
+        decode_tensors(payload)
 
 
 def test_valid_hand_built_record_decodes() -> None:
@@ -331,7 +331,7 @@ def test_valid_hand_built_record_decodes() -> None:
     )
 
     # Execute
-    out = decode_update(payload)
+    out = decode_tensors(payload)
 
     # Assert: codes 0..3, zero point 0, scale 1.
     assert out["w"].tolist() == [0.0, 1.0, 2.0, 3.0]

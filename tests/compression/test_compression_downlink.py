@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from feddistill.compression import UpdateCompression
+from feddistill.compression import CompressionSpec
 from feddistill.compression.downlink import (
     FULL_MODEL,
     INITIAL_MODEL,
@@ -13,7 +13,7 @@ from feddistill.compression.downlink import (
     receive_student,
 )
 
-SPEC = UpdateCompression(density=0.25, bit_width=4, error_feedback=False)
+SPEC = CompressionSpec(density=0.25, bit_width=4, error_feedback=False)
 
 
 def _template() -> dict[str, torch.Tensor]:
@@ -60,7 +60,7 @@ def test_replicas_equal_the_servers_view_bit_for_bit_under_partial_participation
 
 def test_client_that_sat_out_rounds_catches_up_with_a_delta_against_its_old_replica():
     # Prepare
-    book, store = ReplicaBook(UpdateCompression(bit_width=32, error_feedback=False)), {}
+    book, store = ReplicaBook(CompressionSpec(bit_width=32, error_feedback=False)), {}
     buffers = {"bn.running_mean": torch.ones(4)}
     _client_receive(book, store, 0, 1, _global(1), buffers)
     book.commit([0])
@@ -74,7 +74,7 @@ def test_client_that_sat_out_rounds_catches_up_with_a_delta_against_its_old_repl
 
 def test_delta_that_is_not_sent_now_goes_down_later():
     # Prepare: top-1 of 4 entries per round; the global model stays put after round 1
-    spec = UpdateCompression(k=1, bit_width=32, error_feedback=False)
+    spec = CompressionSpec(k=1, bit_width=32, error_feedback=False)
     book, store = ReplicaBook(spec), {}
     params = {"b": torch.zeros(4)}
     template = {"b": torch.zeros(4)}

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from feddistill.compression import CodecError, UpdateCompression, compress_update, decode_update
+from feddistill.compression import CodecError, CompressionSpec, compress_update, decode_tensors
 from feddistill.compression.codec import pack_payload
 
 TEMPLATE = {
@@ -26,13 +26,13 @@ TEMPLATE = {
 }
 EXPECTED = {k: tuple(v.shape) for k, v in TEMPLATE.items()}
 SPECS = [
-    UpdateCompression(bit_width=32),
-    UpdateCompression(bit_width=16),
-    UpdateCompression(bit_width=4),  # dense, per-channel scales
-    UpdateCompression(bit_width=1),
-    UpdateCompression(density=0.05, bit_width=4),  # Rice index
-    UpdateCompression(density=0.3, bit_width=8),  # bitmap index
-    UpdateCompression(density=0.05, bit_width=32),
+    CompressionSpec(bit_width=32),
+    CompressionSpec(bit_width=16),
+    CompressionSpec(bit_width=4),  # dense, per-channel scales
+    CompressionSpec(bit_width=1),
+    CompressionSpec(density=0.05, bit_width=4),  # Rice index
+    CompressionSpec(density=0.3, bit_width=8),  # bitmap index
+    CompressionSpec(density=0.05, bit_width=32),
 ]
 PEAK_GROWTH_LIMIT = 64 * 2**20  # bytes of resident memory the fuzz may add
 EXPECTED_BYTES = sum(math.prod(s) for s in EXPECTED.values()) * 8  # float32 + int64 bound
@@ -83,7 +83,7 @@ def _hostile_record(rng: np.random.Generator) -> bytes:
 def _check(payload: bytes, expected: dict | None = EXPECTED) -> str:
     """'error' for CodecError, 'ok' for a result of the expected shapes; anything else fails."""
     try:
-        out = decode_update(payload, expected)
+        out = decode_tensors(payload, expected)
     except CodecError:
         return "error"
     for name, tensor in out.items():
@@ -112,7 +112,7 @@ def test_decoder_fuzz_only_codec_errors_or_expected_tensors_in_bounded_memory() 
     # Prepare: 7 valid payloads; a seeded stream of mutations.
     rng = np.random.default_rng(2024)
     payloads = _valid_payloads()
-    originals = [decode_update(p, EXPECTED) for p in payloads]
+    originals = [decode_tensors(p, EXPECTED) for p in payloads]
     counts = {"flip": 0, "truncate": 0, "crc-valid-flip": 0, "hostile-record": 0}
     outcomes = {"error": 0, "ok": 0}
     rss_before = _resident_peak_reset()
@@ -123,12 +123,12 @@ def test_decoder_fuzz_only_codec_errors_or_expected_tensors_in_bounded_memory() 
         for pos in rng.integers(0, len(payload), size=int(rng.integers(1, 4))):
             payload[pos] ^= int(rng.integers(1, 256))
         with pytest.raises(CodecError):
-            decode_update(bytes(payload), EXPECTED)
+            decode_tensors(bytes(payload), EXPECTED)
         counts["flip"] += 1
     for _ in range(500):  # truncations
         payload = payloads[int(rng.integers(len(payloads)))]
         with pytest.raises(CodecError):
-            decode_update(payload[: int(rng.integers(0, len(payload)))])
+            decode_tensors(payload[: int(rng.integers(0, len(payload)))])
         counts["truncate"] += 1
     for _ in range(2000):  # flips inside the records, checksum recomputed
         index = int(rng.integers(len(payloads)))
@@ -150,7 +150,7 @@ def test_decoder_fuzz_only_codec_errors_or_expected_tensors_in_bounded_memory() 
     assert sum(counts.values()) == 6000
     assert outcomes["error"] > 0
     for payload, original in zip(payloads, originals, strict=True):
-        again = decode_update(payload, EXPECTED)
+        again = decode_tensors(payload, EXPECTED)
         assert all(torch.equal(again[k], original[k]) for k in original)
     if peak_growth is not None:
         assert peak_growth < PEAK_GROWTH_LIMIT, f"peak RSS grew by {peak_growth} bytes"

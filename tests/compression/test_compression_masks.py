@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from feddistill.clients.round import encode_student
-from feddistill.compression import UpdateCompression
+from feddistill.compression import CompressionSpec
 from feddistill.compression.masks import (
     decode_mask,
     encode_mask,
@@ -125,7 +125,7 @@ def test_masked_update_payload_size_for_a_known_mask():
     keep = torch.zeros(16, dtype=torch.bool)
     keep[[0, 3, 5, 10, 15]] = True
     masks = {"weight": keep.reshape(4, 4)}
-    spec = UpdateCompression(density=1.0, bit_width=32, error_feedback=True)
+    spec = CompressionSpec(density=1.0, bit_width=32, error_feedback=True)
     # Execute
     packed, _, residual = encode_student(student, global_state, spec, None, masks=masks)
     dense, _, _ = encode_student(student, global_state, spec, None)

@@ -5,16 +5,40 @@ from __future__ import annotations
 import pytest
 import torch
 
-from feddistill.compression import UpdateCompression, compress_update, decode_update
+from feddistill.compression import CompressionSpec, compress_update, decode_tensors
 from feddistill.compression.quantize import (
+    QParams,
     affine_qparams,
     all_finite,
     channel_unview,
     channel_view,
     check_bit_width,
-    dequantize,
-    quantize,
+    dequantize_rows,
+    quantize_rows,
+    row_minmax,
 )
+
+
+def quantize(
+    x: torch.Tensor,
+    bit_width: int,
+    per_channel: bool = True,
+    ch_axis: int = 0,
+    stochastic: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, QParams]:
+    """Test helper: the codec's quantization steps on one tensor -> codes (C, M), qparams."""
+    rows = channel_view(x.detach().float(), per_channel, ch_axis)
+    lo, hi = row_minmax(rows)
+    qparams = affine_qparams(lo, hi, bit_width)
+    return quantize_rows(rows, qparams, stochastic, generator), qparams
+
+
+def dequantize(
+    codes: torch.Tensor, qparams: QParams, shape: tuple[int, ...], per_channel: bool, ch_axis: int
+) -> torch.Tensor:
+    """Test helper: codes (C, M) back to a float32 tensor of ``shape``."""
+    return channel_unview(dequantize_rows(codes, qparams), shape, per_channel, ch_axis)
 
 
 def test_int2_grid_worked_by_hand() -> None:
@@ -171,5 +195,5 @@ def test_denormal_range_decodes_to_zero_not_garbage(bit_width):
     x = torch.tensor([1e-45, -1e-45, 0.0])
     qp = affine_qparams(x.min().reshape(1), x.max().reshape(1), bit_width)
     assert qp.scale.item() == 1.0 and qp.zero_point.item() == 0
-    payload, _ = compress_update({"w": x}, UpdateCompression(bit_width=bit_width))
-    assert torch.equal(decode_update(payload)["w"], torch.zeros(3))
+    payload, _ = compress_update({"w": x}, CompressionSpec(bit_width=bit_width))
+    assert torch.equal(decode_tensors(payload)["w"], torch.zeros(3))

@@ -9,11 +9,41 @@ import numpy as np
 import pytest
 import torch
 
-from feddistill.compression import CodecError, UpdateCompression, compress_update, decode_update
+from feddistill.compression import CodecError, CompressionSpec, compress_update, decode_tensors
 from feddistill.compression.codec import pack_payload
 from feddistill.compression.packing import PackingError, unpack_rice
-from feddistill.compression.quantize import dequantize, quantize
+from feddistill.compression.quantize import (
+    QParams,
+    affine_qparams,
+    channel_unview,
+    channel_view,
+    dequantize_rows,
+    quantize_rows,
+    row_minmax,
+)
 from feddistill.models import build_model
+
+
+def quantize(
+    x: torch.Tensor,
+    bit_width: int,
+    per_channel: bool = True,
+    ch_axis: int = 0,
+    stochastic: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, QParams]:
+    """Test helper: the codec's quantization steps on one tensor -> codes (C, M), qparams."""
+    rows = channel_view(x.detach().float(), per_channel, ch_axis)
+    lo, hi = row_minmax(rows)
+    qparams = affine_qparams(lo, hi, bit_width)
+    return quantize_rows(rows, qparams, stochastic, generator), qparams
+
+
+def dequantize(
+    codes: torch.Tensor, qparams: QParams, shape: tuple[int, ...], per_channel: bool, ch_axis: int
+) -> torch.Tensor:
+    """Test helper: codes (C, M) back to a float32 tensor of ``shape``."""
+    return channel_unview(dequantize_rows(codes, qparams), shape, per_channel, ch_axis)
 
 
 def _float_record(shape: tuple[int, ...], meta: tuple, tail: bytes) -> bytes:
@@ -29,8 +59,8 @@ def test_fp16_update_of_7e4_saturates_and_keeps_the_excess_in_the_residual() -> 
     update = {"w": torch.tensor([7e4, -7e4, 1.0])}
 
     # Execute
-    payload, residual = compress_update(update, UpdateCompression(bit_width=16))
-    decoded = decode_update(payload)["w"]
+    payload, residual = compress_update(update, CompressionSpec(bit_width=16))
+    decoded = decode_tensors(payload)["w"]
 
     # Assert: 65504 sent, 7e4 - 65504 = 4496 kept for the next round.
     assert decoded.tolist() == [65504.0, -65504.0, 1.0]
@@ -42,11 +72,11 @@ def test_finite_input_never_decodes_to_non_finite(bit_width: int) -> None:
     # Prepare: float32's extremes, fp16's overflow and ordinary values, dense and sparse.
     x = torch.tensor([3.4e38, -3.4e38, 7e4, -7e4, 1.0, 0.0, 1e-30, -2.5])
     for density in (1.0, 0.5):
-        spec = UpdateCompression(density=density, bit_width=bit_width)
+        spec = CompressionSpec(density=density, bit_width=bit_width)
 
         # Execute
         payload, residual = compress_update({"w": x}, spec)
-        decoded = decode_update(payload)["w"]
+        decoded = decode_tensors(payload)["w"]
 
         # Assert: decoded and residual finite; decoded + residual is the input.
         assert bool(torch.isfinite(decoded).all()), (density, decoded)
@@ -64,11 +94,11 @@ def test_values_in_100_101_at_8_bits_use_the_data_range() -> None:
     # Execute
     codes, qp = quantize(x, bit_width=8, per_channel=False)
     x_hat = dequantize(codes, qp, (10_000,), per_channel=False, ch_axis=0)
-    payload, _ = compress_update({"w": x}, UpdateCompression(bit_width=8, error_feedback=False))
+    payload, _ = compress_update({"w": x}, CompressionSpec(bit_width=8, error_feedback=False))
 
     # Assert: half a step of a 1-wide range over 255 steps (was 101/510 = 0.198).
     assert (x_hat - x).abs().max().item() <= 1 / (2 * 255) + 1e-6
-    assert (decode_update(payload)["w"] - x).abs().max().item() <= 1 / (2 * 255) + 1e-6
+    assert (decode_tensors(payload)["w"] - x).abs().max().item() <= 1 / (2 * 255) + 1e-6
 
 
 def test_negative_range_uses_the_data_range_too() -> None:
@@ -115,11 +145,11 @@ def test_pruned_cnn_small_lossless_takes_under_20_percent_of_fp32() -> None:
             cut = value.abs().flatten().kthvalue(int(0.9 * value.numel())).values
             value[value.abs() <= cut] = 0.0
     fp32_bytes = sum(v.numel() * 4 for v in state.values() if v.is_floating_point())
-    spec = UpdateCompression(bit_width=32, error_feedback=False)
+    spec = CompressionSpec(bit_width=32, error_feedback=False)
 
     # Execute
     payload, _ = compress_update(state, spec)
-    decoded = decode_update(payload)
+    decoded = decode_tensors(payload)
 
     # Assert: values 10% x 4 B + bitmap 1/8 B per entry ~ 0.13 of 4 B; exact round trip.
     assert len(payload) < 0.2 * fp32_bytes
@@ -136,9 +166,9 @@ def test_sparse_claim_of_2_pow_31_entries_is_rejected_before_allocation() -> Non
 
     # Execute / Assert: with the server's shapes, and without them.
     with pytest.raises(CodecError, match=r"claims shape \(2147483648,\), expected \(8,\)"):
-        decode_update(payload, expected={"w": (8,)})
+        decode_tensors(payload, expected={"w": (8,)})
     with pytest.raises(CodecError, match="sparse claim of 2147483648 entries"):
-        decode_update(payload)
+        decode_tensors(payload)
 
 
 def test_sparse_claim_of_2_pow_28_entries_without_shapes_is_rejected() -> None:
@@ -147,25 +177,25 @@ def test_sparse_claim_of_2_pow_28_entries_without_shapes_is_rejected() -> None:
 
     # Execute / Assert
     with pytest.raises(CodecError, match="sparse claim of 268435456 entries exceeds"):
-        decode_update(payload)
+        decode_tensors(payload)
 
 
 def test_unexpected_tensor_name_is_rejected() -> None:
     # Prepare
-    payload, _ = compress_update({"v": torch.ones(2)}, UpdateCompression())
+    payload, _ = compress_update({"v": torch.ones(2)}, CompressionSpec())
 
     # Execute / Assert
     with pytest.raises(CodecError, match=r"unexpected tensor 'v'; expected one of \['w'\]"):
-        decode_update(payload, expected={"w": (2,)})
+        decode_tensors(payload, expected={"w": (2,)})
 
 
 def test_expected_shapes_accept_the_right_payload() -> None:
     # Prepare
     x = torch.arange(6.0).reshape(2, 3)
-    payload, _ = compress_update({"w": x}, UpdateCompression(density=0.5, bit_width=32))
+    payload, _ = compress_update({"w": x}, CompressionSpec(density=0.5, bit_width=32))
 
     # Execute
-    out = decode_update(payload, expected={"w": (2, 3)})
+    out = decode_tensors(payload, expected={"w": (2, 3)})
 
     # Assert: the top 3 of 0..5 are 3, 4, 5.
     assert out["w"].tolist() == [[0.0, 0.0, 0.0], [3.0, 4.0, 5.0]]
@@ -178,7 +208,7 @@ def test_scale_that_would_decode_to_inf_is_rejected() -> None:
 
     # Execute / Assert
     with pytest.raises(CodecError, match="would decode to Inf"):
-        decode_update(payload)
+        decode_tensors(payload)
 
 
 def test_non_finite_offset_is_rejected() -> None:
@@ -188,7 +218,7 @@ def test_non_finite_offset_is_rejected() -> None:
 
     # Execute / Assert
     with pytest.raises(CodecError, match="would decode to Inf"):
-        decode_update(payload)
+        decode_tensors(payload)
 
 
 @pytest.mark.parametrize(

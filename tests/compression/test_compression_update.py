@@ -1,4 +1,4 @@
-"""compress_update / decode_update / encode_tensors: spec checks, faults, error feedback."""
+"""compress_update / decode_tensors / encode_tensors: spec checks, faults, error feedback."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from feddistill.compression import (
-    UpdateCompression,
+    CompressionSpec,
     compress_update,
-    decode_update,
+    decode_tensors,
     encode_tensors,
 )
 
@@ -16,11 +16,11 @@ from feddistill.compression import (
 def test_two_int8_updates_of_100_sum_to_200_in_float32() -> None:
     # Prepare: int8 codes would overflow at 127; summing happens after decoding.
     update = {"w": torch.full((3, 4), 100.0)}
-    spec = UpdateCompression(bit_width=8)
+    spec = CompressionSpec(bit_width=8)
 
     # Execute
-    a = decode_update(compress_update(update, spec)[0])["w"]
-    b = decode_update(compress_update(update, spec)[0])["w"]
+    a = decode_tensors(compress_update(update, spec)[0])["w"]
+    b = decode_tensors(compress_update(update, spec)[0])["w"]
     total = a + b
 
     # Assert: step 100 / 255 -> each decodes within 2e-5 of 100.
@@ -33,8 +33,8 @@ def test_int8_sum_is_exact_on_a_power_of_two_grid() -> None:
     update = {"w": torch.tensor([100.0, -27.5])}
 
     # Execute
-    payload, _ = compress_update(update, UpdateCompression(bit_width=8))
-    total = decode_update(payload)["w"] + decode_update(payload)["w"]
+    payload, _ = compress_update(update, CompressionSpec(bit_width=8))
+    total = decode_tensors(payload)["w"] + decode_tensors(payload)["w"]
 
     # Assert
     assert total.tolist() == [200.0, -55.0]
@@ -45,8 +45,8 @@ def test_all_zero_weight_decodes_to_exact_zero() -> None:
     update = {"conv.weight": torch.zeros(8, 1, 3, 3)}
 
     # Execute
-    payload, residual = compress_update(update, UpdateCompression(bit_width=8))
-    out = decode_update(payload)["conv.weight"]
+    payload, residual = compress_update(update, CompressionSpec(bit_width=8))
+    out = decode_tensors(payload)["conv.weight"]
 
     # Assert
     assert torch.equal(out, torch.zeros(8, 1, 3, 3))
@@ -61,18 +61,18 @@ def test_nan_or_inf_update_names_the_key(bad: float) -> None:
 
     # Execute / Assert
     with pytest.raises(ValueError, match=r"'fc\.bias' holds NaN or Inf"):
-        compress_update({"fc.weight": torch.ones(2, 2), "fc.bias": w}, UpdateCompression())
+        compress_update({"fc.weight": torch.ones(2, 2), "fc.bias": w}, CompressionSpec())
 
 
 def test_nan_residual_names_the_key() -> None:
     residual = {"w": torch.tensor([float("nan"), 0.0])}
     with pytest.raises(ValueError, match=r"residual tensor 'w'"):
-        compress_update({"w": torch.ones(2)}, UpdateCompression(), residual)
+        compress_update({"w": torch.ones(2)}, CompressionSpec(), residual)
 
 
 def test_residual_shape_mismatch_names_the_key() -> None:
     with pytest.raises(ValueError, match=r"residual 'w' has shape \(3,\), update has \(2,\)"):
-        compress_update({"w": torch.ones(2)}, UpdateCompression(), {"w": torch.zeros(3)})
+        compress_update({"w": torch.ones(2)}, CompressionSpec(), {"w": torch.zeros(3)})
 
 
 def test_nan_encode_tensors_names_the_key() -> None:
@@ -93,11 +93,11 @@ def test_nan_encode_tensors_names_the_key() -> None:
 )
 def test_bad_spec_names_value_and_allowed_set(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        UpdateCompression(**kwargs)
+        CompressionSpec(**kwargs)
 
 
 def test_ch_axis_out_of_range_for_a_tensor_names_key_and_allowed_set() -> None:
-    spec = UpdateCompression(bit_width=8, ch_axis=3)
+    spec = CompressionSpec(bit_width=8, ch_axis=3)
     with pytest.raises(
         ValueError, match=r"ch_axis=3 out of range for 'fc.weight'.*\[-2, -1, 0, 1\]"
     ):
@@ -113,8 +113,8 @@ def test_integer_and_bool_buffers_pass_through_with_dtype() -> None:
     }
 
     # Execute
-    payload, residual = compress_update(update, UpdateCompression(density=0.5, bit_width=4))
-    out = decode_update(payload)
+    payload, residual = compress_update(update, CompressionSpec(density=0.5, bit_width=4))
+    out = decode_tensors(payload)
 
     # Assert: order kept, ints exact, no residual for them.
     assert list(out) == list(update)
@@ -126,33 +126,33 @@ def test_integer_and_bool_buffers_pass_through_with_dtype() -> None:
 
 def test_float64_and_fp16_inputs_decode_as_float32() -> None:
     update = {"a": torch.tensor([1.5, -2.0], dtype=torch.float64), "b": torch.ones(2).half()}
-    out = decode_update(compress_update(update, UpdateCompression(bit_width=16))[0])
+    out = decode_tensors(compress_update(update, CompressionSpec(bit_width=16))[0])
     assert out["a"].dtype == torch.float32 and out["a"].tolist() == [1.5, -2.0]
     assert out["b"].dtype == torch.float32
 
 
 def test_error_feedback_off_returns_empty_residual_and_ignores_input_residual() -> None:
     # Prepare
-    spec = UpdateCompression(density=0.5, bit_width=8, error_feedback=False)
+    spec = CompressionSpec(density=0.5, bit_width=8, error_feedback=False)
 
     # Execute
     payload, residual = compress_update({"w": torch.ones(4)}, spec, {"w": torch.full((4,), 9.0)})
 
     # Assert
     assert residual == {}
-    assert decode_update(payload)["w"].max().item() == pytest.approx(1.0, abs=1e-2)
+    assert decode_tensors(payload)["w"].max().item() == pytest.approx(1.0, abs=1e-2)
 
 
 def test_top_k_keeps_the_largest_magnitudes_and_feeds_back_the_rest() -> None:
     # Prepare: k = 2 of 5; fp32 values so the sent part is exact.
     update = {"w": torch.tensor([0.1, -3.0, 0.2, 2.0, -0.3])}
-    spec = UpdateCompression(k=2, bit_width=32)
+    spec = CompressionSpec(k=2, bit_width=32)
 
     # Execute
     payload, residual = compress_update(update, spec)
 
     # Assert
-    assert decode_update(payload)["w"].tolist() == [0.0, -3.0, 0.0, 2.0, 0.0]
+    assert decode_tensors(payload)["w"].tolist() == [0.0, -3.0, 0.0, 2.0, 0.0]
     assert torch.allclose(residual["w"], torch.tensor([0.1, 0.0, 0.2, 0.0, -0.3]))
 
 
@@ -162,10 +162,10 @@ def test_residual_is_added_before_top_k() -> None:
     residual = {"w": torch.tensor([2.0, 0.0, 0.0])}
 
     # Execute
-    payload, new_residual = compress_update(update, UpdateCompression(k=1), residual)
+    payload, new_residual = compress_update(update, CompressionSpec(k=1), residual)
 
     # Assert
-    assert decode_update(payload)["w"].tolist() == pytest.approx([2.1, 0.0, 0.0])
+    assert decode_tensors(payload)["w"].tolist() == pytest.approx([2.1, 0.0, 0.0])
     assert new_residual["w"].tolist() == pytest.approx([0.0, 1.0, 0.0])
 
 
@@ -173,14 +173,14 @@ def test_error_feedback_loses_nothing_over_rounds() -> None:
     # Prepare: 20 rounds, 5% + int4 stochastic; sum of decoded + final residual == true sum.
     gen = torch.Generator().manual_seed(0)
     updates = [torch.randn(500, generator=gen) for _ in range(20)]
-    spec = UpdateCompression(density=0.05, bit_width=4, stochastic=True)
+    spec = CompressionSpec(density=0.05, bit_width=4, stochastic=True)
     residual: dict[str, torch.Tensor] = {}
     received = torch.zeros(500)
 
     # Execute
     for u in updates:
         payload, residual = compress_update({"w": u}, spec, residual, generator=gen)
-        received += decode_update(payload)["w"]
+        received += decode_tensors(payload)["w"]
 
     # Assert
     assert torch.allclose(received + residual["w"], torch.stack(updates).sum(0), atol=1e-4)
@@ -193,7 +193,7 @@ def test_encode_tensors_logits_and_affinity() -> None:
 
     # Execute
     payload = encode_tensors({"logits": logits, "affinity": affinity}, bit_width=8)
-    out = decode_update(payload)
+    out = decode_tensors(payload)
 
     # Assert: step <= (row range) / 254 -> error well under 0.05 for |logits| < 25.
     assert out["logits"].shape == (6, 10) and out["affinity"].shape == (6,)
@@ -208,7 +208,7 @@ def test_encode_tensors_rejects_bad_bit_width() -> None:
 
 def test_stochastic_rounding_reproducible_with_seeded_generator() -> None:
     x = {"w": torch.randn(100, generator=torch.Generator().manual_seed(3))}
-    spec = UpdateCompression(bit_width=2, stochastic=True)
+    spec = CompressionSpec(bit_width=2, stochastic=True)
     a, _ = compress_update(x, spec, generator=torch.Generator().manual_seed(7))
     b, _ = compress_update(x, spec, generator=torch.Generator().manual_seed(7))
     assert a == b
@@ -219,12 +219,12 @@ def test_stochastic_rounding_unbiased_through_the_codec() -> None:
     # fixed seed. Std of the mean ~ 0.1 * 0.46 / sqrt(20000) = 3e-4.
     x = torch.full((101,), 0.37)
     x[0] = 1.5
-    spec = UpdateCompression(bit_width=4, stochastic=True, error_feedback=False)
+    spec = CompressionSpec(bit_width=4, stochastic=True, error_feedback=False)
     gen = torch.Generator().manual_seed(11)
 
     # Execute
     means = [
-        decode_update(compress_update({"w": x}, spec, generator=gen)[0])["w"][1:].mean()
+        decode_tensors(compress_update({"w": x}, spec, generator=gen)[0])["w"][1:].mean()
         for _ in range(200)
     ]
 
@@ -234,7 +234,7 @@ def test_stochastic_rounding_unbiased_through_the_codec() -> None:
 
 def test_payload_is_deterministic_bytes() -> None:
     x = {"w": torch.randn(10, 10, generator=torch.Generator().manual_seed(0))}
-    spec = UpdateCompression(density=0.3, bit_width=4)
+    spec = CompressionSpec(density=0.3, bit_width=4)
     assert compress_update(x, spec)[0] == compress_update(x, spec)[0]
 
 
@@ -244,4 +244,4 @@ def test_update_plus_residual_overflow_names_the_key() -> None:
 
     # Execute / Assert
     with pytest.raises(ValueError, match=r"update \+ residual 'w' overflows to Inf"):
-        compress_update(update, UpdateCompression(), residual)
+        compress_update(update, CompressionSpec(), residual)

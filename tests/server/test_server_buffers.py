@@ -10,8 +10,9 @@ from torch import nn
 
 from feddistill import protocol as P
 from feddistill.clients.round import encode_student
-from feddistill.compression import UpdateCompression, encode_state, encode_tensors
+from feddistill.compression import CompressionSpec, encode_state
 from feddistill.compression.codec import encode_raw, pack_payload
+from feddistill.compression.teacher_upload import TeacherUpload
 from feddistill.config import RunConfig
 from feddistill.models import buffer_names
 from feddistill.server.aggregate import apply_update
@@ -57,10 +58,7 @@ def make_model() -> BNNet:
 
 def message(node: int, partition: int, update: bytes, buffers: bytes, n: int = 10) -> Message:
     request = Message(RecordDict({P.CONFIG: ConfigRecord({"x": 1})}), node, MessageType.TRAIN)
-    logits = encode_tensors(
-        {P.LOGITS_TENSOR: torch.zeros(PROXY, CLASSES), P.AFFINITY_TENSOR: torch.zeros(PROXY)},
-        bit_width=32,
-    )
+    logits = TeacherUpload(torch.zeros(PROXY, CLASSES), torch.zeros(PROXY)).encode(32)
     content = RecordDict(
         {
             P.METRICS: MetricRecord({P.NUM_EXAMPLES: n, P.PARTITION_ID: partition}),
@@ -83,9 +81,9 @@ def server(model: nn.Module, cfg: RunConfig) -> FedDistill:
     )
 
 
-def spec_of(cfg: RunConfig) -> UpdateCompression:
+def spec_of(cfg: RunConfig) -> CompressionSpec:
     plan = P.plan_for(cfg)
-    return UpdateCompression(
+    return CompressionSpec(
         density=plan.density, bit_width=plan.bit_width, error_feedback=plan.error_feedback
     )
 

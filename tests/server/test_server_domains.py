@@ -10,7 +10,7 @@ from torch import nn
 
 from feddistill.config import from_mapping
 from feddistill.inprocess import run_in_process
-from feddistill.server.evaluate import evaluate_by_domain
+from feddistill.learn import evaluate
 
 SMALL = {
     "dataset": "digits",
@@ -38,7 +38,7 @@ def test_source_and_target_accuracy_split_the_test_set_by_domain():
     x = torch.tensor([0.0, 1.0, 1.0, 0.0]).view(4, 1, 1, 1)
     y = torch.tensor([0, 0, 1, 0])
     # Execute
-    out = evaluate_by_domain(Fixed(), x, y, np.array([0, 0, 1, 1]), torch.device("cpu"), (1,))
+    out = evaluate(Fixed(), x, y, torch.device("cpu"), np.array([0, 0, 1, 1]), (1,))
     # Assert: source 1/2, target 2/2, overall 3/4
     assert out["source_accuracy"] == 0.5 and out["target_accuracy"] == 1.0
     assert out["accuracy"] == 0.75 and out["domain_1_accuracy"] == 1.0
@@ -46,8 +46,8 @@ def test_source_and_target_accuracy_split_the_test_set_by_domain():
 
 def test_without_target_domains_no_source_target_columns():
     # Execute
-    out = evaluate_by_domain(
-        Fixed(), torch.zeros(2, 1, 1, 1), torch.zeros(2).long(), np.zeros(2), torch.device("cpu")
+    out = evaluate(
+        Fixed(), torch.zeros(2, 1, 1, 1), torch.zeros(2).long(), torch.device("cpu"), np.zeros(2)
     )
     # Assert
     assert "source_accuracy" not in out and "target_accuracy" not in out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from feddistill.clients.round import load_state
+from feddistill.clients.state import load_state
 from feddistill.config import from_mapping
 from feddistill.inprocess import run_rounds
 from feddistill.server.checkpoint import load_latest_checkpoint

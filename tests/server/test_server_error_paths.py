@@ -7,7 +7,6 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from feddistill import protocol as P
-from feddistill.clients.train import evaluate, resolve_device, train_supervised
 from feddistill.config import RunConfig
 from feddistill.engine import run_simulation_job
 from feddistill.server.aggregate import RejectedUpdate
@@ -52,43 +51,6 @@ def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "round-3.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="round-3.pt' cannot be read"):
         load_latest_checkpoint(tmp_path)
-
-
-def test_cuda_without_a_gpu_is_an_error(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device("auto") == torch.device("cpu")
-    with pytest.raises(ValueError, match="device='cuda' was asked for"):
-        resolve_device("cuda")
-
-
-def test_training_and_evaluating_on_nothing_are_errors():
-    model = torch.nn.Linear(4, 2)
-    with pytest.raises(ValueError, match="need a non-empty dataset with matching labels, got x 0"):
-        train_supervised(
-            model,
-            torch.zeros(0, 4),
-            torch.zeros(0, dtype=torch.long),
-            1,
-            0.1,
-            0.0,
-            8,
-            0,
-            torch.device("cpu"),
-        )
-    with pytest.raises(ValueError, match="got x 3, y 2"):
-        train_supervised(
-            model,
-            torch.zeros(3, 4),
-            torch.zeros(2, dtype=torch.long),
-            1,
-            0.1,
-            0.0,
-            8,
-            0,
-            torch.device("cpu"),
-        )
-    with pytest.raises(ValueError, match="cannot evaluate on an empty set"):
-        evaluate(model, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.device("cpu"))
 
 
 def test_zero_attempts_is_an_error(tmp_path):

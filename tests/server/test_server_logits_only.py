@@ -9,7 +9,7 @@ import torch
 from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 from feddistill import protocol as P
-from feddistill.compression import encode_tensors
+from feddistill.compression.teacher_upload import TeacherUpload
 from feddistill.config import RunConfig, from_mapping
 from feddistill.distill import consensus
 from feddistill.inprocess import run_rounds
@@ -82,9 +82,7 @@ def test_logits_only_reply_with_a_student_update_is_rejected():
         num_classes=3,
         proxy_size=4,
     )
-    logits = encode_tensors(
-        {P.LOGITS_TENSOR: torch.zeros(4, 3), P.AFFINITY_TENSOR: torch.zeros(4)}, bit_width=32
-    )
+    logits = TeacherUpload(torch.zeros(4, 3), torch.zeros(4)).encode(32)
     # Execute
     outcome = strategy.aggregate_round(1, [_reply(b"12345", logits)])
     # Assert

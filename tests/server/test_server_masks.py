@@ -7,7 +7,7 @@ import torch
 from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 from feddistill import protocol as P
-from feddistill.compression import UpdateCompression, compress_update
+from feddistill.compression import CompressionSpec, compress_update
 from feddistill.compression.masks import pack_unmasked
 from feddistill.config import RunConfig, from_mapping
 from feddistill.inprocess import run_rounds
@@ -28,7 +28,7 @@ def masked_strategy() -> FedDistill:
 def reply(node: int, partition: int, update: dict, version: int) -> Message:
     request = Message(RecordDict({P.CONFIG: ConfigRecord({"x": 1})}), node, MessageType.TRAIN)
     payload, _ = compress_update(
-        pack_unmasked(update, MASKS), UpdateCompression(bit_width=32, error_feedback=False)
+        pack_unmasked(update, MASKS), CompressionSpec(bit_width=32, error_feedback=False)
     )
     metrics = {P.NUM_EXAMPLES: 10, P.PARTITION_ID: partition, P.MASK_VERSION: version}
     content = RecordDict(

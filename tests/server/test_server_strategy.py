@@ -9,7 +9,8 @@ import torch
 from flwr.app import ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 
 from feddistill import protocol as P
-from feddistill.compression import UpdateCompression, compress_update, encode_tensors
+from feddistill.compression import CompressionSpec, compress_update
+from feddistill.compression.teacher_upload import TeacherUpload
 from feddistill.config import RunConfig
 from feddistill.server.strategy import FedDistill
 
@@ -25,13 +26,11 @@ def reply(
 ) -> Message:
     request = Message(RecordDict({P.CONFIG: ConfigRecord({"x": 1})}), node, MessageType.TRAIN)
     payload, _ = compress_update(
-        update, UpdateCompression(density=1.0, bit_width=32, error_feedback=False)
+        update, CompressionSpec(density=1.0, bit_width=32, error_feedback=False)
     )
     if logits is None:
         logits = torch.zeros(5, 3)
-    logits_bytes = encode_tensors(
-        {P.LOGITS_TENSOR: logits, P.AFFINITY_TENSOR: torch.zeros(5)}, bit_width=32
-    )
+    logits_bytes = TeacherUpload(logits, torch.zeros(5)).encode(32)
     content = RecordDict(
         {
             P.METRICS: MetricRecord({P.NUM_EXAMPLES: n, P.PARTITION_ID: partition}),
@@ -50,7 +49,7 @@ def test_error_reply_and_nan_update_are_failures_and_the_rest_is_averaged(monkey
     # encoder refuses NaN, so a hostile client's NaN is simulated at decode time (7.0 -> NaN).
     import feddistill.server.strategy as strategy_module
 
-    real_decode = strategy_module.decode_update
+    real_decode = strategy_module.decode_tensors
 
     def decode_with_nan(payload, expected=None):
         return {
@@ -58,7 +57,7 @@ def test_error_reply_and_nan_update_are_failures_and_the_rest_is_averaged(monkey
             for k, v in real_decode(payload, expected).items()
         }
 
-    monkeypatch.setattr(strategy_module, "decode_update", decode_with_nan)
+    monkeypatch.setattr(strategy_module, "decode_tensors", decode_with_nan)
     request = Message(RecordDict({P.CONFIG: ConfigRecord({"x": 1})}), 4, MessageType.TRAIN)
     crashed = Message(
         Error(code=0, reason="Exception ... Message: out of memory\nmore"), reply_to=request
@@ -194,7 +193,7 @@ def test_any_exception_while_decoding_one_reply_fails_only_that_client(monkeypat
     # Prepare: decoding the third reply raises an unexpected error type.
     import feddistill.server.strategy as strategy_module
 
-    real_decode = strategy_module.decode_update
+    real_decode = strategy_module.decode_tensors
     poison = reply(3, 2, const(3.0)).content[P.PAYLOAD][P.UPDATE]
 
     def flaky_decode(payload, expected=None):
@@ -202,7 +201,7 @@ def test_any_exception_while_decoding_one_reply_fails_only_that_client(monkeypat
             raise MemoryError("cannot allocate 8 GiB")
         return real_decode(payload, expected)
 
-    monkeypatch.setattr(strategy_module, "decode_update", flaky_decode)
+    monkeypatch.setattr(strategy_module, "decode_tensors", flaky_decode)
     replies = [reply(1, 0, const(1.0)), reply(2, 1, const(2.0)), reply(3, 2, const(3.0))]
 
     # Execute

@@ -7,7 +7,7 @@ import torch
 from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 from feddistill import protocol as P
-from feddistill.compression import UpdateCompression, compress_update
+from feddistill.compression import CompressionSpec, compress_update
 from feddistill.config import RunConfig, from_mapping
 from feddistill.inprocess import run_rounds
 from feddistill.server.checkpoint import load_latest_checkpoint
@@ -18,7 +18,7 @@ from feddistill.server.surgery import retarget
 def old_shape_reply() -> Message:
     request = Message(RecordDict({P.CONFIG: ConfigRecord({"x": 1})}), 1, MessageType.TRAIN)
     update = {"w": torch.ones(4, 3), "b": torch.ones(4)}
-    payload, _ = compress_update(update, UpdateCompression(bit_width=32, error_feedback=False))
+    payload, _ = compress_update(update, CompressionSpec(bit_width=32, error_feedback=False))
     content = RecordDict(
         {
             P.METRICS: MetricRecord({P.NUM_EXAMPLES: 10, P.PARTITION_ID: 0}),
