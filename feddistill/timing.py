@@ -27,7 +27,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-TIMINGS_DIR = "timings"
+from feddistill.run_folder import RunFolder
+
+TIMINGS_DIR = RunFolder.TIMINGS
 _totals: defaultdict[str, float] = defaultdict(float)
 
 

@@ -12,7 +12,7 @@ from feddistill.cluster.ray_cluster import (
     probe_cluster,
     resolve_address,
 )
-from feddistill.cluster.remote import distill_on_gpu_node, run_on_gpu_node
+from feddistill.server.remote import distill_on_gpu_node, run_on_gpu_node
 
 __all__ = [
     "LocalRayCluster",

@@ -11,17 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from feddistill.config import RunConfig
+from feddistill.run_folder import RunFolder
 
 logger = logging.getLogger(__name__)
 
 TIMING_COLUMNS = ("round_seconds", "wall_seconds")
-RUN_CONFIG_FILE = "run-config.json"  # marks a folder as a feddistill run; holds its config
 
 
 def save_run_config(cfg: RunConfig) -> None:
     """Write ``<out-dir>/run-config.json`` (kebab-case keys), which --resume reads back."""
-    config = {k: v for k, v in cfg.to_kebab().items() if k != "resume"}
-    (Path(cfg.out_dir) / RUN_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    RunFolder(cfg.out_dir).write_run_config(cfg.to_kebab())
 
 
 def write_rows(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -30,27 +29,32 @@ def write_rows(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     columns: list[str] = []
     for row in rows:  # lists (per-client events) go to metrics.jsonl only
         columns += [k for k in row if k not in columns and not isinstance(row[k], list | dict)]
-    tmp = out_dir / "metrics.csv.tmp"
+    folder = RunFolder(out_dir)
+    tmp = folder.metrics_csv.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _fmt(row.get(k, "")) for k in columns})
-    tmp.replace(out_dir / "metrics.csv")
-    tmp = out_dir / "metrics.jsonl.tmp"
+    tmp.replace(folder.metrics_csv)
+    tmp = folder.metrics_jsonl.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(json.dumps(dict(row), sort_keys=False) + "\n" for row in rows))
-    tmp.replace(out_dir / "metrics.jsonl")
+    tmp.replace(folder.metrics_jsonl)
 
 
 def _fmt(value: Any) -> Any:
+    """A CSV / markdown cell: floats to 6 significant digits, None (not measured) empty."""
+    if value is None:
+        return ""
     return f"{value:.6g}" if isinstance(value, float) else value
 
 
 def write_summary(out_dir: Path, summary: Mapping[str, Any]) -> None:
     """summary.json (atomic replace)."""
-    tmp = out_dir / "summary.json.tmp"
+    path = RunFolder(out_dir).summary
+    tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(dict(summary), indent=2, default=str) + "\n")
-    tmp.replace(out_dir / "summary.json")
+    tmp.replace(path)
 
 
 def write_report(
@@ -167,7 +171,7 @@ def write_report(
         "TensorBoard: `tensorboard --logdir tensorboard`.",
         "",
     ]
-    (out_dir / "report.md").write_text("\n".join(lines))
+    RunFolder(out_dir).report.write_text("\n".join(lines))
 
 
 def robustness_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
