@@ -10,9 +10,9 @@ from feddistill import cli
 from feddistill.config import RunConfig
 from feddistill.engine import (
     ProcessGroup,
-    permanent_failure,
     check_local_resources,
     load_run_config,
+    permanent_failure,
     prepare_out_dir,
 )
 from feddistill.run_folder import CHECKPOINT_MISMATCH, RUN_FAILED, RunFolder
