@@ -8,13 +8,8 @@ import pytest
 
 from feddistill import cli
 from feddistill.config import RunConfig
-from feddistill.engine import (
-    ProcessGroup,
-    check_local_resources,
-    load_run_config,
-    permanent_failure,
-    prepare_out_dir,
-)
+from feddistill.engine import ProcessGroup, permanent_failure
+from feddistill.preflight import check_local_resources, load_run_config, prepare_out_dir
 from feddistill.run_folder import CHECKPOINT_MISMATCH, RUN_FAILED, RunFolder
 
 
