@@ -61,7 +61,7 @@ class ClientResult:
 
 @dataclass
 class RoundOutcome:
-    """What aggregate_train learned in one round."""
+    """What aggregate_round learned in one round."""
 
     accepted: list[ClientResult] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # one reason per failed client
