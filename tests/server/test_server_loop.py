@@ -174,3 +174,22 @@ def test_serverapp_failure_writes_failed_summary_and_error_code(tmp_path, monkey
     summary = folder.read_summary()
     assert summary is not None and summary["status"] == "failed"
     assert summary["error"] == "RuntimeError: boom"
+
+
+def test_serverapp_writes_checkpoint_mismatch_code_for_a_student_that_does_not_fit(tmp_path):
+    # Prepare: a checkpoint whose student has one 2x2 weight, resumed with the mlp student
+    import torch
+
+    from feddistill.run_folder import CHECKPOINT_MISMATCH, RunFolder
+    from feddistill.server.app import _run
+    from feddistill.server.checkpoint import save_checkpoint
+
+    state = {"student": {"fc.weight": torch.zeros(2, 2)}, "consensus": None, "rows": []}
+    save_checkpoint(tmp_path / "checkpoints", 1, {**state, "wall_seconds": 1.0})
+    cfg = make_cfg(tmp_path, resume=True)
+    # Execute
+    _run(InProcessGrid(cfg), cfg)  # type: ignore[arg-type]
+    # Assert
+    error = RunFolder(tmp_path).read_server_error()
+    assert error is not None and error.code == CHECKPOINT_MISMATCH
+    assert "does not fit student-model='mlp'" in error.message
