@@ -95,7 +95,8 @@ def run_local_deployment(cfg: RunConfig, on_row: Any) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from feddistill.config import from_mapping
-    from feddistill.engine import (
+    from feddistill.outdir_lock import OutDirLock
+    from feddistill.preflight import (
         check_data_splits,
         check_dataset_available,
         check_device,
@@ -105,7 +106,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         prepare_out_dir,
         run_is_complete,
     )
-    from feddistill.outdir_lock import OutDirLock
 
     if args.resume:
         # the interrupted run's own config, then whatever --config / --set change

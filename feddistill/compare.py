@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from feddistill.run_folder import RunFolder
 from feddistill.server.provenance import LOCAL_KEYS
 
 IGNORED_KEYS = (*LOCAL_KEYS, "seed")
@@ -60,7 +61,8 @@ def load_run(path: Path) -> Run:
         ValueError: if `path` holds no summary.json / metrics.jsonl, or the run did not
             complete (the message names the folder and its status).
     """
-    summary_path, metrics_path = path / "summary.json", path / "metrics.jsonl"
+    folder = RunFolder(path)
+    summary_path, metrics_path = folder.summary, folder.metrics_jsonl
     if not summary_path.is_file() or not metrics_path.is_file():
         raise ValueError(
             f"{str(path)!r} holds no finished feddistill run (summary.json and "

@@ -27,31 +27,14 @@ from typing import Any
 
 from feddistill.config import RunConfig
 from feddistill.lifeline import ProcessGroup, remove_on_exit, spawn
-from feddistill.outdir_lock import LOCK_FILE
 from feddistill.ports import free_port
+from feddistill.preflight import check_local_resources
 from feddistill.progress import emit_new_rows as _emit_new_rows
 from feddistill.progress import follow_progress, pump_without_ansi, read_new_phases
-from feddistill.server.results import RUN_CONFIG_FILE, save_run_config
+from feddistill.run_folder import CHECKPOINT_MISMATCH, OUT_DIR_HOLDS_RUN, RunFolder
 
 logger = logging.getLogger(__name__)
 CONNECTION = "feddistill-local"
-RESULT_FILES = (
-    "metrics.csv",
-    "metrics.jsonl",
-    "summary.json",
-    "report.md",
-    "placement.jsonl",
-    "flower.log",
-    "phases.jsonl",
-    "command.txt",
-)
-RESULT_DIRS = ("checkpoints", "client-state", "student", "deployment", "tensorboard", "mlruns")
-PLOTS = (
-    "accuracy_vs_round.png",
-    "accuracy_vs_uplink.png",
-    "bytes_vs_round.png",
-    "label_distribution.png",
-)
 
 
 def app_dir() -> Path:
@@ -98,128 +81,6 @@ def _toml_literal(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     return repr(value)
-
-
-def check_out_dir(cfg: RunConfig) -> None:
-    """Refuse an out-dir a fresh run must not use; touches nothing.
-
-    Raises:
-        ValueError: if out-dir is a file, holds an interrupted run, or is a non-empty
-            folder that holds no previous feddistill run (its lock file aside).
-    """
-    out = Path(cfg.out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out-dir {str(out)!r} is a file; give a folder")
-    if (out / "checkpoints" / "latest").is_file() and not (out / "summary.json").is_file():
-        raise ValueError(
-            f"out-dir {str(out)!r} holds an interrupted run; continue it with "
-            f"`feddistill run --resume {out}`, or delete the folder / choose another out-dir"
-        )
-    foreign = out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir())
-    if foreign and not (out / RUN_CONFIG_FILE).is_file():
-        raise ValueError(
-            f"out-dir {str(out)!r} is not empty and holds no previous feddistill run; "
-            "choose an empty or new folder (nothing in it was touched)"
-        )
-
-
-def prepare_out_dir(cfg: RunConfig) -> None:
-    """Make ``cfg.out_dir`` ready for a fresh run and record the run's config in it.
-
-    A previous run's results there (a folder holding ``run-config.json``) are removed;
-    only the files a run writes are touched. Anything else is refused, so a user's own
-    files are never deleted.
-
-    Raises:
-        ValueError: if out-dir is a file, cannot be created or written, or is a
-            non-empty folder that holds no previous feddistill run.
-    """
-    check_out_dir(cfg)
-    out = Path(cfg.out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in RESULT_FILES:
-            (out / name).unlink(missing_ok=True)
-        for name in RESULT_DIRS:
-            shutil.rmtree(out / name, ignore_errors=True)
-        for png in PLOTS:
-            (out / png).unlink(missing_ok=True)
-        save_run_config(cfg)
-    except OSError as exc:
-        raise ValueError(f"out-dir {str(out)!r} cannot be used: {exc}") from None
-
-
-def run_is_complete(cfg: RunConfig) -> bool:
-    """True if out-dir's summary says the run completed all ``num_server_rounds``."""
-    path = Path(cfg.out_dir) / "summary.json"
-    if not path.is_file():
-        return False
-    summary = json.loads(path.read_text())
-    return bool(
-        summary.get("status") == "completed" and summary.get("rounds") == cfg.num_server_rounds
-    )
-
-
-def check_dataset_available(cfg: RunConfig) -> None:
-    """Fail before anything starts if a torchvision dataset is missing and downloads are off.
-
-    Raises:
-        FileNotFoundError: naming the data root and the ``download`` key.
-    """
-    if cfg.dataset in ("mnist", "fashion-mnist", "cifar10") and not cfg.download:
-        from feddistill.data import load_dataset
-
-        load_dataset(cfg.dataset, cfg.data_root, download=False)
-    if cfg.dataset == "mnist-usps" and not cfg.download:
-        from feddistill.data.domain_datasets import load_mnist_usps
-
-        load_mnist_usps(cfg.data_root, download=False)
-
-
-def check_device(cfg: RunConfig) -> None:
-    """Fail before anything starts if ``device=cuda`` is asked for on a machine without CUDA.
-
-    Raises:
-        ValueError: naming the key and what is allowed here.
-    """
-    if cfg.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError(
-                "device='cuda' but this machine has no CUDA device; allowed here: auto, cpu "
-                "(or --ray-address to a cluster with GPUs)"
-            )
-
-
-def check_data_splits(cfg: RunConfig) -> None:
-    """Fail before anything starts if the data cannot be split as configured.
-
-    Builds the splits and partitions once in this process (the same, seeded, as the
-    run's), so errors that depend on the data (too many partitions for the samples,
-    target domains the dataset does not have, no source domain left) come before the
-    out-dir is touched.
-
-    Raises:
-        ValueError: as :func:`feddistill.data.prepare_federated_data`.
-    """
-    from feddistill.data import prepare_federated_data
-
-    prepare_federated_data(cfg.data_spec())
-
-
-def load_run_config(out: Path) -> dict[str, Any]:
-    """The config a previous run in `out` was started with.
-
-    Raises:
-        ValueError: if `out` holds no ``run-config.json`` or no checkpoint.
-    """
-    if not (out / "checkpoints" / "latest").is_file():
-        raise ValueError(f"--resume {str(out)!r}: no checkpoint found there")
-    path = out / RUN_CONFIG_FILE
-    if not path.is_file():
-        raise ValueError(f"--resume {str(out)!r}: no {RUN_CONFIG_FILE} found there")
-    return dict(json.loads(path.read_text()))
 
 
 def federation_config(cfg: RunConfig) -> str:
@@ -269,76 +130,71 @@ def run_simulation_job(
         raise ValueError(f"attempts must be >= 1, got {attempts}")
     if not (ray_address or os.environ.get("RAY_ADDRESS")):
         check_local_resources(cfg)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    summary_path = out / "summary.json"
-    summary_path.unlink(missing_ok=True)
-    seen_rows = _count_rows(out / "metrics.jsonl")
+    folder = RunFolder(cfg.out_dir)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    folder.summary.unlink(missing_ok=True)
+    seen_rows = _count_rows(folder.metrics_jsonl)
+    log = folder.flower_log
     for attempt in range(1, attempts + 1):
         # a later attempt continues from the checkpoint the earlier one left
         attempt_cfg = cfg if attempt == 1 else dataclasses.replace(cfg, resume=True)
-        log_size = (out / "flower.log").stat().st_size if (out / "flower.log").is_file() else 0
+        folder.server_error.unlink(missing_ok=True)
+        log_size = log.stat().st_size if log.is_file() else 0
         seen_rows = _submit_once(
             attempt_cfg, on_row, ray_address, startup_timeout_s, seen_rows, on_phase
         )
-        if summary_path.is_file():
-            return json.loads(summary_path.read_text())
-        reason = _runtime_failure(out / "flower.log", log_size)
+        summary = folder.read_summary()
+        if summary is not None:
+            return summary
+        reason = permanent_failure(folder, log_size)
         if reason is not None:
-            raise RuntimeError(f"{reason}; see {out / 'flower.log'}")
+            raise RuntimeError(f"{reason}; see {log}")
         logger.warning(
             "attempt %d/%d: the Flower runtime ended without a summary; see %s",
             attempt,
             attempts,
-            out / "flower.log",
+            log,
         )
     raise RuntimeError(
-        f"the run ended without writing {summary_path} ({attempts} attempts); "
-        f"see {out / 'flower.log'}"
+        f"the run ended without writing {folder.summary} ({attempts} attempts); see {log}"
     )
 
 
-# Failures in the log that a new attempt cannot fix: stop and say why.
-_PERMANENT = {
-    "holds a previous run": "out-dir holds a previous run; resume it with --resume DIR",
-    "does not fit student-model": "the checkpoint does not fit the configured student-model",
-    "is in use by a live run": "out-dir is in use by another live run (its PID is in the log)",
-    "ActorPool is empty": "Ray cannot place a single client: client-num-cpus / client-num-gpus "
-    "ask for more than one node has (see `feddistill plan`)",
+# The ServerApp's error codes (server-error.json) that a new attempt cannot fix.
+_PERMANENT_CODES = {
+    OUT_DIR_HOLDS_RUN: "out-dir holds a previous run; resume it with --resume DIR",
+    CHECKPOINT_MISMATCH: "the checkpoint does not fit the configured student-model",
 }
+# Ray's own message when no client actor fits a node: the ServerApp only sees clients
+# that never connect, so this one cause is read from the runtime's log.
+_RAY_NO_ACTOR = "ActorPool is empty"
 
 
-def _runtime_failure(log_path: Path, offset: int) -> str | None:
-    """A permanent failure named in the part of `log_path` written after `offset`."""
-    if not log_path.is_file():
-        return None
-    with log_path.open("rb") as fh:
-        fh.seek(offset)
-        text = fh.read().decode(errors="replace")
-    return next((why for needle, why in _PERMANENT.items() if needle in text), None)
+def permanent_failure(folder: RunFolder, log_offset: int) -> str | None:
+    """Why the last attempt cannot succeed if repeated, or None (worth another attempt).
 
+    Args:
+        folder: the run folder.
+        log_offset: size of flower.log before the attempt (older lines do not count).
 
-def check_local_resources(cfg: RunConfig) -> None:
-    """Fail before starting anything if one client cannot fit on this machine.
-
-    Raises:
-        ValueError: if client-num-cpus exceeds this machine's CPUs, or client-num-gpus
-            is above 0 and no CUDA device is present.
+    Returns:
+        The ServerApp's permanent error (``server-error.json``), or Ray's "no client
+        fits a node" in the attempt's part of flower.log, said for a user; else None.
     """
-    cpus = os.cpu_count() or 1
-    if cfg.client_num_cpus > cpus:
-        raise ValueError(
-            f"client-num-cpus={cfg.client_num_cpus} exceeds this machine's {cpus} CPUs; "
-            f"allowed: 1..{cpus} (or attach to a bigger Ray cluster with --ray-address)"
+    error = folder.read_server_error()
+    if error is not None and error.code in _PERMANENT_CODES:
+        return _PERMANENT_CODES[error.code]
+    if not folder.flower_log.is_file():
+        return None
+    with folder.flower_log.open("rb") as fh:
+        fh.seek(log_offset)
+        text = fh.read().decode(errors="replace")
+    if _RAY_NO_ACTOR in text:
+        return (
+            "Ray cannot place a single client: client-num-cpus / client-num-gpus "
+            "ask for more than one node has (see `feddistill plan`)"
         )
-    if cfg.client_num_gpus > 0:
-        import torch
-
-        if torch.cuda.device_count() == 0:
-            raise ValueError(
-                f"client-num-gpus={cfg.client_num_gpus} but this machine has no CUDA device; "
-                "use client-num-gpus=0 (or --ray-address to a cluster with GPUs)"
-            )
+    return None
 
 
 def _count_rows(path: Path) -> int:
@@ -396,8 +252,8 @@ def _submit_once(
         "--stream",
     ]
     group = ProcessGroup()
-    log_path = out / "flower.log"
-    summary_path = out / "summary.json"
+    log_path = RunFolder(out).flower_log
+    summary_path = RunFolder(out).summary
     _, seen_phases = read_new_phases(out, 0)  # phases of earlier attempts were shown
     phase = on_phase or (lambda text: None)
     with log_path.open("ab") as log:
@@ -426,7 +282,7 @@ def _submit_once(
                 if flwr.poll() is not None and not group.alive_named("flwr-simulation"):
                     break
                 time.sleep(0.5)
-            return _emit_new_rows(out / "metrics.jsonl", seen_rows, on_row)
+            return _emit_new_rows(RunFolder(out).metrics_jsonl, seen_rows, on_row)
         finally:
             group.stop()
             for pump in pumps:

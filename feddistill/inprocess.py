@@ -9,13 +9,11 @@ folder, progress lines and phases as the simulation engine, one process, one tra
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -26,6 +24,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from feddistill.clients.app import app as client_app
 from feddistill.config import RunConfig
 from feddistill.progress import emit_new_rows, follow_progress, read_new_phases
+from feddistill.run_folder import RunFolder
 from feddistill.server.loop import FederationRun, discover_partitions
 
 
@@ -153,11 +152,12 @@ def run_inprocess_job(
     """
     from feddistill.server.app import _run
 
-    out = Path(cfg.out_dir)
+    folder = RunFolder(cfg.out_dir)
+    out = folder.root
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").unlink(missing_ok=True)
+    folder.summary.unlink(missing_ok=True)
     phase = on_phase or (lambda text: None)
-    seen = {"rows": emit_new_rows(out / "metrics.jsonl", 0, None), "phases": 0}
+    seen = {"rows": emit_new_rows(folder.metrics_jsonl, 0, None), "phases": 0}
     seen["phases"] = read_new_phases(out, 0)[1]
     done = threading.Event()
 
@@ -178,12 +178,14 @@ def run_inprocess_job(
         with task_identity():
             _run(cast(Grid, InProcessGrid(cfg)), cfg)
     except Exception:  # the ServerApp wrote summary.json with status "failed"
-        with (out / "flower.log").open("a") as log:
+        with folder.flower_log.open("a") as log:
             log.write(traceback.format_exc())
     finally:
         done.set()
         follower.join()
-    summary_path = out / "summary.json"
-    if not summary_path.is_file():  # e.g. OutDirInUse: logged, no summary written
-        return {"status": "failed", "error": f"the run wrote no {summary_path}; see flower.log"}
-    return dict(json.loads(summary_path.read_text()))
+    summary = folder.read_summary()
+    if summary is None:  # e.g. OutDirInUse: an error code, no summary written
+        error = folder.read_server_error()
+        why = error.message if error is not None else "see flower.log"
+        return {"status": "failed", "error": f"the run wrote no {folder.summary}: {why}"}
+    return summary

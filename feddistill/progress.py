@@ -17,7 +17,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-PHASES_FILE = "phases.jsonl"
+from feddistill.run_folder import RunFolder
+
+PHASES_FILE = RunFolder.PHASES
 # ANSI escape sequences (colours, cursor moves) that Flower and Ray print to terminals
 ANSI_ESCAPE = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]")
 ROUND_LINE_MAX = 100  # characters; a round line stays one line in a 100-column log
@@ -161,7 +163,7 @@ def follow_progress(
     # Count the rows on disk before reading the phases: every phase that precedes one of
     # these rows was written before it, so it is in what is read next. Rows written after
     # the count wait for the next poll (else a row could overtake its own "round k").
-    path = out / "metrics.jsonl"
+    path = RunFolder(out).metrics_jsonl
     on_disk = (
         len([ln for ln in path.read_text().splitlines() if ln.strip()]) if path.is_file() else 0
     )

@@ -28,8 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from feddistill.atomic import atomic_write_text
+from feddistill.run_folder import RunFolder
 
-TIMINGS_DIR = "timings"
+TIMINGS_DIR = RunFolder.TIMINGS
 _totals: defaultdict[str, float] = defaultdict(float)
 
 

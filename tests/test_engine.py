@@ -8,13 +8,9 @@ import pytest
 
 from feddistill import cli
 from feddistill.config import RunConfig
-from feddistill.engine import (
-    ProcessGroup,
-    _runtime_failure,
-    check_local_resources,
-    load_run_config,
-    prepare_out_dir,
-)
+from feddistill.engine import ProcessGroup, permanent_failure
+from feddistill.preflight import check_local_resources, load_run_config, prepare_out_dir
+from feddistill.run_folder import CHECKPOINT_MISMATCH, RUN_FAILED, RunFolder
 
 
 def test_out_dir_with_foreign_files_is_refused_and_untouched(tmp_path):
@@ -84,14 +80,34 @@ def test_fresh_run_never_resumes(tmp_path, monkeypatch):
     assert seen[0].resume is False
 
 
-def test_permanent_runtime_failures_are_named(tmp_path):
-    log = tmp_path / "flower.log"
-    log.write_text("old: ActorPool is empty\n")
-    offset = log.stat().st_size
-    assert _runtime_failure(log, offset) is None  # only what this attempt wrote counts
-    with log.open("a") as fh:
+def test_ray_placement_failure_in_this_attempts_log_is_permanent(tmp_path):
+    # Prepare: an old attempt's line, then this attempt's
+    folder = RunFolder(tmp_path)
+    folder.flower_log.write_text("old: ActorPool is empty\n")
+    offset = folder.flower_log.stat().st_size
+    # Execute / Assert: only what this attempt wrote counts
+    assert permanent_failure(folder, offset) is None
+    with folder.flower_log.open("a") as fh:
         fh.write("ERROR ... ActorPool is empty. ...\n")
-    assert "client-num-cpus / client-num-gpus" in _runtime_failure(log, offset)
+    assert "client-num-cpus / client-num-gpus" in permanent_failure(folder, offset)
+
+
+def test_server_error_code_stops_the_retries(tmp_path):
+    # Prepare: the ServerApp refused a checkpoint that does not fit (no log text needed)
+    folder = RunFolder(tmp_path)
+    folder.write_server_error(CHECKPOINT_MISMATCH, "the checkpoint in ... does not fit")
+    # Execute
+    reason = permanent_failure(folder, 0)
+    # Assert
+    assert reason == "the checkpoint does not fit the configured student-model"
+
+
+def test_failed_run_code_is_not_a_permanent_runtime_failure(tmp_path):
+    # Prepare: a run that failed in our code writes a summary; the code alone says nothing
+    folder = RunFolder(tmp_path)
+    folder.write_server_error(RUN_FAILED, "RuntimeError: boom")
+    # Execute / Assert
+    assert permanent_failure(folder, 0) is None
 
 
 def test_resources_this_machine_lacks_fail_before_start(monkeypatch):

@@ -7,7 +7,7 @@ cluster").
 from feddistill.cluster.planner import ResourcePlan, plan_resources, training_memory_bytes
 from feddistill.cluster.probe import cluster_resources, probe_cluster, resolve_address
 from feddistill.cluster.ray_cluster import LocalRayCluster, NodeSpec
-from feddistill.cluster.remote import distill_on_gpu_node, run_on_gpu_node
+from feddistill.server.remote import distill_on_gpu_node, run_on_gpu_node
 
 __all__ = [
     "LocalRayCluster",

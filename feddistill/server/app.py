@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import traceback
-from pathlib import Path
 
 from flwr.app import Context
 from flwr.common.logger import log as flwr_log
@@ -12,8 +10,9 @@ from flwr.serverapp import Grid, ServerApp
 
 from feddistill.config import RunConfig, from_mapping
 from feddistill.outdir_lock import OutDirLock
-from feddistill.server.loop import FederationRun, OutDirInUse
-from feddistill.server.results import write_summary
+from feddistill.run_folder import CHECKPOINT_MISMATCH, OUT_DIR_HOLDS_RUN, RunFolder
+from feddistill.server.loop import CheckpointMismatch, FederationRun, OutDirInUse
+from feddistill.server.recorder import RunRecorder
 
 logger = logging.getLogger(__name__)
 app = ServerApp()
@@ -35,6 +34,8 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def _run(grid: Grid, cfg: RunConfig) -> None:
+    """The ServerApp's body; every way it stops leaves an error code in the run folder
+    (``server-error.json``) or a summary.json, which the engines read."""
     try:
         FederationRun(cfg).run(grid)
     except OutDirInUse as exc:
@@ -42,19 +43,10 @@ def _run(grid: Grid, cfg: RunConfig) -> None:
         # simulation runtime calls log(ERROR, traceback.format_exc())) and offers no hook
         # to mark a run failed otherwise; this error is the user's, not a bug, so log the
         # message alone and return. The previous run's summary.json is left as it is.
+        code = CHECKPOINT_MISMATCH if isinstance(exc, CheckpointMismatch) else OUT_DIR_HOLDS_RUN
+        RunFolder(cfg.out_dir).write_server_error(code, str(exc))
         flwr_log(logging.ERROR, "%s", exc)
         return
     except Exception as exc:
-        out = Path(cfg.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_summary(
-            out,
-            {
-                "status": "failed",
-                "strategy": cfg.strategy,
-                "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(),
-                "config": cfg.to_kebab(),
-            },
-        )
+        RunRecorder(cfg).record_failure(exc)
         raise

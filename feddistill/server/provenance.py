@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from feddistill.config import RunConfig
+from feddistill.run_folder import RunFolder
 
-COMMAND_FILE = "command.txt"  # the command line as typed, written by `feddistill run`
+COMMAND_FILE = RunFolder.COMMAND  # the command line as typed, written by `feddistill run`
 PACKAGES = ("feddistill", "flwr", "torch", "ray")
 # keys that say where things are on this machine, not what was run
 LOCAL_KEYS = ("out-dir", "data-root", "resume")

@@ -13,17 +13,16 @@ from typing import Any
 
 from feddistill.atomic import atomic_write_text
 from feddistill.config import RunConfig
+from feddistill.run_folder import RunFolder
 
 logger = logging.getLogger(__name__)
 
 TIMING_COLUMNS = ("round_seconds", "wall_seconds")
-RUN_CONFIG_FILE = "run-config.json"  # marks a folder as a feddistill run; holds its config
 
 
 def save_run_config(cfg: RunConfig) -> None:
     """Write ``<out-dir>/run-config.json`` (kebab-case keys), which --resume reads back."""
-    config = {k: v for k, v in cfg.to_kebab().items() if k != "resume"}
-    (Path(cfg.out_dir) / RUN_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    RunFolder(cfg.out_dir).write_run_config(cfg.to_kebab())
 
 
 def write_rows(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -32,24 +31,28 @@ def write_rows(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     columns: list[str] = []
     for row in rows:  # lists (per-client events) go to metrics.jsonl only
         columns += [k for k in row if k not in columns and not isinstance(row[k], list | dict)]
+    folder = RunFolder(out_dir)
     buffer = io.StringIO(newline="")
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _fmt(row.get(k, "")) for k in columns})
-    atomic_write_text(out_dir / "metrics.csv", buffer.getvalue())
+    atomic_write_text(folder.metrics_csv, buffer.getvalue())
     jsonl = "".join(json.dumps(dict(row), sort_keys=False) + "\n" for row in rows)
-    atomic_write_text(out_dir / "metrics.jsonl", jsonl)
+    atomic_write_text(folder.metrics_jsonl, jsonl)
 
 
 def _fmt(value: Any) -> Any:
+    """A CSV / markdown cell: floats to 6 significant digits, None (not measured) empty."""
+    if value is None:
+        return ""
     return f"{value:.6g}" if isinstance(value, float) else value
 
 
 def write_summary(out_dir: Path, summary: Mapping[str, Any]) -> None:
     """summary.json (atomic replace)."""
     atomic_write_text(
-        out_dir / "summary.json", json.dumps(dict(summary), indent=2, default=str) + "\n"
+        RunFolder(out_dir).summary, json.dumps(dict(summary), indent=2, default=str) + "\n"
     )
 
 
@@ -167,7 +170,7 @@ def write_report(
         "TensorBoard: `tensorboard --logdir tensorboard`.",
         "",
     ]
-    (out_dir / "report.md").write_text("\n".join(lines))
+    RunFolder(out_dir).report.write_text("\n".join(lines))
 
 
 def robustness_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -1,9 +1,16 @@
 """FedDistill: FedAvg of compressed student updates plus a consensus of teacher logits.
 
-A subclass of Flower's message-based :class:`flwr.serverapp.strategy.FedAvg`: it keeps
-the paired ``configure_train`` / ``aggregate_train`` shape, replaces Flower's random
-node sampling by a seeded sample over partition ids, and decodes, validates and
-averages the clients' compressed updates in partition-id order.
+Not a subclass of Flower's :class:`flwr.serverapp.strategy.Strategy` / ``FedAvg``, on
+purpose: Flower's ``Strategy.start()`` runs rounds in which ``aggregate_train`` returns
+the new global *weights* and nothing else, while a FedDistill round also builds a
+consensus of teacher logits, applies server-side surgery and distillation, and keeps
+per-client replicas, masks and checkpoints (:mod:`feddistill.server.loop` drives it).
+Overriding FedAvg's methods to return updates and extras would break the contract that
+``start()`` relies on, so this class composes Flower's messages instead. It keeps
+Flower's names for the paired steps (``configure_train`` -> messages, then
+``aggregate_round`` of the replies), samples partitions with a seeded RNG instead of
+Flower's random node choice, and decodes, validates and averages the clients'
+compressed updates in partition-id order.
 """
 
 from __future__ import annotations
@@ -11,13 +18,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
 from torch import Tensor
 
 from feddistill import protocol as P
@@ -56,7 +62,7 @@ class ClientResult:
 
 @dataclass
 class RoundOutcome:
-    """What aggregate_train learned in one round."""
+    """What aggregate_round learned in one round."""
 
     accepted: list[ClientResult] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # one reason per failed client
@@ -82,7 +88,7 @@ def _short_reason(reason: str | None) -> str:
     return reason.splitlines()[0][:300] if reason else "unknown error"
 
 
-class FedDistill(FedAvg):
+class FedDistill:
     """Federated distillation with compressed updates.
 
     Args:
@@ -126,22 +132,12 @@ class FedDistill(FedAvg):
         robust: RobustPolicy | None = None,
         robust_keys: frozenset[str] | None = None,
     ) -> None:
-        # Evaluation is the server's own (held-out test set, per domain): Flower's warning
-        # that federated evaluation is skipped says nothing to the user, so it is muted.
-        flwr_logger = logging.getLogger("flwr")
-        level = flwr_logger.level
-        flwr_logger.setLevel(logging.ERROR)
-        try:
-            super().__init__(
-                fraction_train=fraction_train,
-                fraction_evaluate=0.0,
-                min_train_nodes=min_train_nodes,
-                min_available_nodes=min_train_nodes,
-                arrayrecord_key=P.ARRAYS,
-                configrecord_key=P.CONFIG,
-            )
-        finally:
-            flwr_logger.setLevel(level)
+        if not 0.0 < fraction_train <= 1.0:
+            raise ValueError(f"fraction_train must be in (0, 1], got {fraction_train}")
+        if min_train_nodes < 1:
+            raise ValueError(f"min_train_nodes must be >= 1, got {min_train_nodes}")
+        self.fraction_train = fraction_train
+        self.min_train_nodes = min_train_nodes
         self.template = template
         self.plan = plan
         self.temperature = temperature
@@ -152,7 +148,10 @@ class FedDistill(FedAvg):
         self.buffer_template = {k: v for k, v in template.items() if k in buffers}
         self.num_classes = num_classes
         self.proxy_size = proxy_size
-        self.node_partitions: dict[int, int] = {}  # node id -> partition id
+        # node id -> partition id (set by the loop after discovery); a reply must claim
+        # the partition of the node it came from. Empty: not known, replies are taken at
+        # their word (the strategy driven without a federation, as in unit tests)
+        self.node_partitions: dict[int, int] = {}
         self.robust = robust or RobustPolicy()
         self.robust_keys = robust_keys or frozenset(
             k for k, v in template.items() if v.is_floating_point()
@@ -183,20 +182,17 @@ class FedDistill(FedAvg):
             raise RuntimeError("configure_train called before node_partitions was discovered")
         chosen = self.sample_partitions(server_round, max(by_partition) + 1)
         config[P.SERVER_ROUND] = server_round
-        record = RecordDict({P.ARRAYS: arrays, P.CONFIG: config})
-        node_ids = [by_partition[p] for p in chosen if p in by_partition]
         logger.info("round %d: sampled partitions %s", server_round, chosen)
-        if self.per_partition_config is not None:
-            own = {p: self.per_partition_config(p) for p in chosen if p in by_partition}
-            return [
-                Message(
-                    RecordDict({P.ARRAYS: arrays, P.CONFIG: ConfigRecord({**config, **extra})}),
-                    by_partition[p],
-                    MessageType.TRAIN,
-                )
-                for p, extra in own.items()
-            ]
-        return self._construct_messages(record, node_ids, MessageType.TRAIN)
+        per_partition = self.per_partition_config or (lambda p: ConfigRecord())
+        own = {p: per_partition(p) for p in chosen if p in by_partition}
+        return [
+            Message(
+                RecordDict({P.ARRAYS: arrays, P.CONFIG: ConfigRecord({**config, **extra})}),
+                by_partition[p],
+                MessageType.TRAIN,
+            )
+            for p, extra in own.items()
+        ]
 
     def _shapes(self, template: dict[str, Tensor]) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in template.items()}
@@ -294,6 +290,13 @@ class FedDistill(FedAvg):
             except Exception as exc:  # noqa: BLE001 - one bad reply never stops the round
                 outcome.failures.append(f"node {node}: rejected: {type(exc).__name__}: {exc}")
                 continue
+            claimed, held = result.partition_id, self.node_partitions.get(node)
+            if self.node_partitions and claimed != held:
+                outcome.failures.append(
+                    f"node {node}: rejected: the reply claims partition {claimed}, the node "
+                    f"holds partition {held}"
+                )
+                continue
             if result.num_examples == 0:
                 outcome.failures.append(f"partition {result.partition_id}: 0 examples")
                 continue
@@ -368,17 +371,3 @@ class FedDistill(FedAvg):
             else:
                 kept.append(r)
         return kept
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Flower's interface: the averaged update and the mean client metrics."""
-        outcome = self.aggregate_round(server_round, replies)
-        if outcome.update is None:
-            return None, None
-        total = sum(r.num_examples for r in outcome.accepted)
-        keys = sorted(set.intersection(*(set(r.metrics) for r in outcome.accepted)))
-        mean = {
-            k: sum(r.metrics[k] * r.num_examples for r in outcome.accepted) / total for k in keys
-        }
-        return ArrayRecord(outcome.update), MetricRecord(cast(Any, mean))

@@ -17,8 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from feddistill.run_folder import RunFolder
+
 logger = logging.getLogger(__name__)
-TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_DIR = RunFolder.TENSORBOARD
 # metrics-row key -> TensorBoard tag; per-domain accuracies are added as they appear
 SCALARS = {
     "accuracy": "accuracy/overall",
@@ -93,7 +95,7 @@ class RunTracker:
 
         try:
             if "MLFLOW_TRACKING_URI" not in os.environ:
-                mlflow.set_tracking_uri((out_dir / "mlruns").resolve().as_uri())
+                mlflow.set_tracking_uri((out_dir / RunFolder.MLRUNS).resolve().as_uri())
             mlflow.start_run(run_name=run_name)
             mlflow.log_params({k: str(v)[:250] for k, v in config.items()})
             self.mlflow = mlflow

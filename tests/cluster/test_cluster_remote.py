@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from feddistill.cluster.remote import distill_on_gpu_node, run_on_gpu_node, should_run_remote
 from feddistill.learn import SGDSpec
+from feddistill.server.remote import distill_on_gpu_node, run_on_gpu_node, should_run_remote
 
 
 def _pid_plus(x: int) -> tuple[int, int]:

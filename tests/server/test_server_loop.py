@@ -136,3 +136,60 @@ def test_partial_participation_resume_matches_an_uninterrupted_run(tmp_path: Pat
     assert _rows(part) == _rows(tmp_path / "ref")
     for p in range(4):
         assert list((part / "client-state" / f"partition-{p}").glob("round-*.pt"))
+
+
+def test_serverapp_writes_an_error_code_for_an_out_dir_holding_a_run(tmp_path):
+    # Prepare: a checkpoint after round 1 and no resume
+    from feddistill.run_folder import OUT_DIR_HOLDS_RUN, RunFolder
+    from feddistill.server.app import _run
+    from feddistill.server.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "checkpoints", 1, {"rows": []})
+    cfg = make_cfg(tmp_path)
+    # Execute: the ServerApp's body returns (one error line, no traceback)
+    _run(InProcessGrid(cfg), cfg)  # type: ignore[arg-type]
+    # Assert: the engine reads the code, not flower.log's text
+    error = RunFolder(tmp_path).read_server_error()
+    assert error is not None and error.code == OUT_DIR_HOLDS_RUN
+    assert "holds a previous run (checkpoint after round 1)" in error.message
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_serverapp_failure_writes_failed_summary_and_error_code(tmp_path, monkeypatch):
+    # Prepare: a round loop that fails in our own code
+    from feddistill.run_folder import RUN_FAILED, RunFolder, ServerError
+    from feddistill.server import app as server_app
+
+    def boom(self, grid):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(server_app.FederationRun, "run", boom)
+    cfg = make_cfg(tmp_path)
+    # Execute
+    with pytest.raises(RuntimeError, match="boom"):
+        server_app._run(InProcessGrid(cfg), cfg)  # type: ignore[arg-type]
+    # Assert
+    folder = RunFolder(tmp_path)
+    assert folder.read_server_error() == ServerError(RUN_FAILED, "RuntimeError: boom")
+    summary = folder.read_summary()
+    assert summary is not None and summary["status"] == "failed"
+    assert summary["error"] == "RuntimeError: boom"
+
+
+def test_serverapp_writes_checkpoint_mismatch_code_for_a_student_that_does_not_fit(tmp_path):
+    # Prepare: a checkpoint whose student has one 2x2 weight, resumed with the mlp student
+    import torch
+
+    from feddistill.run_folder import CHECKPOINT_MISMATCH, RunFolder
+    from feddistill.server.app import _run
+    from feddistill.server.checkpoint import save_checkpoint
+
+    state = {"student": {"fc.weight": torch.zeros(2, 2)}, "consensus": None, "rows": []}
+    save_checkpoint(tmp_path / "checkpoints", 1, {**state, "wall_seconds": 1.0})
+    cfg = make_cfg(tmp_path, resume=True)
+    # Execute
+    _run(InProcessGrid(cfg), cfg)  # type: ignore[arg-type]
+    # Assert
+    error = RunFolder(tmp_path).read_server_error()
+    assert error is not None and error.code == CHECKPOINT_MISMATCH
+    assert "does not fit student-model='mlp'" in error.message

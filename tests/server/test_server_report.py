@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from feddistill.config import from_mapping, load_config
 from feddistill.inprocess import InProcessGrid, task_identity
 from feddistill.server import app as server_app
-from feddistill.server import loop, results
+from feddistill.server import recorder, results
 from feddistill.server.loop import FederationRun
 
 SMALL = {
@@ -40,7 +40,7 @@ def finished_run(tmp_path_factory):
         results.write_summary(out_dir, summary)
 
     with pytest.MonkeyPatch.context() as patch, task_identity():
-        patch.setattr(loop, "write_summary", write_summary)
+        patch.setattr(recorder, "write_summary", write_summary)
         summary = FederationRun(cfg).run(InProcessGrid(cfg))  # type: ignore[arg-type]
     summary["present_at_summary"] = present_at_summary
     return out, cfg, summary

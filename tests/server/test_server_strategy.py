@@ -226,3 +226,45 @@ def test_logits_class_count_is_checked_when_only_the_class_count_is_known():
     assert outcome.failures == [
         "partition 1: rejected: teacher logits have 2 classes, the student has 3"
     ]
+
+
+def test_reply_claiming_another_nodes_partition_is_rejected_and_the_round_goes_on():
+    # Prepare: node 1 holds partition 0, node 2 holds partition 1; node 2 claims 0
+    fed = strategy()
+    fed.node_partitions = {1: 0, 2: 1}
+    replies = [reply(1, 0, const(1.0)), reply(2, 0, const(3.0))]
+    # Execute
+    outcome = fed.aggregate_round(1, replies)
+    # Assert: only node 1's reply is averaged; node 2's is named
+    assert [r.partition_id for r in outcome.accepted] == [0]
+    assert torch.equal(outcome.update["w"], torch.full((4, 3), 1.0))
+    assert outcome.failures == [
+        "node 2: rejected: the reply claims partition 0, the node holds partition 1"
+    ]
+
+
+def test_reply_from_a_node_that_was_not_discovered_is_rejected():
+    # Prepare: node 9 was never discovered
+    fed = strategy()
+    fed.node_partitions = {1: 0, 2: 1}
+    replies = [reply(1, 0, const(1.0)), reply(2, 1, const(1.0)), reply(9, 2, const(5.0))]
+    # Execute
+    outcome = fed.aggregate_round(1, replies)
+    # Assert
+    assert [r.partition_id for r in outcome.accepted] == [0, 1]
+    assert outcome.failures == [
+        "node 9: rejected: the reply claims partition 2, the node holds partition None"
+    ]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.5])
+def test_fraction_train_outside_0_1_is_refused(fraction):
+    # Execute / Assert
+    with pytest.raises(ValueError, match=f"fraction_train must be in \\(0, 1\\], got {fraction}"):
+        FedDistill(TEMPLATE, P.plan_for(RunConfig()), 2.0, 0, fraction_train=fraction)
+
+
+def test_min_train_nodes_below_1_is_refused():
+    # Execute / Assert
+    with pytest.raises(ValueError, match="min_train_nodes must be >= 1, got 0"):
+        FedDistill(TEMPLATE, P.plan_for(RunConfig()), 2.0, 0, min_train_nodes=0)

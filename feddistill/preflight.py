@@ -1,0 +1,158 @@
+"""Checks ``feddistill run`` makes before it starts anything, and the out-dir's set-up.
+
+Every check that can fail fast (the out-dir, the device, the dataset on disk, the
+splits the data can give, one client fitting this machine) runs here, before any
+process starts or the out-dir is touched. Used by the engines and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from feddistill.config import RunConfig
+from feddistill.outdir_lock import LOCK_FILE
+from feddistill.run_folder import RunFolder
+
+
+def check_out_dir(cfg: RunConfig) -> None:
+    """Refuse an out-dir a fresh run must not use; touches nothing.
+
+    Raises:
+        ValueError: if out-dir is a file, holds an interrupted run, or is a non-empty
+            folder that holds no previous feddistill run (its lock file aside).
+    """
+    folder = RunFolder(cfg.out_dir)
+    out = folder.root
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out-dir {str(out)!r} is a file; give a folder")
+    if folder.has_checkpoint() and not folder.summary.is_file():
+        raise ValueError(
+            f"out-dir {str(out)!r} holds an interrupted run; continue it with "
+            f"`feddistill run --resume {out}`, or delete the folder / choose another out-dir"
+        )
+    foreign = out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir())
+    if foreign and not folder.holds_run():
+        raise ValueError(
+            f"out-dir {str(out)!r} is not empty and holds no previous feddistill run; "
+            "choose an empty or new folder (nothing in it was touched)"
+        )
+
+
+def prepare_out_dir(cfg: RunConfig) -> None:
+    """Make ``cfg.out_dir`` ready for a fresh run and record the run's config in it.
+
+    A previous run's results there (a folder holding ``run-config.json``) are removed;
+    only the files a run writes are touched. Anything else is refused, so a user's own
+    files are never deleted.
+
+    Raises:
+        ValueError: if out-dir is a file, cannot be created or written, or is a
+            non-empty folder that holds no previous feddistill run.
+    """
+    check_out_dir(cfg)
+    folder = RunFolder(cfg.out_dir)
+    out = folder.root
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        folder.remove_results()
+        folder.write_run_config(cfg.to_kebab())
+    except OSError as exc:
+        raise ValueError(f"out-dir {str(out)!r} cannot be used: {exc}") from None
+
+
+def run_is_complete(cfg: RunConfig) -> bool:
+    """True if out-dir's summary says the run completed all ``num_server_rounds``."""
+    summary = RunFolder(cfg.out_dir).read_summary()
+    if summary is None:
+        return False
+    return bool(
+        summary.get("status") == "completed" and summary.get("rounds") == cfg.num_server_rounds
+    )
+
+
+def check_dataset_available(cfg: RunConfig) -> None:
+    """Fail before anything starts if a torchvision dataset is missing and downloads are off.
+
+    Raises:
+        FileNotFoundError: naming the data root and the ``download`` key.
+    """
+    if cfg.dataset in ("mnist", "fashion-mnist", "cifar10") and not cfg.download:
+        from feddistill.data import load_dataset
+
+        load_dataset(cfg.dataset, cfg.data_root, download=False)
+    if cfg.dataset == "mnist-usps" and not cfg.download:
+        from feddistill.data.domain_datasets import load_mnist_usps
+
+        load_mnist_usps(cfg.data_root, download=False)
+
+
+def check_device(cfg: RunConfig) -> None:
+    """Fail before anything starts if ``device=cuda`` is asked for on a machine without CUDA.
+
+    Raises:
+        ValueError: naming the key and what is allowed here.
+    """
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(
+                "device='cuda' but this machine has no CUDA device; allowed here: auto, cpu "
+                "(or --ray-address to a cluster with GPUs)"
+            )
+
+
+def check_data_splits(cfg: RunConfig) -> None:
+    """Fail before anything starts if the data cannot be split as configured.
+
+    Builds the splits and partitions once in this process (the same, seeded, as the
+    run's), so errors that depend on the data (too many partitions for the samples,
+    target domains the dataset does not have, no source domain left) come before the
+    out-dir is touched.
+
+    Raises:
+        ValueError: as :func:`feddistill.data.prepare_federated_data`.
+    """
+    from feddistill.data import prepare_federated_data
+
+    prepare_federated_data(cfg.data_spec())
+
+
+def load_run_config(out: Path) -> dict[str, Any]:
+    """The config a previous run in `out` was started with.
+
+    Raises:
+        ValueError: if `out` holds no ``run-config.json`` or no checkpoint.
+    """
+    folder = RunFolder(out)
+    if not folder.has_checkpoint():
+        raise ValueError(f"--resume {str(out)!r}: no checkpoint found there")
+    if not folder.holds_run():
+        raise ValueError(f"--resume {str(out)!r}: no {RunFolder.RUN_CONFIG} found there")
+    return dict(json.loads(folder.run_config.read_text()))
+
+
+def check_local_resources(cfg: RunConfig) -> None:
+    """Fail before starting anything if one client cannot fit on this machine.
+
+    Raises:
+        ValueError: if client-num-cpus exceeds this machine's CPUs, or client-num-gpus
+            is above 0 and no CUDA device is present.
+    """
+    cpus = os.cpu_count() or 1
+    if cfg.client_num_cpus > cpus:
+        raise ValueError(
+            f"client-num-cpus={cfg.client_num_cpus} exceeds this machine's {cpus} CPUs; "
+            f"allowed: 1..{cpus} (or attach to a bigger Ray cluster with --ray-address)"
+        )
+    if cfg.client_num_gpus > 0:
+        import torch
+
+        if torch.cuda.device_count() == 0:
+            raise ValueError(
+                f"client-num-gpus={cfg.client_num_gpus} but this machine has no CUDA device; "
+                "use client-num-gpus=0 (or --ray-address to a cluster with GPUs)"
+            )
