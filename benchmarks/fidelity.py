@@ -246,7 +246,7 @@ CLAIMS = (
         f"Untested explanations: the KD target is softer and weighs T^2 = "
         f"{KD_TEMPERATURE**2:g} times KL, and the few epochs on few samples may be too "
         "little training for it; the teacher learnt from the same "
-        "few labels and fits them, so its soft labels on those samples carry little "
+        "few labels and likely fits them, so its soft labels on those samples carry little "
         "beyond them (Hinton's teacher and transfer set: 60k images). Not tried: an "
         "unlabelled transfer set, other T / alpha, longer training.",
         note=f"centralized; cnn teacher, cnn-small student, KD at T={KD_TEMPERATURE:g}, "

@@ -144,6 +144,7 @@ def seeds_markdown(
             return f"{scale * v:.{digits}f}" if digits >= 0 else f"{scale * v:.4g}"
 
         cells = " | ".join(fmt(v) for v in agg["values"])
+        label = label.replace("|", "\\|")  # a path may hold "|" (robustness keys)
         rows.append(f"| {label} | {fmt(agg['mean'])} ± {fmt(agg['std'])} | {cells} |")
     head = "| quantity | mean ± std | " + " | ".join(f"seed {s}" for s in seeds) + " |"
     return "\n".join([title, "", head, "|" + "---|" * (len(seeds) + 2), *rows, ""])

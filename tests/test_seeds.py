@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from feddistill.seeds import aggregate, format_mean_std, mean_std, numeric_leaves, parse_seeds
+from feddistill.seeds import (
+    aggregate,
+    format_mean_std,
+    mean_std,
+    numeric_leaves,
+    parse_seeds,
+    seeds_markdown,
+)
 
 
 def test_parse_seeds_reads_a_comma_list():
@@ -68,3 +75,12 @@ def test_bench_seeds_without_seeds_is_an_error(tmp_path):
     # Execute / Assert
     with pytest.raises(ValueError, match="bench_seeds needs --seeds"):
         bench_seeds("x", lambda argv: 0, ["--out", str(tmp_path)])
+
+
+def test_seeds_markdown_escapes_a_pipe_in_a_quantity_name():
+    # Prepare: robustness names its runs "1 of 4 | defaults | none"
+    agg = {"a | b": {"mean": 1.0, "std": 0.0, "values": [1.0]}}
+    # Execute
+    text = seeds_markdown("## t", [0], agg)
+    # Assert
+    assert "| a \\| b | 1 ± 0 | 1 |" in text.splitlines()
