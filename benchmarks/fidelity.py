@@ -243,12 +243,12 @@ CLAIMS = (
         "99.26% vs 98.54% alone (teacher 99.33%)",
         lambda m: m["kd-student-distilled"] > m["kd-student-alone"],
         disagrees="not reproduced: the distilled student ends below the one trained alone. "
-        f"Untested explanations: the KD target is softer and weighs T^2 = "
-        f"{KD_TEMPERATURE**2:g} times KL, and the few epochs on few samples may be too "
-        "little training for it; the teacher learnt from the same "
-        "few labels and likely fits them, so its soft labels on those samples carry little "
-        "beyond them (Hinton's teacher and transfer set: 60k images). Not tried: an "
-        "unlabelled transfer set, other T / alpha, longer training.",
+        "The teacher learnt from the same few labels and fits them, so its soft labels on "
+        f"those samples carry little beyond them, and the soft term, weighted "
+        f"T^2 = {KD_TEMPERATURE**2:g} times the KL here, pulls the student toward them "
+        "(README, 'Fidelity to published results': a check at other T / alpha). "
+        "Hinton's teacher and transfer set: 60k images. Not tried: an unlabelled "
+        "transfer set, longer training.",
         note=f"centralized; cnn teacher, cnn-small student, KD at T={KD_TEMPERATURE:g}, "
         f"alpha={KD_ALPHA:g} on the labelled samples only (Hinton used all 60k MNIST "
         "training images).",
