@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -42,3 +42,109 @@ def format_mean_std(values: Sequence[float], scale: float = 100.0, digits: int =
     """``"91.2 ± 0.8"`` for accuracies in [0, 1] (scaled to percent by default)."""
     mean, std = mean_std(values)
     return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+# What `feddistill run --seeds` aggregates from each seed's summary.json: key, label, unit
+# scale and digits. A key missing from a summary (target accuracy without target domains)
+# is left out of the table.
+RUN_METRICS: tuple[tuple[str, str, float, int], ...] = (
+    ("final_accuracy", "final accuracy (%)", 100.0, 2),
+    ("best_accuracy", "best accuracy (%)", 100.0, 2),
+    ("final_worst_domain_accuracy", "worst-domain accuracy (%)", 100.0, 2),
+    ("final_target_accuracy", "target accuracy (%)", 100.0, 2),
+    ("final_source_accuracy", "source accuracy (%)", 100.0, 2),
+    ("uplink_bytes", "uplink (MB)", 1e-6, 3),
+    ("downlink_bytes", "downlink (MB)", 1e-6, 3),
+    ("wall_seconds", "wall time (s)", 1.0, 1),
+)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def aggregate(per_seed: Mapping[int, Mapping[str, object]], keys: Sequence[str]) -> dict:
+    """Mean, sample standard deviation and per-seed values of each key, over seeds.
+
+    Args:
+        per_seed: seed -> that seed's numbers (e.g. a run's summary.json).
+        keys: the keys to aggregate; a key is kept only if every seed has a finite
+            number for it (bools and None do not count).
+
+    Returns:
+        ``{key: {"mean": m, "std": s, "values": [v per seed, in seed order]}}``.
+
+    Raises:
+        ValueError: if `per_seed` is empty.
+    """
+    if not per_seed:
+        raise ValueError("aggregate needs at least one seed's results, got none")
+    seeds = sorted(per_seed)
+    out: dict[str, dict] = {}
+    for key in keys:
+        values = [per_seed[s].get(key) for s in seeds]
+        if all(_is_number(v) for v in values):
+            numbers = [float(v) for v in values]  # type: ignore[arg-type]
+            mean, std = mean_std(numbers)
+            out[key] = {"mean": mean, "std": std, "values": numbers}
+    return out
+
+
+def numeric_leaves(obj: object, prefix: str = "") -> dict[str, float]:
+    """Every finite number in a JSON value, keyed by its path (for any benchmark's results).
+
+    Dict keys join with ``.``; a list item is named by its first string field among
+    ``name, setting, strategy, method, engine`` when it is a dict that has one, else by
+    its index (``[3]``). Bools are not numbers here.
+
+    Example: ``{"rows": [{"name": "a", "acc": 0.9}]}`` -> ``{"rows.a.acc": 0.9}``.
+    """
+    out: dict[str, float] = {}
+    if _is_number(obj):
+        out[prefix] = float(obj)  # type: ignore[arg-type]
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            out.update(numeric_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(obj, list):
+        for i, item in enumerate(obj):
+            label = f"[{i}]"
+            if isinstance(item, dict):
+                for field in ("name", "setting", "strategy", "method", "engine"):
+                    if isinstance(item.get(field), str):
+                        label = str(item[field])
+                        break
+            out.update(numeric_leaves(item, f"{prefix}.{label}" if prefix else label))
+    return out
+
+
+def seeds_markdown(
+    title: str,
+    seeds: Sequence[int],
+    aggregated: Mapping[str, Mapping],
+    labels: Mapping[str, tuple[str, float, int]] | None = None,
+) -> str:
+    """A table: one line per quantity, ``mean ± std`` then each seed's value.
+
+    Args:
+        title: the heading line.
+        seeds: the seeds, in the order of each quantity's ``values``.
+        aggregated: as returned by :func:`aggregate`.
+        labels: key -> (label, scale, digits after the point); a key without one is
+            shown as it is, its numbers with 4 significant digits.
+
+    Returns:
+        Markdown text ending in a newline.
+    """
+    labels = labels or {}
+    rows = []
+    for key, agg in aggregated.items():
+        label, scale, digits = labels.get(key, (key, 1.0, -1))
+
+        def fmt(v: float, scale: float = scale, digits: int = digits) -> str:
+            return f"{scale * v:.{digits}f}" if digits >= 0 else f"{scale * v:.4g}"
+
+        cells = " | ".join(fmt(v) for v in agg["values"])
+        label = label.replace("|", "\\|")  # a path may hold "|" (robustness keys)
+        rows.append(f"| {label} | {fmt(agg['mean'])} ± {fmt(agg['std'])} | {cells} |")
+    head = "| quantity | mean ± std | " + " | ".join(f"seed {s}" for s in seeds) + " |"
+    return "\n".join([title, "", head, "|" + "---|" * (len(seeds) + 2), *rows, ""])

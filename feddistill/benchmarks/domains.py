@@ -43,6 +43,8 @@ import torch
 from feddistill.config import RunConfig, from_mapping, parse_overrides
 from feddistill.seeds import format_mean_std, mean_std, parse_seeds
 
+NATIVE_SEEDS = True  # `feddistill bench domains --seeds` is handled here, not by the runner
+
 METHODS: dict[str, dict[str, Any]] = {
     "feddistill": {"strategy": "feddistill", "consensus": "domain"},
     "feddistill-kv": {"strategy": "feddistill", "consensus": "knowledge-vote"},

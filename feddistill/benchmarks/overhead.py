@@ -242,10 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=1800.0, help="seconds per engine run (default 1800)"
     )
+    parser.add_argument("--seed", type=int, default=None, help="the job's seed (config key seed)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    runs = {e: run_engine(e, out / e, list(args.set or []), args.timeout) for e in ENGINES}
+    sets = [*(args.set or []), *([f"seed={args.seed}"] if args.seed is not None else [])]
+    runs = {e: run_engine(e, out / e, sets, args.timeout) for e in ENGINES}
     same = metrics_without_timing(out / "inprocess") == metrics_without_timing(out / "simulation")
     table = markdown_table(runs, same)
     (out / "results.json").write_text(

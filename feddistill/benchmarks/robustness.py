@@ -20,6 +20,7 @@ would reach. On KMeans clients each client holds a domain, so this is the ceilin
 the update attacks, below the clean run.
 
 Usage: feddistill bench robustness [--quick] [--left-out] [--rounds 5] [--out DIR] [--json PATH]
+       [--seed 0]
 """
 
 from __future__ import annotations
@@ -60,12 +61,14 @@ def run_one(values: dict[str, Any], out: Path) -> dict[str, Any]:
     }
 
 
-def run_all(rounds: int, cohorts: list[str], attacks: list[str], tmp: Path) -> dict[str, Any]:
+def run_all(
+    rounds: int, cohorts: list[str], attacks: list[str], tmp: Path, seed: int = 0
+) -> dict[str, Any]:
     """Every (cohort, defence, attack) run plus the clean ones; results by key."""
     results: dict[str, Any] = {}
     for cohort in cohorts:
         num_partitions, attackers = COHORTS[cohort]
-        common = {"num-server-rounds": rounds, "num-partitions": num_partitions}
+        common = {"num-server-rounds": rounds, "num-partitions": num_partitions, "seed": seed}
         for defence, extra in DEFENCES.items():
             for attack in ["none", *attacks]:
                 key = f"{cohort} | {defence} | {attack}"
@@ -110,7 +113,7 @@ def table(results: dict[str, Any], cohorts: list[str], attacks: list[str]) -> li
     return lines
 
 
-def left_out(rounds: int, cohorts: list[str], out: str | None, t0: float) -> int:
+def left_out(rounds: int, cohorts: list[str], out: str | None, t0: float, seed: int = 0) -> int:
     """Defaults with the attackers' clients failing every round: the detection ceiling."""
     lines = ["| malicious | attackers left out (fail-partitions): accuracy % |", "|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,6 +124,7 @@ def left_out(rounds: int, cohorts: list[str], out: str | None, t0: float) -> int
                 "num-server-rounds": rounds,
                 "num-partitions": num_partitions,
                 "fail-partitions": attackers,
+                "seed": seed,
             }
             r = run_one(values, root / f"left-out-{num_partitions}")
             acc = f"{100 * r['accuracy']:.1f}" if "accuracy" in r else "run ended"
@@ -140,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default=None, help="folder for the runs (default: temporary)")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     attacks = [a for a in ATTACKS if a != "none"]
@@ -149,15 +154,19 @@ def main(argv: list[str] | None = None) -> int:
         attacks, cohorts, rounds = ["scaled-update", "shifted-logits"], ["1 of 4"], 2
     t0 = time.perf_counter()
     if args.left_out:
-        return left_out(rounds, cohorts, args.out, t0)
+        return left_out(rounds, cohorts, args.out, t0, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out) if args.out else Path(tmp)
-        results = run_all(rounds, cohorts, attacks, root)
+        results = run_all(rounds, cohorts, attacks, root, args.seed)
         honest = {}
         if not args.quick:
             num_partitions = COHORTS["1 of 4"][0]
             for mode in ("domain", "mean"):
-                values = {"num-server-rounds": rounds, "num-partitions": num_partitions}
+                values = {
+                    "num-server-rounds": rounds,
+                    "num-partitions": num_partitions,
+                    "seed": args.seed,
+                }
                 honest[mode] = run_one({**values, "consensus": mode}, root / f"honest-{mode}")
     lines = [f"{rounds} rounds, MNIST-5k, KMeans clients, cnn-small teacher and student", ""]
     lines += table(results, cohorts, attacks)
@@ -171,8 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         ]
     lines.append(f"\n({time.perf_counter() - t0:.0f} s)")
     print("\n".join(lines))
+    payload = json.dumps({"runs": results, "honest": honest}, indent=2)
     if args.json:
-        Path(args.json).write_text(json.dumps({"runs": results, "honest": honest}, indent=2))
+        Path(args.json).write_text(payload)
+    if args.out:  # results.json beside the runs, as every benchmark (bench --seeds reads it)
+        (Path(args.out) / "results.json").write_text(payload)
     return 0
 
 

@@ -188,10 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--nodes", type=int, default=2, help="Ray nodes in the local cluster")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key")
+    parser.add_argument("--seed", type=int, default=None, help="the runs' seed (config key seed)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     sets = [*DEFAULT_SETS, *(args.set or [])]
+    if args.seed is not None:  # `feddistill bench scaling --seeds` passes one per run
+        sets.append(f"seed={args.seed}")
     results = bench_ray_cluster(args.rounds, out, sets, num_nodes=args.nodes)
     results.append(deployment_row(bench_deployment(args.rounds, out / "deployment")))
     table = markdown_table(results)
