@@ -224,3 +224,25 @@ def test_teacher_rounds_with_a_logits_subset_is_refused():
 def test_channel_pruning_after_the_last_round_is_refused():
     with pytest.raises(ValueError, match="channel-pruning-round=99 is after the last round"):
         from_mapping({"channel-pruning-ratio": 0.5, "channel-pruning-round": 99})
+
+
+def test_unknown_channel_pruning_importance_is_refused():
+    with pytest.raises(ValueError, match="channel-pruning-importance='l2' is not allowed"):
+        from_mapping({"channel-pruning-importance": "l2"})
+
+
+def test_taylor_channel_importance_without_a_consensus_strategy_is_refused():
+    with pytest.raises(ValueError, match="strategy='fedavg' builds none"):
+        from_mapping(
+            {
+                "strategy": "fedavg",
+                "channel-pruning-ratio": 0.5,
+                "channel-pruning-round": 2,
+                "channel-pruning-importance": "taylor",
+            }
+        )
+
+
+def test_taylor_channel_importance_in_round_1_is_refused():
+    with pytest.raises(ValueError, match="channel-pruning-round=1 has none"):
+        from_mapping({"channel-pruning-ratio": 0.5, "channel-pruning-importance": "taylor"})

@@ -51,7 +51,12 @@ from feddistill.server.results import (
 from feddistill.server.robust import robust_policy, robustness_columns
 from feddistill.server.sparse import GlobalMask
 from feddistill.server.strategy import FedDistill, RoundOutcome
-from feddistill.server.surgery import channel_pruning_due, prune_global_channels, retarget
+from feddistill.server.surgery import (
+    channel_pruning_due,
+    importance_gradients,
+    prune_global_channels,
+    retarget,
+)
 from feddistill.timing import flush, reset, timed
 
 logger = logging.getLogger(__name__)
@@ -260,6 +265,9 @@ class FederationRun:
                 self.data.splits.proxy_x[:1],
                 self.cfg.channel_pruning_ratio,
                 self.cfg.channel_pruning_norm,
+                importance_gradients(  # Taylor: KD to last round's consensus (issue 12)
+                    self.cfg, self.data.splits.proxy_x, self.consensus, server_round
+                ),
             )
             retarget(self.strategy, _state(self.student), buffer_names(self.student))
             logger.info("round %d: channel pruning removed %d parameters", server_round, removed)
