@@ -56,6 +56,7 @@ STRATEGIES = (
     "logits-only",
     "centralized",
 )
+CONSENSUS_STRATEGIES = ("feddistill", "fedmd", "logits-only")  # teachers build a consensus
 DEVICES = ("auto", "cpu", "cuda")
 AGGREGATORS = ("fedavg", "median", "trimmed-mean", "krum", "multi-krum")  # server.robust
 ATTACKS = ("none", "scaled-update", "sign-flip", "random-update", "shifted-logits", "random-logits")
@@ -120,6 +121,7 @@ class RunConfig:
     channel_pruning_ratio: float = 0.0  # channels the server removes once, [0, 1); 0 = off
     channel_pruning_round: int = 1  # the removal happens at the start of this round
     channel_pruning_norm: int = 2  # filter norm ranking the channels: 1 (L1) or 2 (L2)
+    channel_pruning_importance: str = "magnitude"  # "magnitude" (that norm) or "taylor"
     round_timeout_s: float = 600.0  # a sampled client that has not replied by then failed
     # --- robustness to malicious clients ---
     aggregator: str = "fedavg"  # one of AGGREGATORS, on the trainable deltas
@@ -134,6 +136,25 @@ class RunConfig:
     fail_partitions: str = ""  # comma list of partition ids whose training raises
     attack: str = "none"  # one of ATTACKS, played by the clients in attack-partitions
     attack_partitions: str = ""  # comma list of partition ids that attack
+
+    def _check_channel_importance(self) -> None:
+        """Taylor importance needs a consensus: a teacher strategy, from round 2."""
+        from feddistill.compression.pruning import IMPORTANCES  # the registry owns the names
+
+        _check_choice("channel-pruning-importance", self.channel_pruning_importance, IMPORTANCES)
+        if self.channel_pruning_ratio == 0 or self.channel_pruning_importance != "taylor":
+            return
+        if self.strategy not in CONSENSUS_STRATEGIES:
+            raise ValueError(
+                f"channel-pruning-importance='taylor' takes its gradient from the consensus "
+                f"soft labels; strategy={self.strategy!r} builds none (allowed: "
+                f"{', '.join(CONSENSUS_STRATEGIES)})"
+            )
+        if self.channel_pruning_round < 2:
+            raise ValueError(
+                f"channel-pruning-importance='taylor' needs last round's consensus; "
+                f"channel-pruning-round={self.channel_pruning_round} has none (allowed: >= 2)"
+            )
 
     def __post_init__(self) -> None:
         _check_choice("dataset", self.dataset, DATASETS + DOMAIN_DATASETS)
@@ -198,6 +219,7 @@ class RunConfig:
                 f"(num-server-rounds={self.num_server_rounds}); allowed: 1..{self.num_server_rounds}"
             )
         _check_choice("channel-pruning-norm", self.channel_pruning_norm, (1, 2))
+        self._check_channel_importance()
         if self.channel_pruning_ratio > 0 and self.target_sparsity > 0:
             raise ValueError(
                 f"channel-pruning-ratio={self.channel_pruning_ratio} and target-sparsity="

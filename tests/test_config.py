@@ -228,6 +228,7 @@ def test_channel_pruning_after_the_last_round_is_refused():
         ("consensus", "feddistill.distill.consensus:CONSENSUS_MODES"),
         ("student-model", "feddistill.models:MODEL_NAMES"),
         ("update-bit-width", "feddistill.compression.quantize:BIT_WIDTHS"),
+        ("channel-pruning-importance", "feddistill.compression.pruning:IMPORTANCES"),
     ],
 )
 def test_config_accepts_every_name_of_the_registry(key, registry):
@@ -292,3 +293,25 @@ def test_importing_the_config_does_not_load_torch():
 
     # Assert
     assert out.stdout.strip() == "False"
+
+
+def test_unknown_channel_pruning_importance_is_refused():
+    with pytest.raises(ValueError, match="channel-pruning-importance='l2' is not allowed"):
+        from_mapping({"channel-pruning-importance": "l2"})
+
+
+def test_taylor_channel_importance_without_a_consensus_strategy_is_refused():
+    with pytest.raises(ValueError, match="strategy='fedavg' builds none"):
+        from_mapping(
+            {
+                "strategy": "fedavg",
+                "channel-pruning-ratio": 0.5,
+                "channel-pruning-round": 2,
+                "channel-pruning-importance": "taylor",
+            }
+        )
+
+
+def test_taylor_channel_importance_in_round_1_is_refused():
+    with pytest.raises(ValueError, match="channel-pruning-round=1 has none"):
+        from_mapping({"channel-pruning-ratio": 0.5, "channel-pruning-importance": "taylor"})

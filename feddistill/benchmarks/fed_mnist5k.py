@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "--pruning",
         action="store_true",
         help="add issue 12's rows (feddistill/benchmarks/fed_pruning.py, in process): dense vs 80%% "
-        "in-loop mask vs half the channels, and the exported sparse int8 student",
+        "in-loop mask vs half the channels (Taylor, L2), the exported int8 students and the student train time",
     )
     parser.add_argument(
         "--set",

@@ -17,6 +17,7 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ from torch.nn.utils import prune
 
 PRUNABLE: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 SCOPES: tuple[str, ...] = ("global", "layer")
+IMPORTANCES: tuple[str, ...] = ("magnitude", "taylor")  # what ranks channels (prune_channels)
 
 
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -108,46 +110,75 @@ def _classifier(model: nn.Module) -> nn.Module:
 
 
 def prune_channels(
-    model: nn.Module, example_inputs: Tensor, pruning_ratio: float, norm: int = 2
+    model: nn.Module,
+    example_inputs: Tensor,
+    pruning_ratio: float,
+    norm: int = 2,
+    importance: str = "magnitude",
+    gradient_fn: Callable[[nn.Module], None] | None = None,
 ) -> nn.Module:
-    """Remove a fraction of channels / hidden units by L1 / L2 magnitude, physically, in place.
+    """Remove a fraction of channels / hidden units, physically, in place.
 
-    Dependent layers (the next conv's input channels, the flattened linear's inputs,
-    batch norms) shrink with them, found by Torch-Pruning's dependency graph; the last
-    ``nn.Linear`` (the classifier) keeps its outputs. Parameters and MACs really drop.
-    Save with :func:`save_pruned`, load with :func:`load_pruned`.
+    *What to cut*: ``importance="magnitude"`` ranks channels by their L1 / L2 filter
+    norm (Li et al.); ``"taylor"`` by the first-order Taylor estimate of the loss change
+    when a channel is removed, ``sum |w * dL/dw|`` over the channel's weights in every
+    coupled layer (Torch-Pruning's ``TaylorImportance``: summed per layer, averaged over
+    the coupled layers of the group). The gradient comes from ``gradient_fn``, which
+    must accumulate ``dL/dw`` into the parameters' ``.grad`` (e.g. a KD loss on the
+    proxy set and ``loss.backward()``); gradients are zeroed before and after.
+    *How*: dependent layers (the next conv's input channels, the flattened linear's
+    inputs, batch norms) shrink with them, found by Torch-Pruning's dependency graph;
+    the last ``nn.Linear`` (the classifier) keeps its outputs. Parameters and MACs
+    really drop. Save with :func:`save_pruned`, load with :func:`load_pruned`.
 
     Args:
         model: the network, in eval mode or not; modified in place.
         example_inputs: one batch, shape (B, C, H, W), to trace the graph.
         pruning_ratio: fraction of channels removed from each prunable layer, [0, 1).
-        norm: 1 or 2, the filter norm that ranks channels (Li et al., arXiv:1608.08710).
+        norm: 1 or 2, the filter norm of ``importance="magnitude"``.
+        importance: one of :data:`IMPORTANCES`.
+        gradient_fn: with ``"taylor"``, called once with ``model`` to fill ``.grad``.
 
     Returns:
         ``model`` itself, with fewer channels.
 
     Raises:
-        ValueError: if ``pruning_ratio`` is outside [0, 1), ``norm`` is not 1 or 2, or
+        ValueError: if ``pruning_ratio`` is outside [0, 1), ``norm`` is not 1 or 2,
+            ``importance`` is unknown, ``"taylor"`` comes without ``gradient_fn``, or
             there is no classifier.
 
     References:
         DepGraph, Fang et al., arXiv:2301.12900.
+        Li et al., Pruning Filters for Efficient ConvNets, arXiv:1608.08710.
+        Molchanov et al., Importance Estimation for Neural Network Pruning,
+        arXiv:1906.10771.
     """
     if isinstance(pruning_ratio, bool) or not 0.0 <= float(pruning_ratio) < 1.0:
         raise ValueError(f"pruning_ratio must be in [0, 1), got {pruning_ratio!r}")
     if norm not in (1, 2):
         raise ValueError(f"norm must be 1 or 2, got {norm!r}")
+    if importance not in IMPORTANCES:
+        raise ValueError(f"importance must be one of {', '.join(IMPORTANCES)}, got {importance!r}")
+    if importance == "taylor" and gradient_fn is None:
+        raise ValueError("importance='taylor' needs a gradient_fn that fills the gradients")
     classifier = _classifier(model)
     if pruning_ratio == 0.0:
         return model
+    scorer: tp.importance.Importance = tp.importance.MagnitudeImportance(p=norm)
+    if importance == "taylor":
+        assert gradient_fn is not None
+        scorer = tp.importance.TaylorImportance()
+        model.zero_grad(set_to_none=False)
+        gradient_fn(model)
     pruner = tp.pruner.MetaPruner(
         model,
         example_inputs,
-        importance=tp.importance.MagnitudeImportance(p=norm),
+        importance=scorer,
         pruning_ratio=float(pruning_ratio),
         ignored_layers=[classifier],
     )
     pruner.step()
+    model.zero_grad(set_to_none=True)
     return model
 
 

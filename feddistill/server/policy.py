@@ -35,7 +35,12 @@ from feddistill.server.robust import robust_policy
 from feddistill.server.server_distill import ensemble_soft_labels, server_distill
 from feddistill.server.sparse import GlobalMask
 from feddistill.server.strategy import FedDistill, RoundOutcome
-from feddistill.server.surgery import channel_pruning_due, prune_global_channels, retarget
+from feddistill.server.surgery import (
+    channel_pruning_due,
+    importance_gradients,
+    prune_global_channels,
+    retarget,
+)
 from feddistill.timing import timed
 
 logger = logging.getLogger(__name__)
@@ -149,6 +154,9 @@ class FederationPolicy:
                 self.data.splits.proxy_x[:1],
                 self.cfg.channel_pruning_ratio,
                 self.cfg.channel_pruning_norm,
+                importance_gradients(  # Taylor: KD to last round's consensus (issue 12)
+                    self.cfg, self.data.splits.proxy_x, self.consensus, server_round
+                ),
             )
             retarget(self.strategy, model_state(self.student), buffer_names(self.student))
             logger.info("round %d: channel pruning removed %d parameters", server_round, removed)

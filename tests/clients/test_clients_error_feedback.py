@@ -26,7 +26,7 @@ def _residual_after_round_1(
         error_feedback=error_feedback,
         device="cpu",
     )
-    data = data or prepare_federated_data(cfg)  # the same for both: EF changes no data
+    data = data or prepare_federated_data(cfg.data_spec())  # the same for both: EF changes no data
     student = build_model("mlp", data.splits.in_shape, data.splits.num_classes, seed=0)
     global_state = {k: v.clone() for k, v in student.state_dict().items()}
     run_client_round(cfg, data, 0, global_state, None, 1, tmp_path, torch.device("cpu"))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from feddistill.compression import (
@@ -190,3 +191,65 @@ def test_channel_norm_other_than_1_or_2_is_refused() -> None:
     # Execute / Assert
     with pytest.raises(ValueError, match="norm must be 1 or 2, got 3"):
         prune_channels(_two_unit_mlp(), torch.zeros(1, 4), 0.5, norm=3)
+
+
+def _four_unit_mlp() -> nn.Module:
+    # fc1 rows (bias 0): unit 0 (-5, -5) is dead on x = (1, 1); unit 1 (0.1, 0.1);
+    # units 2 (1, 0) and 3 (0, 1). fc2 (bias 0) reads units (0, 1, 2) and (1, 3).
+    model = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[-5.0, -5.0], [0.1, 0.1], [1.0, 0.0], [0.0, 1.0]]))
+        model[0].bias.zero_()
+        model[2].weight.copy_(torch.tensor([[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]]))
+        model[2].bias.zero_()
+    return model
+
+
+def _ce_on_ones(model: nn.Module) -> None:
+    F.cross_entropy(model(torch.ones(1, 2)), torch.tensor([0])).backward()
+
+
+def test_taylor_importance_removes_the_units_with_the_smallest_w_times_grad() -> None:
+    # Prepare, by hand: h = relu(W1 x) = (0, 0.2, 1, 1); z = W2 h = (1.2, 1.2), so
+    # softmax = (0.5, 0.5) and dL/dz = (-0.5, 0.5). dL/dW2[:, j] = dz * h_j;
+    # dL/dh = W2^T dz = (-0.5, 0, -0.5, 0.5); dL/dW1[j] = dL/dh_j * relu'_j * x.
+    # Scores sum |w * dL/dw| over fc1 row j and fc2 column j:
+    # unit 0: 0 + 0 = 0 (dead); unit 1: 0 + (0.1 + 0.1) = 0.2;
+    # unit 2: 0.5 + 0.5 = 1.0; unit 3: 0.5 + 0.5 = 1.0.
+    model = _four_unit_mlp()
+    # Execute: remove 2 of the 4 hidden units
+    prune_channels(model, torch.ones(1, 2), 0.5, importance="taylor", gradient_fn=_ce_on_ones)
+    # Assert: units 0 and 1 (scores 0 and 0.2) are gone
+    assert model[0].weight.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert model[2].weight.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_taylor_importance_removes_a_dead_unit_whatever_its_weights() -> None:
+    # Prepare: unit 0 has the largest weights (L2 keeps it) but Taylor score 0 (see above)
+    model = _four_unit_mlp()
+    # Execute: remove 1 of the 4 hidden units
+    prune_channels(model, torch.ones(1, 2), 0.25, importance="taylor", gradient_fn=_ce_on_ones)
+    # Assert
+    expected = torch.tensor([[0.1, 0.1], [1.0, 0.0], [0.0, 1.0]])
+    assert torch.equal(model[0].weight.detach(), expected)
+
+
+def test_taylor_pruning_leaves_no_gradient_behind() -> None:
+    # Prepare
+    model = _four_unit_mlp()
+    # Execute
+    prune_channels(model, torch.ones(1, 2), 0.25, importance="taylor", gradient_fn=_ce_on_ones)
+    # Assert
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_unknown_channel_importance_is_refused() -> None:
+    # Execute / Assert
+    with pytest.raises(ValueError, match="importance must be one of magnitude, taylor, got 'l3'"):
+        prune_channels(_four_unit_mlp(), torch.ones(1, 2), 0.5, importance="l3")
+
+
+def test_taylor_importance_without_a_gradient_fn_is_refused() -> None:
+    # Execute / Assert
+    with pytest.raises(ValueError, match="importance='taylor' needs a gradient_fn"):
+        prune_channels(_four_unit_mlp(), torch.ones(1, 2), 0.5, importance="taylor")
