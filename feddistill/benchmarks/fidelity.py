@@ -131,10 +131,17 @@ def run_distillation(seed: int, scale: Scale) -> list[dict]:
     Returns:
         Three rows (``KD_SETTINGS``) with the test accuracy of each model.
     """
-    from feddistill.clients.train import KDTarget, evaluate, predict_logits, train_supervised
     from feddistill.data.datasets import load_dataset
     from feddistill.data.splits import split_dataset
     from feddistill.distill import soft_labels
+    from feddistill.learn import (
+        KDSpec,
+        KDTarget,
+        SGDSpec,
+        evaluate,
+        predict_logits,
+        train_supervised,
+    )
     from feddistill.models import build_model
 
     cfg = from_mapping({"dataset": scale.dataset, "seed": seed})
@@ -151,8 +158,9 @@ def run_distillation(seed: int, scale: Scale) -> list[dict]:
     def fit(name: str, model_name: str, epochs: int, lr: float, kd: KDTarget | None) -> Any:
         t0 = time.perf_counter()
         model = build_model(model_name, shape, k, seed=seed)
-        train_supervised(model, x, y, epochs, lr, cfg.momentum, cfg.batch_size, seed, cpu, kd=kd)
-        _, acc = evaluate(model, splits.test_x, splits.test_y, cpu)
+        sgd = SGDSpec(lr, cfg.momentum, cfg.batch_size, epochs=epochs, seed=seed)
+        train_supervised(model, x, y, sgd, cpu, kd=kd)
+        acc = evaluate(model, splits.test_x, splits.test_y, cpu)["accuracy"]
         rows.append(
             {
                 "setting": name,
@@ -167,7 +175,7 @@ def run_distillation(seed: int, scale: Scale) -> list[dict]:
     teacher = fit("kd-teacher", "cnn", scale.teacher_epochs, cfg.teacher_learning_rate, None)
     soft = soft_labels(predict_logits(teacher, x, cpu), KD_TEMPERATURE)  # (labels, K)
     fit("kd-student-alone", "cnn-small", scale.student_epochs, cfg.learning_rate, None)
-    kd = KDTarget(proxy_x=x, soft_labels=soft, alpha=KD_ALPHA, temperature=KD_TEMPERATURE)
+    kd = KDTarget(proxy_x=x, soft_labels=soft, kd=KDSpec(KD_ALPHA, KD_TEMPERATURE))
     fit("kd-student-distilled", "cnn-small", scale.student_epochs, cfg.learning_rate, kd)
     return rows
 
@@ -232,7 +240,7 @@ CLAIMS = (
         "point here; untested whether stochastic rounding (QSGD) would close the gap.",
         note="our quantizer is not QSGD: uniform affine codes with a min-max scale per "
         "output channel and round-to-nearest (the client round leaves "
-        "UpdateCompression.stochastic at False); QSGD rounds norm-scaled values "
+        "CompressionSpec.stochastic at False); QSGD rounds norm-scaled values "
         "stochastically (unbiased).",
     ),
     Claim(
