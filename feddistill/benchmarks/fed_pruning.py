@@ -20,7 +20,7 @@ from typing import Any
 
 from feddistill.compression import export_student
 from feddistill.compression.pruning import resize_to_state
-from feddistill.config import load_config
+from feddistill.config_load import load_config
 from feddistill.data import prepare_federated_data
 from feddistill.inprocess import run_rounds
 from feddistill.models import build_model
