@@ -44,14 +44,20 @@ def within(names: list[str], packages: tuple[str, ...]) -> list[str]:
     )
 
 
-@pytest.mark.parametrize("app", ["feddistill.server.app", "feddistill.clients.app"])
-def test_app_import_chain_loads_no_launcher(app):
+@pytest.mark.parametrize(
+    ("app", "other_app"),
+    [
+        ("feddistill.server.app", "feddistill.clients"),
+        ("feddistill.clients.app", "feddistill.server"),
+    ],
+)
+def test_app_import_chain_loads_no_launcher_and_not_the_other_app(app, other_app):
     # Execute
     loaded = loaded_modules(f"import {app}")
 
     # Assert
     assert app in loaded
-    assert within(loaded, LAUNCHERS) == []
+    assert within(loaded, LAUNCHERS + (other_app,)) == []
 
 
 def test_core_packages_load_no_flower_ray_app_or_launcher():
