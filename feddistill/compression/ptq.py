@@ -44,7 +44,6 @@ from torch import Tensor, nn
 
 from feddistill.compression.pruning import prune_unstructured
 from feddistill.compression.report import state_dict_bytes
-from feddistill.learn.evaluate import evaluate
 
 STUDENT_FILE = "student_int8.pt"
 STUDENT_ZLIB_FILE = "student_int8.pt.zlib"  # the same file, zlib level 9 (sparse exports)
@@ -113,14 +112,14 @@ def save_int8(quantized: nn.Module, example: Tensor, path: str | Path) -> None:
         torch.jit.save(traced, str(path))
 
 
-def load_student(out_dir: str | Path) -> torch.jit.ScriptModule:
+def load_student(out_dir: str | Path) -> Callable[[Tensor], Tensor]:
     """Load the int8 student written by :func:`export_student`.
 
     Args:
         out_dir: the export folder.
 
     Returns:
-        A TorchScript module: float32 (B, C, H, W) -> float32 logits (B, K), CPU.
+        A callable module: float32 (B, C, H, W) -> float32 logits (B, K), CPU.
 
     Raises:
         FileNotFoundError: if ``out_dir`` has no exported student.
@@ -159,11 +158,14 @@ def latency_ms(
     return statistics.median(times)
 
 
-def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    """Top-1 accuracy in [0, 1] of ``model`` (fp32, or the int8 TorchScript file loaded
-    back) on (x (N, C, H, W), y (N,)), on the CPU: :func:`feddistill.learn.evaluate`."""
-    with _quiet_deprecations():
-        return evaluate(model, x, y, torch.device("cpu"))["accuracy"]
+def accuracy(fn: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy in [0, 1] of ``fn`` on (x (N, C, H, W), y (N,))."""
+    correct = 0
+    with torch.no_grad(), _quiet_deprecations():
+        for start in range(0, len(x), batch_size):
+            pred = fn(x[start : start + batch_size]).argmax(dim=1)
+            correct += int((pred == y[start : start + batch_size]).sum())
+    return correct / max(len(x), 1)
 
 
 def _scripted_bytes(model: nn.Module, example: Tensor) -> int:

@@ -98,21 +98,16 @@ def test_export_rejects_empty_or_mismatched_inputs(tmp_path: Path) -> None:
         )
 
 
-class FirstFeatureSign(torch.nn.Module):
-    """Logits (-x0, x0): predicts class 1 where the first feature is > 0."""
-
-    def forward(self, x: Tensor) -> Tensor:
+def test_latency_and_accuracy_helpers_by_hand() -> None:
+    # Prepare: "model" predicting class = first feature > 0.
+    def fn(x: Tensor) -> Tensor:
         return torch.stack([-x[:, 0], x[:, 0]], dim=1)
 
-
-def test_latency_and_accuracy_helpers_by_hand() -> None:
-    # Prepare: a model predicting class = first feature > 0.
-    fn = FirstFeatureSign()
     x = torch.tensor([[1.0], [-1.0], [2.0], [-3.0]])
     y = torch.tensor([1, 0, 0, 0])
 
     # Execute / Assert: 3 of 4 correct; latency positive; threads restored.
     threads = torch.get_num_threads()
-    assert accuracy(fn, x, y) == 0.75
+    assert accuracy(fn, x, y, batch_size=3) == 0.75
     assert latency_ms(fn, x, warmup=1, runs=3) > 0
     assert torch.get_num_threads() == threads
