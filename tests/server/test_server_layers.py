@@ -76,3 +76,23 @@ def test_core_packages_load_no_flower_ray_app_or_launcher():
     assert "feddistill.compression.ptq" in loaded and "feddistill.learn.fit" in loaded
     assert within(loaded, ("flwr", "ray")) == []
     assert within(loaded, APPS + LAUNCHERS) == []
+
+
+@pytest.mark.parametrize(
+    "package",
+    ["feddistill.compression", "feddistill.distill", "feddistill.models", "feddistill.data"],
+)
+def test_ground_floor_core_package_loads_no_other_core_package(package):
+    # Prepare: every module of `package`
+    code = (
+        "import importlib, pkgutil; "
+        f"[importlib.import_module(i.name) for i in pkgutil.walk_packages("
+        f"importlib.import_module({package!r}).__path__, {package!r} + '.')]"
+    )
+
+    # Execute
+    loaded = loaded_modules(code)
+
+    # Assert: compression, distill, models and data stand side by side below learn
+    others = tuple(p for p in CORE if p != package)
+    assert within(loaded, others) == []
