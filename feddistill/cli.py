@@ -14,7 +14,8 @@ from typing import Any
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from feddistill.config import RunConfig, load_config
+from feddistill.config import RunConfig
+from feddistill.config_load import load_config
 from feddistill.progress import format_round_line
 from feddistill.terminal import make_console
 

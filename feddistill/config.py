@@ -11,9 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import tomllib
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from feddistill.checks import check_choice as _check_choice
@@ -405,58 +403,3 @@ def unknown_key_message(key: str) -> str:
     close = difflib.get_close_matches(key.replace("_", "-"), keys, n=3, cutoff=0.6)
     hint = f" (did you mean {' or '.join(repr(k) for k in close)}?)" if close else ""
     return f"unknown config key {key!r}{hint}; valid keys: {', '.join(keys)}"
-
-
-def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """Parse ``key=value`` strings (values as TOML literals, else plain strings).
-
-    Raises:
-        ValueError: if an item has no ``=``.
-    """
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--set expects key=value, got {pair!r}")
-        key, raw = pair.split("=", 1)
-        try:
-            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key.strip()] = raw
-    return out
-
-
-def read_config_table(path: str | Path) -> dict[str, Any]:
-    """The kebab-case keys of a TOML file: top-level keys or ``[tool.flwr.app.config]``.
-
-    Raises:
-        FileNotFoundError: if `path` does not exist.
-        ValueError: if the file is not valid TOML (the message names the file).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file {str(p)!r} does not exist")
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
-    return dict(data.get("tool", {}).get("flwr", {}).get("app", {}).get("config", data))
-
-
-def load_config(
-    path: str | Path | None = None, overrides: Sequence[str] = (), base: RunConfig | None = None
-) -> RunConfig:
-    """`base` (the defaults if None), then a TOML file's keys, then ``key=value`` overrides.
-
-    Args:
-        path: a TOML file (see :func:`read_config_table`), or None.
-        overrides: ``key=value`` strings applied last.
-        base: the config the file and overrides change.
-
-    Raises:
-        FileNotFoundError: if `path` does not exist.
-        ValueError: see :func:`read_config_table` and :func:`from_mapping`.
-    """
-    cfg = base or RunConfig()
-    if path is not None:
-        cfg = from_mapping(read_config_table(path), cfg)
-    return from_mapping(parse_overrides(overrides), cfg)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from feddistill.config import RunConfig, from_mapping, load_config, parse_overrides
+from feddistill.config import RunConfig, from_mapping
+from feddistill.config_load import load_config, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -50,6 +50,7 @@ from feddistill.compression import (
     prune_channels,
     prune_unstructured,
 )
+from feddistill.learn import SGDSpec, train_supervised
 from feddistill.models.registry import build_model
 
 SETTINGS: dict[str, CompressionSpec] = {
@@ -77,17 +78,11 @@ def load_mnist(n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     return images[perm], torch.tensor(y, dtype=torch.int64)[perm]
 
 
-def train(model: nn.Module, x: Tensor, y: Tensor, steps: int | None = None, start: int = 0) -> None:
-    """SGD (lr 0.05, momentum 0.9, batch 32): one epoch, or ``steps`` batches from ``start``."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    model.train()
-    n_steps = steps if steps is not None else math.ceil(len(x) / 32)
-    for i in range(n_steps):
-        lo = (start + i * 32) % len(x)
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x[lo : lo + 32]), y[lo : lo + 32]).backward()
-        opt.step()
-    model.eval()
+def train(model: nn.Module, x: Tensor, y: Tensor, steps: int = 0, seed: int = 0) -> None:
+    """SGD (lr 0.05, momentum 0.9, batch 32, order seeded by ``seed``) with
+    :func:`feddistill.learn.train_supervised`: one epoch, or ``steps`` batches if > 0."""
+    sgd = SGDSpec(lr=0.05, momentum=0.9, batch_size=32, epochs=1, steps=steps, seed=seed)
+    train_supervised(model, x, y, sgd, torch.device("cpu"))
 
 
 def weight_deltas(model: nn.Module, x: Tensor, y: Tensor, rounds: int) -> list[dict[str, Tensor]]:
@@ -96,7 +91,7 @@ def weight_deltas(model: nn.Module, x: Tensor, y: Tensor, rounds: int) -> list[d
     deltas = []
     for r in range(rounds):
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        train(model, x, y, steps=5, start=r * 160)
+        train(model, x, y, steps=5, seed=r + 1)
         deltas.append({k: v - before[k] for k, v in model.state_dict().items()})
     return deltas
 

@@ -31,6 +31,7 @@ from feddistill.distill import (
     domain_affinity,
 )
 from feddistill.distill.robust_consensus import robust_consensus
+from feddistill.learn import SGDSpec, train_supervised
 from feddistill.models import build_model
 
 NUM_CLIENTS = 4
@@ -57,21 +58,13 @@ def load(seed: int) -> dict[str, torch.Tensor | np.ndarray]:
 
 
 def train_teacher(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module:
-    """SGD (lr 0.05, momentum 0.9, batch 32) on one client's data."""
+    """SGD (lr 0.05, momentum 0.9, batch 32, batch order seeded by ``seed``) on one
+    client's data, with :func:`feddistill.learn.train_supervised`; left in eval mode."""
     torch.manual_seed(seed)
     model = build_model("cnn-small", (1, 28, 28), 10)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for start in range(0, len(x), 32):
-            idx = order[start : start + 32]
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    sgd = SGDSpec(lr=0.05, momentum=0.9, batch_size=32, epochs=epochs, seed=seed)
+    train_supervised(model, x, y, sgd, torch.device("cpu"))
+    return model
 
 
 def centroid_affinity(client_f: np.ndarray, proxy_f: np.ndarray) -> torch.Tensor:

@@ -40,7 +40,8 @@ from typing import Any
 
 import torch
 
-from feddistill.config import RunConfig, from_mapping, parse_overrides
+from feddistill.config import RunConfig, from_mapping
+from feddistill.config_load import parse_overrides
 from feddistill.seeds import format_mean_std, mean_std, parse_seeds
 
 NATIVE_SEEDS = True  # `feddistill bench domains --seeds` is handled here, not by the runner

@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 
 from feddistill.cli import run_job
-from feddistill.config import load_config
+from feddistill.config_load import load_config
 from feddistill.server.results import plot_curves
 
 STRATEGIES = (

@@ -28,7 +28,7 @@ import torch
 
 from feddistill.compression import export_student
 from feddistill.compression.pruning import resize_to_state
-from feddistill.config import load_config
+from feddistill.config_load import load_config
 from feddistill.data import prepare_federated_data
 from feddistill.inprocess import run_rounds
 from feddistill.learn import KDSpec, KDTarget, SGDSpec, train_supervised

@@ -1,7 +1,8 @@
-"""Ray: attach to / start a cluster, resource planning, remote server-side work.
+"""Ray: attach to / start a cluster, resource planning.
 
-No ML maths here; see DESIGN.md ("Engines") and deploy/README.md ("Multi-node Ray
-cluster").
+A launcher (ARCHITECTURE.md, "What may import what"): no ML maths here, and nothing the
+ServerApp imports (the server's GPU task is ``feddistill/server/remote.py``); see README.md
+("Scaling out") and deploy/README.md ("Multi-node Ray cluster").
 """
 
 from feddistill.cluster.planner import ResourcePlan, plan_resources, training_memory_bytes

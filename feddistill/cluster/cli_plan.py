@@ -22,7 +22,8 @@ from typing import Any
 
 from feddistill.cluster.planner import CUDA_CONTEXT_BYTES, plan_resources, training_memory_bytes
 from feddistill.cluster.probe import cluster_resources
-from feddistill.config import RunConfig, load_config
+from feddistill.config import RunConfig
+from feddistill.config_load import load_config
 
 # One sample's shape (C, H, W) and the classes of each dataset, without loading it.
 DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {

@@ -159,7 +159,14 @@ def latency_ms(
 
 
 def accuracy(fn: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy in [0, 1] of ``fn`` on (x (N, C, H, W), y (N,))."""
+    """Top-1 accuracy in [0, 1] of ``fn`` on (x (N, C, H, W), y (N,)).
+
+    Not :func:`feddistill.learn.evaluate` on purpose: ``compression`` sits below
+    ``learn`` (which imports ``distill`` and ``timing``; ``config`` imports this package's
+    bit widths), and importing it here for these few lines would lift ``compression``
+    and ``config`` above ``learn`` (ARCHITECTURE.md, "What may import what"). ``fn`` may
+    also be a plain callable, such as the loaded TorchScript file.
+    """
     correct = 0
     with torch.no_grad(), _quiet_deprecations():
         for start in range(0, len(x), batch_size):

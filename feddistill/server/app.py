@@ -1,4 +1,10 @@
-"""Flower ServerApp: parse the run config once, run the round loop, record the outcome."""
+"""Flower ServerApp: parse the run config once, run the round loop, record the outcome.
+
+The config is parsed here as given; :class:`~feddistill.server.loop.FederationRun`
+(the server's entry for every engine) resolves the strategy's overrides once
+(:func:`feddistill.protocol.effective_config`) and keeps the given config for the run
+folder (run-config.json).
+"""
 
 from __future__ import annotations
 

@@ -26,14 +26,19 @@ def save_checkpoint(ckpt_dir: Path, server_round: int, state: dict[str, Any]) ->
 def load_latest_checkpoint(ckpt_dir: Path) -> dict[str, Any] | None:
     """The newest checkpoint, or None when there is none.
 
+    Loaded with ``weights_only=True``: a checkpoint holds tensors and plain containers
+    only (student state, consensus, mask, replicas, metric rows), so nothing in it can
+    run code when it is read.
+
     Raises:
-        ValueError: if ``latest`` names a file that is missing or unreadable.
+        ValueError: if ``latest`` names a file that is missing or unreadable, or one that
+            holds anything but tensors and plain containers.
     """
     latest = ckpt_dir / "latest"
     if not latest.is_file():
         return None
     path = ckpt_dir / latest.read_text().strip()
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise ValueError(f"checkpoint {str(path)!r} cannot be read: {exc}") from exc

@@ -91,8 +91,14 @@ def discover_partitions(grid: Grid, num_partitions: int, timeout_s: float) -> di
 class FederationRun:
     """One federated run on the server: `run` executes the remaining rounds and ends it.
 
+    The server's entry for every engine (the ServerApp, :mod:`feddistill.inprocess`):
+    the strategy's overrides are resolved here once (:func:`~feddistill.protocol.effective_config`,
+    as the ClientApp does) and the loop and policy read only :attr:`cfg`, the effective
+    config; the recorder keeps the config as given, so run-config.json and summary.json
+    show what the user asked for (and ``--resume`` starts from it).
+
     Args:
-        cfg: the run config.
+        cfg: the run config as given.
 
     Raises:
         OutDirInUse: if out-dir holds a checkpoint and ``resume`` is off, or the
@@ -100,8 +106,8 @@ class FederationRun:
     """
 
     def __init__(self, cfg: RunConfig) -> None:
-        self.cfg = cfg
-        self.recorder = RunRecorder(cfg)
+        self.recorder = RunRecorder(cfg)  # writes the config as given
+        self.cfg = cfg = P.effective_config(cfg)  # what the run does: all below reads it
         self.recorder.phase(f"loading data ({cfg.dataset}, {cfg.num_partitions} partitions)")
         reset()  # phase seconds of this run only (feddistill.timing)
         with timed("data_loading"):

@@ -71,7 +71,8 @@ class FederationPolicy:
     """The server's side of a FedDistill run between and within rounds.
 
     Args:
-        cfg: the run config.
+        cfg: the effective run config (:func:`feddistill.protocol.effective_config`:
+            the strategy's overrides applied), as :class:`FederationRun` passes it.
         data: the run's splits and partitions.
         device: where the server evaluates and distills ("cpu", "cuda").
     """

@@ -193,3 +193,23 @@ def test_serverapp_writes_checkpoint_mismatch_code_for_a_student_that_does_not_f
     error = RunFolder(tmp_path).read_server_error()
     assert error is not None and error.code == CHECKPOINT_MISMATCH
     assert "does not fit student-model='mlp'" in error.message
+
+
+def test_server_reads_the_effective_config_and_run_config_json_keeps_the_given_one(tmp_path):
+    # Prepare: fedmd overrides consensus to "mean" and server distillation to 0 epochs
+    cfg = make_cfg(tmp_path, strategy="fedmd", consensus="domain", **{"server-distill-epochs": 2})
+
+    # Execute
+    run = FederationRun(cfg)
+
+    # Assert: loop, policy and strategy read the effective config ...
+    assert (run.cfg.consensus, run.cfg.server_distill_epochs) == ("mean", 0)
+    assert run.policy.cfg is run.cfg
+    assert run.strategy.plan.consensus == "mean"
+    # ... while run-config.json holds what the user asked for
+    saved = json.loads((tmp_path / "run-config.json").read_text())
+    assert (saved["consensus"], saved["update-bit-width"], saved["strategy"]) == (
+        "domain",
+        4,
+        "fedmd",
+    )

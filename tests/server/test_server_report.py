@@ -12,7 +12,8 @@ import pytest
 from flwr.app import Context, RecordDict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from feddistill.config import from_mapping, load_config
+from feddistill.config import from_mapping
+from feddistill.config_load import load_config
 from feddistill.inprocess import InProcessGrid, task_identity
 from feddistill.server import app as server_app
 from feddistill.server import recorder, results
