@@ -24,7 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from feddistill.config import RunConfig, load_config, parse_overrides
+from feddistill.config import RunConfig
+from feddistill.config_load import load_config, parse_overrides
 from feddistill.seeds import RUN_METRICS, aggregate, numeric_leaves, parse_seeds, seeds_markdown
 from feddistill.terminal import make_console
 

@@ -44,7 +44,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from feddistill.config import from_mapping, parse_overrides
+from feddistill.config import from_mapping
+from feddistill.config_load import parse_overrides
 from feddistill.seeds import format_mean_std, mean_std, parse_seeds
 
 NATIVE_SEEDS = True  # `feddistill bench fidelity --seeds` is handled here, not by the runner
