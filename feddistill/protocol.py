@@ -22,6 +22,9 @@ CONSENSUS = "consensus"  # bytes: soft labels (B, K) encoded with the wire codec
 DOWNLINK_BASE = "downlink-base-round"  # int: replica round the delta is against; 0 = full
 DOWNLINK_PARAMS = "downlink-params"  # bytes: full parameters (fp32) or compressed delta
 DOWNLINK_BUFFERS = "downlink-buffers"  # bytes: dense buffer values
+# str: comma list of partitions whose last teacher logits the server holds (a frozen
+# teacher of those sends none); only with teacher-rounds / teacher-plateau-rounds
+LOGITS_HELD = "logits-held"
 
 # --- client -> server (train reply) ---
 METRICS = "metrics"  # MetricRecord: num-examples, partition-id, losses, bytes

@@ -19,6 +19,13 @@ import torch
 from torch import Tensor
 
 from feddistill.clients.attacks import attack_logits, attack_update
+from feddistill.clients.teacher_freeze import (
+    Plateau,
+    caches_upload,
+    frozen_upload,
+    teacher_frozen,
+    validation_split,
+)
 from feddistill.clients.train import (
     KDTarget,
     evaluate,
@@ -30,7 +37,6 @@ from feddistill.compression import (
     UpdateCompression,
     compress_update,
     encode_state,
-    encode_tensors,
 )
 from feddistill.compression.downlink import DownlinkPayload, receive_student
 from feddistill.compression.masks import (
@@ -42,14 +48,15 @@ from feddistill.compression.masks import (
     unpack_unmasked,
 )
 from feddistill.compression.pruning import resize_to_state
+from feddistill.compression.topm import encode_logits_payload
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData
 from feddistill.distill import SharedFeatureSpace, domain_affinity
 from feddistill.distill.kd3a import kept_samples
 from feddistill.distill.subset import proxy_subset, subset_rows
 from feddistill.models import buffer_names, build_model
-from feddistill.protocol import AFFINITY_TENSOR, LOGITS_TENSOR, plan_for
 from feddistill.protocol import MASK_VERSION as P_MASK_VERSION
+from feddistill.protocol import plan_for
 from feddistill.timing import timed
 
 logger = logging.getLogger(__name__)
@@ -215,6 +222,7 @@ def run_client_round(
     downlink: DownlinkPayload | None = None,
     mask_blob: bytes | None = None,
     mask_version: int = 0,
+    logits_held: bool = False,
 ) -> ClientReply:
     """Teacher round, proxy logits, student round and compressed upload of one client.
 
@@ -232,6 +240,8 @@ def run_client_round(
             given, `global_state` is ignored and rebuilt from it.
         mask_blob: the server's keep-mask bitmap when this client lacks it, else None.
         mask_version: round the global mask last changed (0: no mask).
+        logits_held: the server holds this client's last teacher logits (a frozen
+            teacher then sends none, :mod:`feddistill.clients.teacher_freeze`).
 
     Returns:
         The :class:`ClientReply` with the encoded update and logits.
@@ -281,12 +291,13 @@ def run_client_round(
     )
     if plan.uses_teachers:
         cached = state.get("teacher_cache")
-        if cfg.teacher_rounds and server_round > cfg.teacher_rounds and cached is not None:
-            # teacher-rounds: the teacher is frozen; its last logits and affinity, as
-            # encoded then, are sent again (no training, no logits, no affinity)
-            logits_payload = cached["payload"].numpy().tobytes()
-            metrics.update({k: float(v) for k, v in cached["metrics"].items()})
+        if teacher_frozen(cfg, state, server_round):
+            # the teacher is frozen (teacher-rounds or plateau): nothing new is sent when
+            # the server holds its last logits, else the cached upload again
+            logits_payload, frozen_metrics = frozen_upload(state["teacher_cache"], logits_held)
+            metrics.update(frozen_metrics)
             new_state["teacher_cache"] = cached  # the teacher's weights are not kept
+            new_state["teacher_plateau"] = state.get("teacher_plateau")
         else:
             teacher = build_model(
                 cfg.teacher_model_for(partition_id),
@@ -296,14 +307,18 @@ def run_client_round(
             )
             if "teacher" in state:
                 teacher.load_state_dict(state["teacher"])
+            x_teacher, y_teacher = x, y
+            if cfg.teacher_plateau_rounds:  # a held-out share tells when it plateaus
+                train_rows, val_rows = validation_split(len(x), cfg.seed, partition_id)
+                x_teacher, y_teacher = x[train_rows], y[train_rows]
             teacher_kd = None  # logits-only: the client's own model also learns the consensus
             if not plan.uploads_student and consensus is not None:
                 teacher_kd = KDTarget(proxy_prev, consensus, cfg.alpha, cfg.temperature)
             with timed("teacher_training"):
                 stats = train_supervised(
                     teacher,
-                    x,
-                    y,
+                    x_teacher,
+                    y_teacher,
                     cfg.teacher_epochs,
                     cfg.teacher_learning_rate,
                     cfg.momentum,
@@ -327,28 +342,32 @@ def run_client_round(
                     teacher_logits, log_affinity, cfg.attack, cfg.temperature, attack_gen
                 )
             with timed("encode"):
-                logits_payload = encode_tensors(
-                    # log-affinity: 8 linear bits keep relative weights of far samples this way
-                    {LOGITS_TENSOR: teacher_logits, AFFINITY_TENSOR: log_affinity},
-                    bit_width=cfg.logits_bit_width,
-                    per_channel=False,
+                logits_payload = encode_logits_payload(  # all classes or the top-m per row
+                    teacher_logits,
+                    log_affinity,
+                    cfg.logits_bit_width,
+                    cfg.logits_top_m,
+                    cfg.temperature,
                 )
             with timed("evaluation"):
                 _, teacher_acc = evaluate(teacher, x, y, device)
             metrics.update(teacher_loss=stats["loss"], teacher_train_accuracy=teacher_acc)
-            if cfg.teacher_rounds:
-                new_state["teacher_cache"] = {
-                    "payload": torch.frombuffer(bytearray(logits_payload), dtype=torch.uint8),
-                    "metrics": {
-                        "teacher_loss": stats["loss"],
-                        "teacher_train_accuracy": teacher_acc,
-                    },
-                }
+            if cfg.teacher_plateau_rounds:
+                with timed("evaluation"):
+                    _, val_acc = evaluate(teacher, x[val_rows], y[val_rows], device)
+                plateau = Plateau.from_state(state.get("teacher_plateau")).step(val_acc)
+                new_state["teacher_plateau"] = plateau.as_state()
+                metrics["teacher_val_accuracy"] = val_acc
             if not plan.uploads_student:
                 # measurement only: this client's model on the global test set (no training)
                 _, metrics["client_test_accuracy"] = evaluate(
                     teacher, splits.test_x, splits.test_y, device
                 )
+            if caches_upload(cfg):  # a frozen teacher's later rounds reuse this upload
+                new_state["teacher_cache"] = {
+                    "payload": torch.frombuffer(bytearray(logits_payload), dtype=torch.uint8),
+                    "metrics": dict(metrics),
+                }
         if not plan.uploads_student:
             save_state(state_dir, partition_id, server_round, new_state)
             metrics.update(

@@ -19,6 +19,7 @@ from flwr.serverapp import Grid
 from torch import Tensor
 
 from feddistill import protocol as P
+from feddistill.clients.teacher_freeze import caches_upload
 from feddistill.clients.train import few_steps_warning, predict_logits, resolve_device
 from feddistill.cluster.remote import distill_on_gpu_node
 from feddistill.compression import UpdateCompression, encode_tensors
@@ -52,6 +53,7 @@ from feddistill.server.robust import robust_policy, robustness_columns
 from feddistill.server.sparse import GlobalMask
 from feddistill.server.strategy import FedDistill, RoundOutcome
 from feddistill.server.surgery import channel_pruning_due, prune_global_channels, retarget
+from feddistill.server.teacher_logits import reuse_columns
 from feddistill.timing import flush, reset, timed
 
 logger = logging.getLogger(__name__)
@@ -172,6 +174,7 @@ class FederationRun:
             robust_keys=frozenset(name for name, _ in self.student.named_parameters()),
         )
         self.strategy.reference_fn = self.reference_logits
+        self.strategy.logits_top_m = cfg.logits_top_m  # issue 11 hook: top-m logits rows
         self.replicas: ReplicaBook | None = None  # per-client replicas (downlink deltas)
         params = {name for name, _ in self.student.named_parameters()}
         if cfg.downlink_bit_width < 32 or cfg.downlink_density < 1.0:
@@ -212,6 +215,7 @@ class FederationRun:
                 self.replicas.replicas = dict(ckpt.get("replicas", {}))
             if "mask" in ckpt:
                 self.mask.load_state_dict(ckpt["mask"])
+            self.strategy.held_logits.load_state_dict(ckpt.get("held_logits", {}))  # issue 11
             self.start_round, self.wall_offset = int(ckpt["round"]), float(ckpt["wall_seconds"])
             logger.info(
                 "resuming after round %d from %s", self.start_round, self.out / "checkpoints"
@@ -246,6 +250,8 @@ class FederationRun:
         """One round; raises RuntimeError if fewer than min-train-nodes clients succeed."""
         t0 = time.perf_counter()
         config = ConfigRecord()
+        if caches_upload(self.cfg):  # issue 11 hook: whose frozen-teacher logits are held
+            config[P.LOGITS_HELD] = self.strategy.held_logits.config_value()
         consensus_bytes = b""
         if self.consensus is not None and self.plan.uses_kd:
             # fp16 on the downlink: soft labels need finer steps than 8 bits give.
@@ -324,6 +330,7 @@ class FederationRun:
             downlink_columns(row, self.rows, student_bytes, len(messages), len(consensus_bytes))
         total_ratio_column(row, self.rows, self.fp32_update_bytes)
         row.update(client_accuracy_columns(outcome))
+        row.update(reuse_columns(outcome.accepted))  # issue 11 hook: frozen teachers
         row["server_distill_loss"] = distill_loss
         if self.mask.enabled or self.cfg.channel_pruning_ratio > 0:
             row["student_parameters"] = sum(p.numel() for p in self.student.parameters())
@@ -353,6 +360,7 @@ class FederationRun:
                     "wall_seconds": row["wall_seconds"],
                     **({"mask": self.mask.state_dict()} if self.mask.enabled else {}),
                     "replicas": self.replicas.state() if self.replicas is not None else {},
+                    "held_logits": self.strategy.held_logits.state_dict(),  # issue 11
                 },
             )
         flush(self.out)

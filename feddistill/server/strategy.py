@@ -33,6 +33,7 @@ from feddistill.server.aggregate import (
 )
 from feddistill.server.robust import ClientAction, RobustPolicy, aggregate_updates
 from feddistill.server.robust_round import robust_round_consensus
+from feddistill.server.teacher_logits import LOGITS_REUSED, HeldLogits, decode_teacher_upload
 from feddistill.timing import timed
 
 logger = logging.getLogger(__name__)
@@ -165,6 +166,9 @@ class FedDistill(FedAvg):
         # only kept coordinates of masked tensors and must name this mask version
         self.masks: dict[str, Tensor] = {}
         self.mask_version = 0
+        # issue 11: top-m logits rows (0 = all classes); frozen teachers' reused logits
+        self.logits_top_m = 0
+        self.held_logits = HeldLogits()
 
     def sample_partitions(self, server_round: int, num_partitions: int) -> list[int]:
         """Seeded sample of partition ids for `server_round`, sorted."""
@@ -248,7 +252,7 @@ class FedDistill(FedAvg):
         except CodecError as exc:
             raise RejectedUpdate(f"undecodable payload: {exc}") from None
         try:
-            tensors = decode_update(logits_bytes, self._logits_shapes()) if logits_bytes else {}
+            tensors = decode_teacher_upload(logits_bytes, self._logits_shapes(), self.logits_top_m)
         except CodecError as exc:
             raise RejectedUpdate(
                 f"undecodable teacher logits (student: {self.num_classes} classes, "
@@ -259,6 +263,9 @@ class FedDistill(FedAvg):
             validate_buffers(buffers, self.buffer_template)
         logits = tensors.get(P.LOGITS_TENSOR)
         affinity = tensors.get(P.AFFINITY_TENSOR)
+        if self.plan.uses_teachers and logits is None and metrics.get(LOGITS_REUSED):
+            # a frozen teacher: its last accepted logits
+            logits, affinity = self.held_logits.reused(int(metrics.get(P.PARTITION_ID, -1)))
         if self.plan.uses_teachers:
             if (
                 logits is None
@@ -314,6 +321,7 @@ class FedDistill(FedAvg):
         outcome.accepted.sort(key=lambda r: r.partition_id)
         if self.plan.uses_teachers:
             outcome.accepted = self._same_logits_shape(outcome)
+            self.held_logits.remember(outcome.accepted)  # reused while a teacher is frozen
         for reason in outcome.failures:
             logger.warning("round %d: %s", server_round, reason)
         if outcome.accepted and not self.plan.uploads_student:

@@ -1,0 +1,101 @@
+"""Accuracy and bytes of communication settings on one split (issue 11).
+
+Measurement, not a test. Runs the federation in process (:mod:`feddistill.inprocess`)
+once per named setting (a list of ``key=value`` overrides on the default job) with the
+same split and seed, and prints per setting the final and best test accuracy, cumulative
+uplink and downlink bytes, and the uplink and total (up + down) ratios vs fp32 FedAvg.
+
+Presets: ``logits-bits`` (4 / 8 / 16 / 2-bit teacher logits; the codec packs 1, 2, 4, 8, 16 or 32 bits), ``cheaper-logits``
+(top-m classes, teacher freeze, subsets). Any setting can also be given by hand:
+``--setting "name:key=value,key=value"``.
+
+Run: ``nice -n 10 .venv/bin/python benchmarks/comm_settings.py --preset logits-bits
+[--rounds 10] [--out /tmp/comm] [--json PATH] [--set key=value ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from feddistill.config import from_mapping
+from feddistill.inprocess import run_rounds
+
+PRESETS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "logits-bits": [(f"logits {b} bit", {"logits-bit-width": b}) for b in (4, 8, 16, 2)],
+    "cheaper-logits": [
+        ("all classes", {}),
+        ("top-3 classes", {"logits-top-m": 3}),
+        ("top-1 class", {"logits-top-m": 1}),
+        ("teacher frozen after 3 rounds", {"teacher-rounds": 3}),
+        ("teacher frozen on plateau", {"teacher-plateau-rounds": 2}),
+    ],
+}
+
+
+def _parse_setting(text: str) -> tuple[str, dict[str, Any]]:
+    name, _, body = text.partition(":")
+    overrides: dict[str, Any] = {}
+    for item in [s for s in body.split(",") if s]:
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = json.loads(value) if value[:1] in '0123456789-[{"tf' else value
+    return name, overrides
+
+
+def run_setting(
+    name: str, overrides: dict[str, Any], common: dict[str, Any], out: Path
+) -> dict[str, Any]:
+    """Run one setting in process; return its final numbers."""
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = from_mapping({**common, **overrides, "out-dir": str(out)})
+    rows = run_rounds(cfg)
+    last = rows[-1]
+    return {
+        "setting": name,
+        "overrides": overrides,
+        "final_accuracy": last["accuracy"],
+        "best_accuracy": max(r["accuracy"] for r in rows),
+        "uplink_mb": last["cumulative_uplink_bytes"] / 1e6,
+        "downlink_mb": last["cumulative_downlink_bytes"] / 1e6,
+        "uplink_ratio": last["ratio_vs_fedavg_fp32"],
+        "total_ratio": last["total_ratio_vs_fedavg_fp32"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen settings and print a markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None)
+    parser.add_argument("--setting", action="append", default=[], help="name:key=value,...")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], help="key=value for every run")
+    parser.add_argument("--out", default="/tmp/comm-settings")
+    parser.add_argument("--json", default="")
+    args = parser.parse_args(argv)
+    settings = list(PRESETS[args.preset]) if args.preset else []
+    settings += [_parse_setting(s) for s in args.setting]
+    common: dict[str, Any] = {"num-server-rounds": args.rounds, "seed": args.seed}
+    common.update(_parse_setting("common:" + ",".join(args.set))[1])
+    print("| setting | final acc | best acc | uplink MB | downlink MB | up x | total x |")
+    print("|---|---|---|---|---|---|---|")
+    results = []
+    for i, (name, overrides) in enumerate(settings):
+        res = run_setting(name, overrides, common, Path(args.out) / str(i))
+        results.append(res)
+        print(
+            f"| {name} | {res['final_accuracy']:.4f} | {res['best_accuracy']:.4f} | "
+            f"{res['uplink_mb']:.3f} | {res['downlink_mb']:.3f} | "
+            f"{res['uplink_ratio']:.1f} | {res['total_ratio']:.1f} |",
+            flush=True,
+        )
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
