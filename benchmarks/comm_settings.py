@@ -5,8 +5,9 @@ once per named setting (a list of ``key=value`` overrides on the default job) wi
 same split and seed, and prints per setting the final and best test accuracy, cumulative
 uplink and downlink bytes, and the uplink and total (up + down) ratios vs fp32 FedAvg.
 
-Presets: ``logits-bits`` (4 / 8 / 16 / 2-bit teacher logits; the codec packs 1, 2, 4, 8, 16 or 32 bits), ``cheaper-logits``
-(top-m classes, teacher freeze, subsets). Any setting can also be given by hand:
+Presets: ``logits-bits`` (4 / 8 / 16 / 2-bit teacher logits; the codec packs 1, 2, 4,
+8, 16 or 32 bits), ``cheaper-logits`` (top-m classes, teacher freeze) and ``targets``
+(issue 11's targets in one run). Any setting can also be given by hand:
 ``--setting "name:key=value,key=value"``.
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/comm_settings.py --preset logits-bits
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from feddistill.config import from_mapping
-from feddistill.inprocess import run_rounds
+from feddistill.inprocess import run_in_process, run_rounds
 
 PRESETS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "logits-bits": [(f"logits {b} bit", {"logits-bit-width": b}) for b in (4, 8, 16, 2)],
@@ -32,6 +33,44 @@ PRESETS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("top-1 class", {"logits-top-m": 1}),
         ("teacher frozen after 3 rounds", {"teacher-rounds": 3}),
         ("teacher frozen on plateau", {"teacher-plateau-rounds": 2}),
+    ],
+    # issue 11's targets, one run: centralized, the default strategy with compressed
+    # traffic both ways, logits-only with mixed client models, and a resnet18 server
+    # student (2 rounds: bytes only)
+    "targets": [
+        ("centralized", {"strategy": "centralized"}),
+        (
+            "feddistill, downlink 10% 8 bit, consensus 8 bit, top-2, subset 0.5",
+            {
+                "downlink-density": 0.1,
+                "downlink-bit-width": 8,
+                "consensus-bit-width": 8,
+                "logits-top-m": 2,
+                "logits-subset": 0.5,
+            },
+        ),
+        (
+            "logits-only mlp,cnn-small,cnn,cnn-small, top-2, subset 0.5, consensus 8 bit",
+            {
+                "strategy": "logits-only",
+                "teacher-models": "mlp,cnn-small,cnn,cnn-small",
+                "logits-top-m": 2,
+                "logits-subset": 0.5,
+                "consensus-bit-width": 8,
+            },
+        ),
+        (
+            "logits-only, resnet18 server student, 2 rounds",
+            {
+                "strategy": "logits-only",
+                "teacher-models": "mlp,cnn-small,cnn,cnn-small",
+                "student-model": "resnet18",
+                "num-server-rounds": 2,
+                "logits-top-m": 2,
+                "logits-subset": 0.5,
+                "consensus-bit-width": 8,
+            },
+        ),
     ],
 }
 
@@ -51,6 +90,20 @@ def run_setting(
     """Run one setting in process; return its final numbers."""
     shutil.rmtree(out, ignore_errors=True)
     cfg = from_mapping({**common, **overrides, "out-dir": str(out)})
+    if cfg.strategy == "centralized":  # pooled training: sends nothing
+        summary = run_in_process(cfg)
+        acc = float(summary["final_accuracy"])
+        best = float(summary.get("best_accuracy") or acc)
+        return {
+            "setting": name,
+            "overrides": overrides,
+            "final_accuracy": acc,
+            "best_accuracy": best,
+            "uplink_mb": 0.0,
+            "downlink_mb": 0.0,
+            "uplink_ratio": float("nan"),
+            "total_ratio": float("nan"),
+        }
     rows = run_rounds(cfg)
     last = rows[-1]
     return {
