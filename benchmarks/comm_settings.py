@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None)
     parser.add_argument("--setting", action="append", default=[], help="name:key=value,...")
+    parser.add_argument("--only", type=int, nargs="*", default=None, help="preset indices")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], help="key=value for every run")
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default="")
     args = parser.parse_args(argv)
     settings = list(PRESETS[args.preset]) if args.preset else []
+    if args.only is not None:
+        settings = [s for i, s in enumerate(settings) if i in args.only]
     settings += [_parse_setting(s) for s in args.setting]
     common: dict[str, Any] = {"num-server-rounds": args.rounds, "seed": args.seed}
     common.update(_parse_setting("common:" + ",".join(args.set))[1])
