@@ -60,6 +60,15 @@ PRESETS: dict[str, list[tuple[str, dict[str, Any]]]] = {
             },
         ),
         (
+            "logits-only mlp,cnn-small,cnn,cnn-small, top-2, whole proxy, consensus 8 bit",
+            {
+                "strategy": "logits-only",
+                "teacher-models": "mlp,cnn-small,cnn,cnn-small",
+                "logits-top-m": 2,
+                "consensus-bit-width": 8,
+            },
+        ),
+        (
             "logits-only, resnet18 server student, 2 rounds",
             {
                 "strategy": "logits-only",
