@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from feddistill.clients.round import run_client_round
+from feddistill.clients.state import load_state
 from feddistill.clients.teacher_freeze import (
     LOGITS_REUSED,
     Plateau,
@@ -116,3 +117,19 @@ def test_validation_split_rejects_fewer_than_two_samples():
     # Execute / Assert
     with pytest.raises(ValueError, match="needs >= 2 samples per client.*partition 3 has 1"):
         validation_split(1, seed=0, partition_id=3)
+
+
+def test_plateau_round_reports_the_validation_accuracy_it_keeps(
+    tmp_path: Path, digits: tuple
+) -> None:
+    # Prepare: teacher-plateau-rounds=2 (the teacher trains on 90 %, validates on 10 %)
+    cfg, data = digits
+    cfg = cfg.replace(teacher_rounds=0, teacher_plateau_rounds=2)
+    # Execute
+    reply = run_client_round(cfg, data, 0, _global_state(data), None, 1, tmp_path, CPU)
+    # Assert: the first accuracy is the best so far, with no stale round; the upload is
+    # cached for the rounds after a plateau
+    state = load_state(tmp_path, 0, 2)
+    assert 0.0 <= reply.metrics["teacher_val_accuracy"] <= 1.0
+    assert state["teacher_plateau"] == {"best": reply.metrics["teacher_val_accuracy"], "stale": 0.0}
+    assert state["teacher_cache"]["payload"].numpy().tobytes() == reply.logits
