@@ -189,6 +189,7 @@ BENCHMARKS = {  # name -> module of feddistill.benchmarks
     "domains": "domains",
     "overhead": "overhead",
     "fidelity": "fidelity",
+    "comm": "comm_settings",
 }
 BENCHMARK_HELP = {
     "compression": "codec settings (top-k density x bit width): compression ratio, "
@@ -207,6 +208,8 @@ BENCHMARK_HELP = {
     "and in-process engines, and their wall-time ratio",
     "fidelity": "published results' shapes beside ours: top-k 5% with and without error "
     "feedback, 4-bit updates vs fp32 FedAvg, a distilled student vs the same student alone",
+    "comm": "communication settings on one split (--preset logits-bits | cheaper-logits | "
+    "targets, or --setting): final/best accuracy, uplink/downlink MB, ratios vs fp32 FedAvg",
 }
 
 

@@ -93,6 +93,7 @@ class RunConfig:
     local_epochs: int = 1  # local student epochs per round
     local_steps: int = 0  # fixed student SGD steps per round; 0 = local-epochs decides
     teacher_rounds: int = 0  # train teachers in rounds 1..R, then reuse cached logits; 0 = always
+    teacher_plateau_rounds: int = 0  # freeze a teacher after P rounds without a better val acc
     batch_size: int = 32
     learning_rate: float = 0.02  # student SGD learning rate
     teacher_learning_rate: float = 0.05
@@ -110,6 +111,7 @@ class RunConfig:
     downlink_density: float = 1.0  # top-k fraction of the global-student delta sent down
     downlink_bit_width: int = 32  # bits of that delta; 32 with density 1: full fp32 model
     logits_subset: float = 1.0  # seeded share of the proxy set with logits each round
+    logits_top_m: int = 0  # classes per logits row sent (top-m, the rest one fill value); 0 = all
     consensus_bit_width: int = 16  # bits of the soft labels sent down (measured: README)
     export_sparsity: float = 0.5  # unstructured sparsity of the exported student, [0, 1)
     # --- in-federation sparsity (server-owned global mask; 0 = off) ---
@@ -187,6 +189,8 @@ class RunConfig:
             "local_epochs",
             "local_steps",
             "teacher_rounds",
+            "teacher_plateau_rounds",
+            "logits_top_m",
             "server_distill_epochs",
             "seed",
         ):
@@ -234,6 +238,11 @@ class RunConfig:
             raise ValueError(
                 f"teacher-rounds={self.teacher_rounds} resends cached logits of the whole proxy "
                 f"set; it needs logits-subset=1.0, got {self.logits_subset}"
+            )
+        if self.teacher_plateau_rounds and self.logits_subset < 1.0:
+            raise ValueError(
+                f"teacher-plateau-rounds={self.teacher_plateau_rounds} reuses logits of the "
+                f"whole proxy set; it needs logits-subset=1.0, got {self.logits_subset}"
             )
         for key in ("learning_rate", "teacher_learning_rate", "temperature", "dirichlet_alpha"):
             _check_range(key, getattr(self, key), low=0.0, low_open=True)

@@ -22,6 +22,9 @@ CONSENSUS = "consensus"  # bytes: soft labels (compression/consensus_payload.py)
 DOWNLINK_BASE = "downlink-base-round"  # int: replica round the delta is against; 0 = full
 DOWNLINK_PARAMS = "downlink-params"  # bytes: full parameters (fp32) or compressed delta
 DOWNLINK_BUFFERS = "downlink-buffers"  # bytes: dense buffer values
+# str: comma list of partitions whose last teacher logits the server holds (a frozen
+# teacher of those sends none); only with teacher-rounds / teacher-plateau-rounds
+LOGITS_HELD = "logits-held"
 
 # --- client -> server (train reply) ---
 METRICS = "metrics"  # MetricRecord: num-examples, partition-id, losses, bytes
@@ -32,6 +35,7 @@ BUFFERS = "buffers"  # bytes: the student's buffers (BatchNorm statistics) as de
 PLACEMENT = "placement"  # ConfigRecord: where the client ran (hostname, ray-node-id, gpu-ids, pid)
 NUM_EXAMPLES = "num-examples"
 PARTITION_ID = "partition-id"
+LOGITS_REUSED = "logits_reused"  # metric 1.0: a frozen teacher sent no logits on purpose
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,9 @@ class StrategyPlan:
         uploads_student: clients train and upload the shared student; False for
             ``logits-only`` (clients upload teacher logits only, each may run its own
             architecture, nothing of the student goes down or up).
+        freezes_teachers: teachers stop training (``teacher-rounds`` or
+            ``teacher-plateau-rounds``); the server then names the partitions whose
+            logits it holds (:data:`LOGITS_HELD`) and a frozen teacher sends none.
     """
 
     uses_teachers: bool
@@ -62,6 +69,7 @@ class StrategyPlan:
     error_feedback: bool
     server_distill_epochs: int
     uploads_student: bool = True
+    freezes_teachers: bool = False
 
 
 TEACHER_STRATEGIES = ("feddistill", "fedmd", "logits-only")  # clients train teachers + KD
@@ -129,4 +137,5 @@ def plan_for(cfg: RunConfig) -> StrategyPlan:
         error_feedback=eff.error_feedback,
         server_distill_epochs=eff.server_distill_epochs,
         uploads_student=eff.strategy != "logits-only",
+        freezes_teachers=teachers and bool(eff.teacher_rounds or eff.teacher_plateau_rounds),
     )

@@ -58,3 +58,21 @@ def test_effective_config_is_idempotent_and_the_plan_reads_it(strategy: str) -> 
         eff.error_feedback,
     )
     assert plan.server_distill_epochs == eff.server_distill_epochs
+
+
+@pytest.mark.parametrize(
+    ("settings", "freezes"),
+    [
+        ({"strategy": "feddistill"}, False),
+        ({"strategy": "feddistill", "teacher_rounds": 3}, True),
+        ({"strategy": "logits-only", "teacher_plateau_rounds": 2}, True),
+        ({"strategy": "fedavg", "teacher_rounds": 3}, False),  # no teachers to freeze
+    ],
+)
+def test_plan_freezes_teachers_only_with_teachers_and_a_freeze_key(
+    settings: dict, freezes: bool
+) -> None:
+    # Execute
+    plan = plan_for(RunConfig(**settings))
+    # Assert
+    assert plan.freezes_teachers is freezes

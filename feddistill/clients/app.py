@@ -113,6 +113,7 @@ def train(msg: Message, context: Context) -> Message:
         downlink,
         mask_blob=cast(bytes, config[P.MASK]) if P.MASK in config else None,
         mask_version=int(cast(int, config.get(P.MASK_VERSION, 0))),
+        logits_held=str(partition_id) in str(config.get(P.LOGITS_HELD, "")).split(","),
     )
     metrics = MetricRecord(
         {P.NUM_EXAMPLES: reply.num_examples, P.PARTITION_ID: partition_id, **reply.metrics}

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from feddistill.clients.attacks import attack_logits, attack_update
 from feddistill.clients.state import load_state, save_state
+from feddistill.clients.teacher_freeze import TeacherFreeze
 from feddistill.compression import (
     CompressionSpec,
     compress_update,
@@ -174,6 +175,7 @@ def run_client_round(
     downlink: DownlinkPayload | None = None,
     mask_blob: bytes | None = None,
     mask_version: int = 0,
+    logits_held: bool = False,
 ) -> ClientReply:
     """Teacher round, proxy logits, student round and compressed upload of one client.
 
@@ -192,6 +194,8 @@ def run_client_round(
             given, `global_state` is ignored and rebuilt from it.
         mask_blob: the server's keep-mask bitmap when this client lacks it, else None.
         mask_version: round the global mask last changed (0: no mask).
+        logits_held: the server holds this client's last teacher logits (a frozen
+            teacher then sends none, :mod:`feddistill.clients.teacher_freeze`).
 
     Returns:
         The :class:`ClientReply` with the encoded update and logits.
@@ -242,13 +246,9 @@ def run_client_round(
         proxy_subset(num_proxy, cfg.logits_subset, cfg.seed, max(1, server_round - 1)),
     )
     if plan.uses_teachers:
-        cached = state.get("teacher_cache")
-        if cfg.teacher_rounds and server_round > cfg.teacher_rounds and cached is not None:
-            # teacher-rounds: the teacher is frozen; its last logits and affinity, as
-            # encoded then, are sent again (no training, no logits, no affinity)
-            logits_payload = cached["payload"].numpy().tobytes()
-            metrics.update({k: float(v) for k, v in cached["metrics"].items()})
-            new_state["teacher_cache"] = cached  # the teacher's weights are not kept
+        freeze = TeacherFreeze(cfg, plan, partition_id, state, server_round)
+        if freeze.frozen:  # teacher-rounds or plateau: no training, no new logits
+            logits_payload = freeze.frozen_round(new_state, metrics, logits_held)
         else:
             teacher = build_model(
                 cfg.teacher_model_for(partition_id),
@@ -269,7 +269,10 @@ def run_client_round(
                 seed=_round_seed(cfg.seed, partition_id, server_round, 1),
             )
             with timed("teacher_training"):
-                stats = train_supervised(teacher, x, y, teacher_sgd, device, kd=teacher_kd)
+                x_teacher, y_teacher = freeze.training_rows(x, y)
+                stats = train_supervised(
+                    teacher, x_teacher, y_teacher, teacher_sgd, device, kd=teacher_kd
+                )
             new_state["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
             with timed("logits_affinity"):
                 teacher_logits = predict_logits(teacher, proxy_now, device)  # (b, K)
@@ -283,22 +286,17 @@ def run_client_round(
                     )
                 )
             with timed("encode"):
-                logits_payload = upload.encode(cfg.logits_bit_width)
+                logits_payload = upload.encode(
+                    cfg.logits_bit_width, cfg.logits_top_m, cfg.temperature
+                )
             with timed("evaluation"):
                 teacher_acc = evaluate(teacher, x, y, device)["accuracy"]
             metrics.update(teacher_loss=stats["loss"], teacher_train_accuracy=teacher_acc)
-            if cfg.teacher_rounds:
-                new_state["teacher_cache"] = {
-                    "payload": torch.frombuffer(bytearray(logits_payload), dtype=torch.uint8),
-                    "metrics": {
-                        "teacher_loss": stats["loss"],
-                        "teacher_train_accuracy": teacher_acc,
-                    },
-                }
             if not plan.uploads_student:
                 # measurement only: this client's model on the global test set (no training)
                 test = evaluate(teacher, splits.test_x, splits.test_y, device)
                 metrics["client_test_accuracy"] = test["accuracy"]
+            freeze.trained_round(teacher, x, y, device, logits_payload, new_state, metrics)
         if not plan.uploads_student:
             save_state(state_dir, partition_id, server_round, new_state)
             metrics.update(

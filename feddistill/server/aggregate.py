@@ -149,13 +149,16 @@ def apply_update(
         buffers: averaged buffer values (BatchNorm statistics); None for none.
 
     Returns:
-        A new state_dict with the dtypes of ``state``.
+        A new state_dict with the dtypes of ``state``; a key in neither ``update`` nor
+        ``buffers`` keeps its value (``logits-only``: no client sends buffers).
     """
     buffers = buffers or {}
     out: dict[str, Tensor] = {}
     for key, value in state.items():
         if key in buffers:
             out[key] = buffers[key].to(value.dtype)
+        elif key not in update:
+            out[key] = value.clone()
         elif value.is_floating_point():
             out[key] = value + update[key].to(value.dtype)
         else:

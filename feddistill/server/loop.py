@@ -23,6 +23,7 @@ from feddistill.server.policy import FederationPolicy
 from feddistill.server.recorder import RunRecorder
 from feddistill.server.robust import robustness_columns
 from feddistill.server.round_metrics import RoundMetrics, federated_round_metrics
+from feddistill.server.teacher_logits import reused_count
 from feddistill.timing import reset, timed
 
 logger = logging.getLogger(__name__)
@@ -213,6 +214,8 @@ class FederationRun:
             )
         if policy.mask.enabled:
             m.global_sparsity, m.downlink_mask_bytes = policy.mask.sparsity, sent.mask_bytes
+        if policy.plan.freezes_teachers:  # issue 11: frozen teachers that sent no logits
+            m.logits_reused = reused_count(outcome.accepted)
         robust = robustness_columns(outcome.actions, outcome.failures)
         m.robust_events = cast(list[dict[str, int | str]], robust.pop("robust_events"))
         m.robust_counts = {k: cast(int, v) for k, v in robust.items()}

@@ -98,6 +98,7 @@ class FederationPolicy:
             robust_keys=frozenset(name for name, _ in self.student.named_parameters()),
         )
         self.strategy.reference_fn = self.reference_logits
+        self.strategy.logits_top_m = cfg.logits_top_m  # top-m teacher logits rows (issue 11)
         self.replicas: ReplicaBook | None = None  # per-client replicas (downlink deltas)
         params = {name for name, _ in self.student.named_parameters()}
         if cfg.downlink_bit_width < 32 or cfg.downlink_density < 1.0:
@@ -117,7 +118,7 @@ class FederationPolicy:
         )
 
     def resume(self, ckpt: dict[str, Any]) -> None:
-        """Take the student, consensus, replicas and mask from a checkpoint.
+        """Take the student, consensus, replicas, mask and held logits from a checkpoint.
 
         Raises:
             RuntimeError: if the checkpoint's student does not fit ``student-model``.
@@ -130,6 +131,7 @@ class FederationPolicy:
             self.replicas.replicas = dict(ckpt.get("replicas", {}))
         if "mask" in ckpt:
             self.mask.load_state_dict(ckpt["mask"])
+        self.strategy.held_logits.load_state_dict(ckpt.get("held_logits", {}))
 
     def checkpoint_state(self) -> dict[str, Any]:
         """What :meth:`resume` needs to continue after this round."""
@@ -138,11 +140,18 @@ class FederationPolicy:
             "consensus": self.consensus,
             **({"mask": self.mask.state_dict()} if self.mask.enabled else {}),
             "replicas": self.replicas.state() if self.replicas is not None else {},
+            **(
+                {"held_logits": self.strategy.held_logits.state_dict()}
+                if self.plan.freezes_teachers
+                else {}
+            ),
         }
 
     def configure(self, server_round: int, grid: Grid) -> SentRound:
         """Model surgery due this round, then one train message per sampled client."""
         config = ConfigRecord()
+        if self.plan.freezes_teachers:  # whose frozen-teacher logits the server holds
+            config[P.LOGITS_HELD] = self.strategy.held_logits.config_value()
         consensus_bytes = b""
         if self.consensus is not None and self.plan.uses_kd:
             # fp16 on the downlink: soft labels need finer steps than 8 bits give.

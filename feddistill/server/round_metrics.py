@@ -23,6 +23,7 @@ _OPTIONAL = (
     "student_seconds_mean",
     "global_sparsity",
     "downlink_mask_bytes",
+    "logits_reused",
 )
 _ROBUST = ("clipped", "excluded", "down_weighted", "capped")
 
@@ -47,6 +48,8 @@ class RoundMetrics:
         ratio_vs_fedavg_fp32, total_ratio_vs_fedavg_fp32: those sums over this run's.
         client_accuracy: ``client_<p>_accuracy`` and their mean (logits-only runs).
         server_distill_loss: the server's FedDF distillation loss (0: none).
+        logits_reused: accepted clients whose frozen teacher sent no logits (the
+            server reused its held ones); None unless teachers can freeze.
         robust_counts: clipped / excluded / down_weighted / capped clients.
         robust_events: every such action and every rejected reply, with its reason
             (metrics.jsonl and report.md only).
@@ -79,6 +82,7 @@ class RoundMetrics:
     student_seconds_mean: float | None = None
     global_sparsity: float | None = None
     downlink_mask_bytes: int | None = None
+    logits_reused: int | None = None
     robust_counts: dict[str, int] = field(default_factory=dict)
     robust_events: list[dict[str, int | str]] = field(default_factory=list)
     round_seconds: float = 0.0

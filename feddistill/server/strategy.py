@@ -40,6 +40,7 @@ from feddistill.server.aggregate import (
 )
 from feddistill.server.robust import ClientAction, RobustPolicy, aggregate_updates
 from feddistill.server.robust_round import robust_round_consensus
+from feddistill.server.teacher_logits import HeldLogits
 from feddistill.timing import timed
 
 logger = logging.getLogger(__name__)
@@ -165,6 +166,8 @@ class FedDistill:
         # only kept coordinates of masked tensors and must name this mask version
         self.masks: dict[str, Tensor] = {}
         self.mask_version = 0
+        self.logits_top_m = 0  # issue 11: top-m logits rows (0 = all classes)
+        self.held_logits = HeldLogits()  # issue 11: reused while a teacher is frozen
 
     def sample_partitions(self, server_round: int, num_partitions: int) -> list[int]:
         """Seeded sample of partition ids for `server_round`, sorted."""
@@ -241,7 +244,9 @@ class FedDistill:
         try:
             upload = None
             if logits_bytes:
-                upload = TeacherUpload.decode(logits_bytes, self.proxy_size, self.num_classes)
+                upload = TeacherUpload.decode(
+                    logits_bytes, self.proxy_size, self.num_classes, self.logits_top_m
+                )
         except CodecError as exc:
             raise RejectedUpdate(
                 f"undecodable teacher logits (student: {self.num_classes} classes, "
@@ -250,7 +255,11 @@ class FedDistill:
         if self.plan.uploads_student:
             validate_update(update, self.param_template, self.max_update_norm)
             validate_buffers(buffers, self.buffer_template)
-        if self.plan.uses_teachers and upload is None:
+        logits, affinity = (upload.logits, upload.affinity_weights()) if upload else (None, None)
+        if self.plan.uses_teachers and upload is None and metrics.get(P.LOGITS_REUSED):
+            # a frozen teacher: its last accepted logits
+            logits, affinity = self.held_logits.reused(int(metrics.get(P.PARTITION_ID, -1)))
+        if self.plan.uses_teachers and logits is None:
             raise RejectedUpdate("teacher logits (B, K) and affinity (B,) are required")
         num_examples = int(metrics.get(P.NUM_EXAMPLES, -1))
         if num_examples < 0:
@@ -259,8 +268,8 @@ class FedDistill:
             partition_id=int(metrics.get(P.PARTITION_ID, -1)),
             num_examples=num_examples,
             update=update,
-            logits=upload.logits if upload else None,
-            affinity=upload.affinity_weights() if upload else None,
+            logits=logits,
+            affinity=affinity,
             metrics=metrics,
             uplink_bytes=len(update_bytes) + len(logits_bytes) + len(buffers_bytes),
             placement=dict(msg.content[P.PLACEMENT]) if P.PLACEMENT in msg.content else {},  # type: ignore[arg-type]
@@ -304,6 +313,7 @@ class FedDistill:
         outcome.accepted.sort(key=lambda r: r.partition_id)
         if self.plan.uses_teachers:
             outcome.accepted = self._same_logits_shape(outcome)
+            self.held_logits.remember(outcome.accepted)
         for reason in outcome.failures:
             logger.warning("round %d: %s", server_round, reason)
         if outcome.accepted and not self.plan.uploads_student:

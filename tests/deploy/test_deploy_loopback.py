@@ -108,6 +108,31 @@ def test_two_round_job_completes_through_tls_and_auth(deployment, tmp_path):
         assert any((deployment.workdir / f"supernode-{i}" / "state").rglob("*")), i
 
 
+def test_logits_only_job_with_mixed_models_completes_through_the_deployment_engine(
+    deployment, tmp_path
+):
+    # Prepare: issue 11 - logits-only, a different model on each SuperNode, top-2 logits
+    cfg = from_mapping(
+        {
+            **SMALL,
+            "strategy": "logits-only",
+            "teacher-models": "mlp,cnn-small",
+            "logits-top-m": 2,
+            "out-dir": str(tmp_path / "out"),
+        }
+    )
+    # Execute
+    summary = deployment.run_job(cfg, timeout_s=300)
+    # Assert
+    assert summary["status"] == "completed", summary.get("error")
+    table = [
+        json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["accepted"] for r in table] == [2, 2]
+    assert all(r["uplink_update_bytes"] == 0 and r["uplink_logits_bytes"] > 0 for r in table)
+    assert {"client_0_accuracy", "client_1_accuracy"} <= set(summary)
+
+
 def test_supernode_with_unregistered_key_is_refused(deployment, tmp_path):
     # Prepare: a valid key pair the SuperLink has never seen
     rogue_key = F.generate_supernode_keys(tmp_path / "rogue", 1)[0]

@@ -104,6 +104,28 @@ def test_run_writes_every_result_and_is_deterministic(tmp_path, test_env):
     assert without_timing(rows(a)) == without_timing(rows(b))
 
 
+def test_logits_only_with_mixed_models_runs_on_the_simulation_engine(tmp_path, test_env):
+    # Prepare: issue 11 - one architecture per client, top-2 logits, teachers frozen
+    # after round 1 (round 2 sends no logits: the server reuses its held ones)
+    out = tmp_path / "lo"
+    extra = (
+        'strategy="logits-only"',
+        'teacher-models="mlp,cnn-small,mlp"',
+        "logits-top-m=2",
+        "teacher-rounds=1",
+    )
+    # Execute
+    result = feddistill("run", "--out", str(out), "--quiet", *sets(*extra), env=test_env)
+    # Assert
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = rows(out)
+    assert [int(r["accepted"]) for r in table] == [3, 3]
+    assert [int(r["uplink_update_bytes"]) for r in table] == [0, 0]
+    assert int(table[0]["uplink_logits_bytes"]) > 0
+    assert [int(r["logits_reused"]) for r in table] == [0, 3]
+    assert int(table[1]["uplink_bytes"]) == 0
+
+
 def test_failing_client_is_counted_and_round_goes_on(tmp_path, test_env):
     # Prepare: partition 1 raises in every round; 2 of 3 clients remain (min-train-nodes=2)
     out = tmp_path / "fail"

@@ -153,3 +153,13 @@ def test_validate_buffers_rejects_with_the_key_named(buffers, match):
 def test_validate_buffers_accepts_zero_variance():
     # Execute / Assert: a variance of exactly 0 (a dead channel) is valid; no exception
     validate_buffers({**BUFFERS, "bn.running_var": torch.zeros(2)}, BUFFERS)
+
+
+def test_apply_update_keeps_buffers_no_client_sent_logits_only_regression():
+    # Prepare: logits-only sends no buffers; the update has the parameters only
+    state = {"w": torch.ones(2), "bn.running_mean": torch.full((2,), 3.0)}
+    # Execute
+    out = apply_update(state, {"w": torch.full((2,), 0.5)})
+    # Assert: w moved by the update, the BatchNorm statistic kept its value
+    assert torch.equal(out["w"], torch.full((2,), 1.5))
+    assert torch.equal(out["bn.running_mean"], torch.full((2,), 3.0))

@@ -74,3 +74,16 @@ def test_row_round_trips():
     m.robust_counts = {"clipped": 1, "excluded": 0, "down_weighted": 0, "capped": 0}
     # Execute / Assert
     assert RoundMetrics.from_row(m.to_row()) == m
+
+
+def test_logits_reused_is_a_column_only_when_measured():
+    # Prepare: a default round (None) and a round where 2 frozen teachers sent nothing
+    default = RoundMetrics(1, EVALUATION, 0.75, 4, 4, 0)
+    frozen = RoundMetrics(2, EVALUATION, 0.75, 4, 4, 0, logits_reused=2)
+    # Execute
+    default_row, frozen_row = default.to_row(), frozen.to_row()
+    # Assert: the default job's metrics.csv keeps its columns
+    assert "logits_reused" not in default_row
+    assert frozen_row["logits_reused"] == 2
+    columns = list(frozen_row)
+    assert columns.index("logits_reused") == columns.index("server_distill_loss") + 1

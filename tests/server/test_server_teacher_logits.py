@@ -1,0 +1,146 @@
+"""Issue 11: the server reuses a frozen teacher's logits, across rounds and resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+
+from feddistill import protocol as P
+from feddistill.compression.teacher_upload import TeacherUpload
+from feddistill.config import RunConfig, from_mapping
+from feddistill.inprocess import run_rounds
+from feddistill.server.aggregate import RejectedUpdate
+from feddistill.server.strategy import FedDistill
+from feddistill.server.teacher_logits import HeldLogits
+
+JOB = {
+    "dataset": "digits",
+    "strategy": "logits-only",
+    "num-partitions": 2,
+    "num-server-rounds": 3,
+    "teacher-models": "mlp",
+    "student-model": "mlp",
+    "batch-size": 64,
+    "teacher-rounds": 1,
+}
+
+
+def _strategy(top_m: int = 0) -> FedDistill:
+    plan = P.plan_for(RunConfig(strategy="logits-only"))
+    strategy = FedDistill(
+        {"w": torch.zeros(2)}, plan, temperature=2.0, seed=0, num_classes=3, proxy_size=4
+    )
+    strategy.logits_top_m = top_m
+    return strategy
+
+
+def _reply(partition: int, logits: bytes, reused: bool = False) -> Message:
+    request = Message(RecordDict({P.CONFIG: ConfigRecord({"x": 1})}), 5, MessageType.TRAIN)
+    metrics = {P.NUM_EXAMPLES: 10, P.PARTITION_ID: partition, P.LOGITS_REUSED: float(reused)}
+    content = RecordDict(
+        {
+            P.METRICS: MetricRecord(metrics),
+            P.PAYLOAD: ConfigRecord({P.UPDATE: b"", P.LOGITS: logits, P.BUFFERS: b""}),
+        }
+    )
+    return Message(content, reply_to=request)
+
+
+def _upload(value: float) -> bytes:
+    return TeacherUpload(torch.full((4, 3), value), torch.zeros(4)).encode(bit_width=32)
+
+
+def test_reused_logits_are_the_last_accepted_ones_and_cost_no_uplink():
+    # Prepare: round 1 partition 0 sends logits of 1.0 and partition 1 of 3.0
+    strategy = _strategy()
+    strategy.aggregate_round(1, [_reply(0, _upload(1.0)), _reply(1, _upload(3.0))])
+    # Execute: round 2, partition 0 reuses, partition 1 sends new logits (5.0)
+    outcome = strategy.aggregate_round(2, [_reply(0, b"", reused=True), _reply(1, _upload(5.0))])
+    # Assert
+    first, second = outcome.accepted
+    assert torch.equal(first.logits, torch.full((4, 3), 1.0))
+    assert first.uplink_bytes == 0
+    assert torch.equal(second.logits, torch.full((4, 3), 5.0))
+    assert strategy.held_logits.config_value() == "0,1"
+
+
+def test_reply_reusing_logits_the_server_does_not_hold_is_rejected():
+    # Prepare: nothing held yet
+    strategy = _strategy()
+    # Execute
+    outcome = strategy.aggregate_round(1, [_reply(0, b"", reused=True), _reply(1, _upload(2.0))])
+    # Assert: the round goes on with partition 1
+    assert [r.partition_id for r in outcome.accepted] == [1]
+    assert "partition 0 reuses teacher logits the server does not hold" in outcome.failures[0]
+
+
+def test_held_logits_reused_raises_for_an_unknown_partition():
+    # Prepare
+    held = HeldLogits()
+    held.logits[2] = (torch.zeros(4, 3), torch.zeros(4))
+    # Execute / Assert
+    with pytest.raises(RejectedUpdate, match=r"partition 7 reuses .* \(held: \[2\]\)"):
+        held.reused(7)
+
+
+def test_held_logits_survive_a_state_dict_round_trip():
+    # Prepare
+    held = HeldLogits()
+    held.logits[1] = (torch.arange(12.0).reshape(4, 3), torch.ones(4))
+    # Execute
+    restored = HeldLogits()
+    restored.load_state_dict(held.state_dict())
+    # Assert
+    assert restored.config_value() == "1"
+    assert torch.equal(restored.logits[1][0], torch.arange(12.0).reshape(4, 3))
+    assert torch.equal(restored.logits[1][1], torch.ones(4))
+
+
+def test_top_m_reply_is_decoded_to_dense_logits():
+    # Prepare: K=3, m=1, fp32: row [2, 0, 0] -> top class 0 = 2, fill 0
+    strategy = _strategy(top_m=1)
+    logits = torch.tensor([[2.0, 0.0, 0.0]]).repeat(4, 1)
+    payload = TeacherUpload(logits, torch.zeros(4)).encode(32, top_m=1, temperature=2.0)
+    # Execute
+    outcome = strategy.aggregate_round(1, [_reply(0, payload), _reply(1, payload)])
+    # Assert
+    assert torch.allclose(outcome.accepted[0].logits, logits)
+    assert outcome.accepted[0].uplink_bytes == len(payload)
+
+
+def test_top_m_reply_without_known_shapes_is_rejected():
+    # Prepare: the server does not know B and K
+    strategy = _strategy(top_m=1)
+    strategy.proxy_size = None
+    payload = TeacherUpload(torch.zeros(4, 3), torch.zeros(4)).encode(32, top_m=1)
+    # Execute
+    outcome = strategy.aggregate_round(1, [_reply(0, payload)])
+    # Assert
+    assert "top-m logits need the proxy size and class count" in outcome.failures[0]
+
+
+def test_frozen_teacher_logits_are_reused_across_rounds_and_resume(tmp_path):
+    # Prepare: teacher-rounds=1, 3 rounds straight vs 2 rounds, then resumed to 3
+    straight = run_rounds(from_mapping({**JOB, "out-dir": str(tmp_path / "a")}))
+    run_rounds(from_mapping({**JOB, "num-server-rounds": 2, "out-dir": str(tmp_path / "b")}))
+    # Execute
+    resumed = run_rounds(from_mapping({**JOB, "out-dir": str(tmp_path / "b"), "resume": True}))
+    # Assert: rounds 2-3 send no logits; the resumed round 3 equals the straight one
+    assert [r["logits_reused"] for r in straight] == [0, 2, 2]
+    assert [r["uplink_logits_bytes"] for r in straight][1:] == [0, 0]
+    assert resumed[-1]["logits_reused"] == 2
+    assert resumed[-1]["accuracy"] == straight[-1]["accuracy"]
+    assert resumed[-1]["uplink_bytes"] == 0
+
+
+def test_teacher_plateau_with_a_logits_subset_is_refused():
+    # Execute / Assert
+    with pytest.raises(ValueError, match="teacher-plateau-rounds=2 reuses logits of the whole"):
+        from_mapping({"teacher-plateau-rounds": 2, "logits-subset": 0.5})
+
+
+def test_negative_logits_top_m_is_refused():
+    # Execute / Assert
+    with pytest.raises(ValueError, match=r"logits-top-m=-1 is out of range; allowed: \[0, inf\)"):
+        from_mapping({"logits-top-m": -1})
