@@ -11,7 +11,12 @@ second panel), `accuracy_vs_uplink.png` and `accuracy_vs_round.png`.
 `--scale` adds a 100-client Dirichlet run with 10% of clients per round and reports
 the peak resident memory of the whole process tree.
 
+`--regime label-skew` runs feddistill and fedavg instead on 10 Dirichlet(0.1) clients,
+20 rounds, over `--seeds` (default 0,1,2), in process, and writes a mean +- std table
+(benchmarks/fed_label_skew.py).
+
 Usage: python benchmarks/fed_mnist5k.py [--rounds 10] [--out DIR] [--only a,b] [--scale]
+       python benchmarks/fed_mnist5k.py --regime label-skew [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -74,11 +79,13 @@ class PeakMemory:
         self._thread.join()
 
 
-def run_one(name: str, overrides: list[str], out: Path) -> dict[str, Any]:
+def run_one(
+    name: str, overrides: list[str], out: Path, engine: str = "simulation"
+) -> dict[str, Any]:
     cfg = load_config(None, [*overrides, f"out-dir={str(out.resolve())!r}"])
     t0 = time.perf_counter()
     with PeakMemory() as mem:
-        summary = run_job(cfg, quiet=True)
+        summary = run_job(cfg, quiet=True, engine=engine)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
     return {
         "name": name,
@@ -165,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--rounds", type=int, default=10, help="server rounds of every run (default 10)"
+        "--rounds",
+        type=int,
+        default=None,
+        help="server rounds of every run (default 10; 20 with --regime label-skew)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of every run: data, partitions, init (default 0)"
@@ -199,7 +209,21 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override a config key for every run (repeatable), e.g. --set dataset=digits",
     )
+    parser.add_argument(
+        "--regime",
+        choices=("kmeans", "label-skew"),
+        default="kmeans",
+        help="kmeans: the default job's 4 KMeans clients (default); label-skew: 10 "
+        "Dirichlet(0.1) clients, 20 rounds, feddistill and fedavg over --seeds, in process "
+        "(benchmarks/fed_label_skew.py)",
+    )
+    parser.add_argument(
+        "--seeds", default="0,1,2", help="seeds of --regime label-skew (default 0,1,2)"
+    )
     args = parser.parse_args(argv)
+    if args.regime == "label-skew":
+        return label_skew_main(args, parser)
+    args.rounds = 10 if args.rounds is None else args.rounds
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     common = [f"num-server-rounds={args.rounds}", f"seed={args.seed}", *args.set]
@@ -242,6 +266,60 @@ def main(argv: list[str] | None = None) -> int:
         out, {r["name"]: r["rows"] for r in results if r["name"] != "centralized" and r["rows"]}
     )
     plot_bytes(out, results)
+    print(table)
+    return 0 if all(r["status"] == "completed" for r in results) else 1
+
+
+def _label_skew_module() -> Any:
+    import importlib.util
+
+    path = Path(__file__).with_name("fed_label_skew.py")
+    spec = importlib.util.spec_from_file_location("feddistill_bench_fed_label_skew", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def label_skew_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """--regime label-skew: each strategy over every seed, mean +- std table."""
+    from feddistill.seeds import parse_seeds
+
+    skew = _label_skew_module()
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as exc:
+        parser.error(str(exc))
+    rounds = skew.LABEL_SKEW_ROUNDS if args.rounds is None else args.rounds
+    only = args.only if args.only != ",".join(STRATEGIES) else ",".join(skew.LABEL_SKEW_STRATEGIES)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in [s for s in only.split(",") if s]:
+        if name not in STRATEGIES:
+            parser.error(f"--only: unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+        for seed in seeds:
+            overrides = [
+                *skew.LABEL_SKEW,
+                f"num-server-rounds={rounds}",
+                f"seed={seed}",
+                *args.set,
+                f"strategy={name!r}",
+                *EXTRA.get(name, []),
+            ]
+            result = run_one(name, overrides, out / f"{name}-seed{seed}", engine="inprocess")
+            result["seed"] = seed
+            results.append(result)
+            print(
+                f"{name} seed {seed}: final {100 * result['final_accuracy']:.1f}%",
+                file=sys.stderr,
+                flush=True,
+            )
+    table = skew.seed_table(results)
+    (out / "results.md").write_text(table)
+    (out / "results.json").write_text(
+        json.dumps([{k: v for k, v in r.items() if k != "rows"} for r in results], indent=2)
+    )
     print(table)
     return 0 if all(r["status"] == "completed" for r in results) else 1
 

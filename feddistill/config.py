@@ -30,7 +30,7 @@ STRATEGIES = (
     "logits-only",
     "centralized",
 )
-CONSENSUS_MODES = ("mean", "confidence", "entropy", "domain", "cluster-mean", "era")
+CONSENSUS_MODES = ("mean", "confidence", "entropy", "domain", "cluster-mean", "era", "coverage")
 KD3A_CONSENSUS_MODES = ("knowledge-vote", "consensus-focus")  # distill.kd3a
 BIT_WIDTHS = (1, 2, 4, 8, 16, 32)  # 16 = fp16, 32 = uncompressed fp32
 DEVICES = ("auto", "cpu", "cuda")
@@ -85,7 +85,7 @@ class RunConfig:
     # --- distillation ---
     temperature: float = 2.0  # softmax temperature T > 0
     alpha: float = 1.0  # KD weight: loss = CE + alpha * T^2 * KL
-    consensus: str = "domain"  # one of CONSENSUS_MODES
+    consensus: str = "coverage"  # one of CONSENSUS_MODES
     server_distill_epochs: int = 1  # server-side distillation to the consensus per round
     # --- compression ---
     update_density: float = 0.05  # top-k fraction of update entries sent, in (0, 1]

@@ -5,7 +5,11 @@ Every key that crosses the wire is a constant here, so the two sides cannot drif
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+import torch
+from torch import Tensor
 
 from feddistill.config import RunConfig
 
@@ -94,3 +98,59 @@ def plan_for(cfg: RunConfig) -> StrategyPlan:
     if cfg.strategy == "feddf":
         return StrategyPlan(False, False, None, 1.0, 32, False, max(1, cfg.server_distill_epochs))
     return StrategyPlan(False, False, None, 1.0, 32, False, 0)  # fedavg (and centralized)
+
+
+# --- class counts (consensus = "coverage"): client -> server, in the reply's metrics ---
+CLASS_COUNT_PREFIX = "class-count-"  # metric "class-count-<k>": training examples of class k
+
+
+def class_count_metrics(labels: Tensor, num_classes: int) -> dict[str, float]:
+    """The reply metrics holding a client's training examples per class.
+
+    Args:
+        labels: the client's training labels, shape (n,), ints in [0, num_classes).
+        num_classes: K >= 1.
+
+    Returns:
+        ``{"class-count-0": m_0, ..., "class-count-<K-1>": m_{K-1}}`` (floats).
+    """
+    counts = torch.bincount(torch.as_tensor(labels).long().flatten(), minlength=num_classes)
+    return {f"{CLASS_COUNT_PREFIX}{k}": float(counts[k]) for k in range(num_classes)}
+
+
+def read_class_counts(metrics: Mapping[str, float], num_classes: int, num_examples: int) -> Tensor:
+    """A reply's class counts as a (K,) float64 tensor, checked.
+
+    Args:
+        metrics: the reply's metrics.
+        num_classes: K, the student's classes.
+        num_examples: the reply's num-examples, which the counts must sum to.
+
+    Returns:
+        Tensor of shape (K,).
+
+    Raises:
+        ValueError: if a count is missing, not a non-negative integer, or the counts do
+            not sum to ``num_examples`` (all named).
+    """
+    missing = [k for k in range(num_classes) if f"{CLASS_COUNT_PREFIX}{k}" not in metrics]
+    if missing:
+        raise ValueError(
+            f"class counts {CLASS_COUNT_PREFIX}<k> missing for k in {missing[:10]} "
+            f"(consensus='coverage' needs all {num_classes})"
+        )
+    counts = torch.tensor(
+        [float(metrics[f"{CLASS_COUNT_PREFIX}{k}"]) for k in range(num_classes)],
+        dtype=torch.float64,
+    )
+    if (
+        not bool(torch.isfinite(counts).all())
+        or bool((counts < 0).any())
+        or not bool(torch.equal(counts, counts.round()))
+    ):
+        raise ValueError(f"class counts must be non-negative integers, got {counts.tolist()}")
+    if int(counts.sum()) != num_examples:
+        raise ValueError(
+            f"class counts sum to {int(counts.sum())}, the reply's num-examples is {num_examples}"
+        )
+    return counts

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 
+import pytest
+
 from feddistill.engine import app_dir
 
 
@@ -40,3 +42,35 @@ def test_bench_fed_table_has_total_bytes_and_total_ratio_vs_fedavg():
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[4:9] == ["0.040", "0.760", "0.800", "200.0x", "20.0x"]
     assert "logits-only" in _bench().STRATEGIES
+
+
+def _label_skew():
+    path = app_dir() / "benchmarks" / "fed_label_skew.py"
+    spec = importlib.util.spec_from_file_location("bench_fed_label_skew_under_test", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_label_skew_table_gives_mean_and_sample_std_per_strategy():
+    # Prepare: feddistill 0.90 and 0.92 (mean 91.0, std sqrt(2 * 0.01^2 / 1) = 1.41 points)
+    results = [
+        {"name": "feddistill", "seed": 0, "final_accuracy": 0.90},
+        {"name": "fedavg", "seed": 0, "final_accuracy": 0.88},
+        {"name": "feddistill", "seed": 1, "final_accuracy": 0.92},
+    ]
+    # Execute
+    table = _label_skew().seed_table(results)
+    # Assert
+    lines = table.splitlines()
+    assert lines[2] == "| feddistill | 0,1 | 91.0 ± 1.4 | 90.0, 92.0 |"
+    assert lines[3] == "| fedavg | 0 | 88.0 ± 0.0 | 88.0 |"
+
+
+def test_label_skew_regime_rejects_bad_seeds_before_running(capsys):
+    # Prepare / Execute
+    with pytest.raises(SystemExit):
+        _bench().main(["--regime", "label-skew", "--seeds", "1,1", "--out", "/nonexistent/x"])
+    # Assert
+    assert "distinct integers" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from feddistill import protocol as P
 from feddistill.compression import CodecError, decode_update
 from feddistill.compression.masks import packed_shapes, unpack_unmasked
 from feddistill.distill import consensus as build_consensus
+from feddistill.distill.coverage import COVERAGE_MODE
 from feddistill.distill.kd3a import KD3A_MODES
 from feddistill.server.aggregate import (
     RejectedUpdate,
@@ -31,6 +32,7 @@ from feddistill.server.aggregate import (
     validate_buffers,
     validate_update,
 )
+from feddistill.server.coverage_round import coverage_round_consensus
 from feddistill.server.robust import ClientAction, RobustPolicy, aggregate_updates
 from feddistill.server.robust_round import robust_round_consensus
 from feddistill.timing import timed
@@ -272,6 +274,11 @@ class FedDistill(FedAvg):
         num_examples = int(metrics.get(P.NUM_EXAMPLES, -1))
         if num_examples < 0:
             raise RejectedUpdate(f"num-examples must be >= 0, got {num_examples}")
+        if self.plan.uses_teachers and self.plan.consensus == COVERAGE_MODE:  # issue 10.5 hook
+            try:  # logits is (B, K) here
+                P.read_class_counts(metrics, int(cast(Tensor, logits).shape[1]), num_examples)
+            except ValueError as exc:
+                raise RejectedUpdate(f"bad class counts: {exc}") from None
         return ClientResult(
             partition_id=int(metrics.get(P.PARTITION_ID, -1)),
             num_examples=num_examples,
@@ -339,7 +346,23 @@ class FedDistill(FedAvg):
                 affinity = affinity.clamp_min(1e-12)
                 # KD3A's modes carry their own defence (Knowledge Vote's agreement gate,
                 # Consensus Focus' contribution weights); the others get the robust path
-                if self.robust.robust_consensus and self.plan.consensus not in KD3A_MODES:
+                if self.plan.consensus == COVERAGE_MODE:  # issue 10.5 hook: label skew
+                    update = cast(dict[str, Tensor], outcome.update)
+                    outcome.consensus, actions = coverage_round_consensus(
+                        logits,
+                        torch.stack(
+                            [
+                                P.read_class_counts(r.metrics, logits.shape[2], r.num_examples)
+                                for r in outcome.accepted
+                            ]
+                        ),
+                        self.temperature,
+                        self.reference_fn(update) if self.reference_fn else None,
+                        [r.partition_id for r in outcome.accepted],
+                        gate=self.robust.robust_consensus,
+                    )
+                    outcome.actions += actions
+                elif self.robust.robust_consensus and self.plan.consensus not in KD3A_MODES:
                     update = cast(dict[str, Tensor], outcome.update)
                     reference = self.reference_fn(update) if self.reference_fn else None
                     outcome.consensus, actions = robust_round_consensus(
