@@ -64,7 +64,7 @@ def coverage_round_consensus(
                         "down-weighted",
                         f"teacher agrees with the global student on {float(rates[i]):.0%} of "
                         f"the samples of its classes (cohort median {median:.0%}); "
-                        f"coverage vote x{float(weights[i]):.2f}",
+                        f"consensus weight x{float(weights[i]):.2f} (class-coverage vote)",
                     )
                 )
     soft = coverage_consensus(
