@@ -85,7 +85,7 @@ class RunConfig:
     # --- distillation ---
     temperature: float = 2.0  # softmax temperature T > 0
     alpha: float = 1.0  # KD weight: loss = CE + alpha * T^2 * KL
-    consensus: str = "coverage"  # one of CONSENSUS_MODES
+    consensus: str = "domain"  # one of CONSENSUS_MODES
     server_distill_epochs: int = 1  # server-side distillation to the consensus per round
     # --- compression ---
     update_density: float = 0.05  # top-k fraction of update entries sent, in (0, 1]

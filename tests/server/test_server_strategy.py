@@ -241,7 +241,9 @@ def test_class_counts_that_do_not_sum_to_num_examples_are_rejected_and_the_round
     bad = reply(2, 1, const(2.0))
     bad.content[P.METRICS]["class-count-1"] = 5.0
     # Execute
-    outcome = strategy().aggregate_round(1, [reply(1, 0, const(1.0)), bad])
+    outcome = strategy(RunConfig(consensus="coverage")).aggregate_round(
+        1, [reply(1, 0, const(1.0)), bad]
+    )
     # Assert
     assert [r.partition_id for r in outcome.accepted] == [0]
     assert (
@@ -251,9 +253,9 @@ def test_class_counts_that_do_not_sum_to_num_examples_are_rejected_and_the_round
 
 
 def test_coverage_consensus_without_a_reference_is_the_teachers_class_vote():
-    # Prepare: both clients hold only class 0 and say (1/3 each) at any T: uniform logits
+    # Prepare: both clients hold only class 0; uniform logits say 1/3 per class at any T
     replies = [reply(1, 0, const(1.0)), reply(2, 1, const(2.0))]
     # Execute
-    outcome = strategy().aggregate_round(1, replies)
+    outcome = strategy(RunConfig(consensus="coverage")).aggregate_round(1, replies)
     # Assert: class 0 gets mass 1/3 (0.5 * 1/3 + 0.5 * 1/3), classes 1 and 2 none
     assert torch.allclose(outcome.consensus, torch.tensor([[1.0, 0.0, 0.0]]).expand(5, 3))
