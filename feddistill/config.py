@@ -30,7 +30,16 @@ STRATEGIES = (
     "logits-only",
     "centralized",
 )
-CONSENSUS_MODES = ("mean", "confidence", "entropy", "domain", "cluster-mean", "era", "coverage")
+CONSENSUS_MODES = (
+    "mean",
+    "confidence",
+    "entropy",
+    "domain",
+    "cluster-mean",
+    "era",
+    "coverage",
+    "coverage-era",
+)
 KD3A_CONSENSUS_MODES = ("knowledge-vote", "consensus-focus")  # distill.kd3a
 BIT_WIDTHS = (1, 2, 4, 8, 16, 32)  # 16 = fp16, 32 = uncompressed fp32
 DEVICES = ("auto", "cpu", "cuda")

@@ -45,7 +45,7 @@ from feddistill.compression.pruning import resize_to_state
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData
 from feddistill.distill import SharedFeatureSpace, domain_affinity
-from feddistill.distill.coverage import COVERAGE_MODE
+from feddistill.distill.coverage import COVERAGE_MODES
 from feddistill.distill.kd3a import kept_samples
 from feddistill.distill.subset import proxy_subset, subset_rows
 from feddistill.models import buffer_names, build_model
@@ -350,7 +350,7 @@ def run_client_round(
                 _, metrics["client_test_accuracy"] = evaluate(
                     teacher, splits.test_x, splits.test_y, device
                 )
-        if plan.consensus == COVERAGE_MODE:  # issue 10.5 hook: class counts for the consensus
+        if plan.consensus in COVERAGE_MODES:  # issue 10.5 hook: class counts for the consensus
             metrics.update(class_count_metrics(y, splits.num_classes))
         if not plan.uploads_student:
             save_state(state_dir, partition_id, server_round, new_state)

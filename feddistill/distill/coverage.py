@@ -37,6 +37,11 @@ from torch import Tensor
 from feddistill.distill.losses import soft_labels
 
 COVERAGE_MODE = "coverage"
+# coverage, then DS-FL's entropy reduction (softmax(q / 0.1)): measured, the coverage
+# soft labels were right on 92.3 % of the proxy set while the student they trained
+# stayed at 85.6 %: averaged probabilities at T are too flat for the argmax to transfer
+COVERAGE_ERA_MODE = "coverage-era"
+COVERAGE_MODES = (COVERAGE_MODE, COVERAGE_ERA_MODE)
 
 
 def class_coverage(class_counts: Tensor) -> Tensor:
@@ -161,4 +166,11 @@ def coverage_gate_weights(class_counts: Tensor, reference: Tensor) -> Tensor:
     return coverage[:, predicted].float()  # (N, K) -> (N, B)
 
 
-__all__ = ["COVERAGE_MODE", "class_coverage", "coverage_consensus", "coverage_gate_weights"]
+__all__ = [
+    "COVERAGE_ERA_MODE",
+    "COVERAGE_MODE",
+    "COVERAGE_MODES",
+    "class_coverage",
+    "coverage_consensus",
+    "coverage_gate_weights",
+]

@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
+from feddistill.distill.consensus import ERA_TEMPERATURE
 from feddistill.distill.coverage import coverage_consensus, coverage_gate_weights
 from feddistill.distill.robust_consensus import agreement_gate
 from feddistill.server.robust import ClientAction
@@ -23,6 +25,7 @@ def coverage_round_consensus(
     reference: Tensor | None,
     partition_ids: Sequence[int],
     gate: bool,
+    sharpen: bool = False,
 ) -> tuple[Tensor, list[ClientAction]]:
     """Soft labels of :func:`~feddistill.distill.coverage.coverage_consensus`.
 
@@ -41,6 +44,8 @@ def coverage_round_consensus(
             no gate).
         partition_ids: the N clients' partition ids.
         gate: apply the agreement gate.
+        sharpen: return ``softmax(q / 0.1)`` of the soft labels q (``coverage-era``:
+            DS-FL's entropy reduction, :data:`~feddistill.distill.consensus.ERA_TEMPERATURE`).
 
     Returns:
         (soft labels (B, K), one ``down-weighted`` action per gated teacher).
@@ -70,4 +75,6 @@ def coverage_round_consensus(
     soft = coverage_consensus(
         logits, class_counts, temperature, reference=reference, client_weights=weights
     )
+    if sharpen:  # DS-FL's entropy reduction aggregation, arXiv:2008.06180
+        soft = torch.softmax(soft / ERA_TEMPERATURE, dim=-1)
     return soft, actions

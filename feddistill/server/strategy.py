@@ -24,7 +24,7 @@ from feddistill import protocol as P
 from feddistill.compression import CodecError, decode_update
 from feddistill.compression.masks import packed_shapes, unpack_unmasked
 from feddistill.distill import consensus as build_consensus
-from feddistill.distill.coverage import COVERAGE_MODE
+from feddistill.distill.coverage import COVERAGE_ERA_MODE, COVERAGE_MODES
 from feddistill.distill.kd3a import KD3A_MODES
 from feddistill.server.aggregate import (
     RejectedUpdate,
@@ -274,7 +274,7 @@ class FedDistill(FedAvg):
         num_examples = int(metrics.get(P.NUM_EXAMPLES, -1))
         if num_examples < 0:
             raise RejectedUpdate(f"num-examples must be >= 0, got {num_examples}")
-        if self.plan.uses_teachers and self.plan.consensus == COVERAGE_MODE:  # issue 10.5 hook
+        if self.plan.uses_teachers and self.plan.consensus in COVERAGE_MODES:  # issue 10.5 hook
             try:  # logits is (B, K) here
                 P.read_class_counts(metrics, int(cast(Tensor, logits).shape[1]), num_examples)
             except ValueError as exc:
@@ -346,7 +346,7 @@ class FedDistill(FedAvg):
                 affinity = affinity.clamp_min(1e-12)
                 # KD3A's modes carry their own defence (Knowledge Vote's agreement gate,
                 # Consensus Focus' contribution weights); the others get the robust path
-                if self.plan.consensus == COVERAGE_MODE:  # issue 10.5 hook: label skew
+                if self.plan.consensus in COVERAGE_MODES:  # issue 10.5 hook: label skew
                     update = cast(dict[str, Tensor], outcome.update)
                     outcome.consensus, actions = coverage_round_consensus(
                         logits,
@@ -360,6 +360,7 @@ class FedDistill(FedAvg):
                         self.reference_fn(update) if self.reference_fn else None,
                         [r.partition_id for r in outcome.accepted],
                         gate=self.robust.robust_consensus,
+                        sharpen=self.plan.consensus == COVERAGE_ERA_MODE,
                     )
                     outcome.actions += actions
                 elif self.robust.robust_consensus and self.plan.consensus not in KD3A_MODES:
