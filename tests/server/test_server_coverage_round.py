@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import math
 
 import torch
 
+from feddistill.config import from_mapping
+from feddistill.inprocess import run_inprocess_job
 from feddistill.server.coverage_round import coverage_round_consensus
 
 # teacher 0 says (0.8, 0.2), teacher 1 (0.4, 0.6) at T = 1; counts give coverage
@@ -44,3 +47,28 @@ def test_a_teacher_that_contradicts_the_student_on_its_classes_is_reported_and_l
     # Assert: teacher 2 agrees on 0 % of its class-0 samples (median 100 %): gate 0
     assert [(a.partition_id, a.action) for a in actions] == [(9, "down-weighted")]
     assert "consensus weight x0.00" in actions[0].reason
+
+
+def test_a_coverage_run_accepts_every_clients_class_counts(tmp_path):
+    # Prepare: a tiny in-process job; the clients' class counts must pass the server's check
+    cfg = from_mapping(
+        {
+            "dataset": "digits",
+            "num-partitions": 2,
+            "num-server-rounds": 2,
+            "min-partition-size": 5,
+            "teacher-models": "mlp",
+            "student-model": "mlp",
+            "batch-size": 64,
+            "consensus": "coverage-era",
+            "robust-consensus": True,
+            "out-dir": str(tmp_path),
+        }
+    )
+    # Execute
+    summary = run_inprocess_job(cfg)
+    # Assert: both rounds used both clients' replies
+    assert summary["status"] == "completed"
+    with (tmp_path / "metrics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["accepted"], r["failed"]) for r in rows] == [("2", "0"), ("2", "0")]
