@@ -5,6 +5,9 @@ Every key that crosses the wire is a constant here, so the two sides cannot drif
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from feddistill.config import RunConfig
@@ -27,7 +30,7 @@ DOWNLINK_BUFFERS = "downlink-buffers"  # bytes: dense buffer values
 LOGITS_HELD = "logits-held"
 
 # --- client -> server (train reply) ---
-METRICS = "metrics"  # MetricRecord: num-examples, partition-id, losses, bytes
+METRICS = "metrics"  # MetricRecord: num-examples, partition-id, losses, bytes, class counts
 PAYLOAD = "payload"  # ConfigRecord holding the two byte strings below
 UPDATE = "update"  # bytes: compressed student update (local - global)
 LOGITS = "logits"  # bytes: teacher logits, log affinity (compression/teacher_upload.py)
@@ -139,3 +142,56 @@ def plan_for(cfg: RunConfig) -> StrategyPlan:
         uploads_student=eff.strategy != "logits-only",
         freezes_teachers=teachers and bool(eff.teacher_rounds or eff.teacher_plateau_rounds),
     )
+
+
+# --- class counts (consensus = "coverage" / "coverage-era"): client -> server, in METRICS ---
+CLASS_COUNT_PREFIX = "class-count-"  # metric "class-count-<k>": training examples of class k
+
+
+def class_count_metrics(labels: Iterable[int], num_classes: int) -> dict[str, float]:
+    """The reply metrics holding a client's training examples per class.
+
+    Args:
+        labels: the client's training labels, n ints in [0, num_classes) (a list, or
+            a 1-D tensor's ``tolist()``); labels outside that range are not counted.
+        num_classes: K >= 1.
+
+    Returns:
+        ``{"class-count-0": m_0, ..., "class-count-<K-1>": m_{K-1}}`` (floats).
+    """
+    counts = Counter(int(v) for v in labels)
+    return {f"{CLASS_COUNT_PREFIX}{k}": float(counts[k]) for k in range(num_classes)}
+
+
+def read_class_counts(
+    metrics: Mapping[str, float], num_classes: int, num_examples: int
+) -> tuple[int, ...]:
+    """A reply's class counts, checked; the inverse of :func:`class_count_metrics`.
+
+    Args:
+        metrics: the reply's metrics.
+        num_classes: K, the student's classes.
+        num_examples: the reply's num-examples, which the counts must sum to.
+
+    Returns:
+        The K counts, in class order.
+
+    Raises:
+        ValueError: if a count is missing, not a non-negative integer, or the counts do
+            not sum to ``num_examples`` (all named).
+    """
+    missing = [k for k in range(num_classes) if f"{CLASS_COUNT_PREFIX}{k}" not in metrics]
+    if missing:
+        raise ValueError(
+            f"class counts {CLASS_COUNT_PREFIX}<k> missing for k in {missing[:10]} "
+            f"(consensus='coverage' needs all {num_classes})"
+        )
+    values = [float(metrics[f"{CLASS_COUNT_PREFIX}{k}"]) for k in range(num_classes)]
+    if not all(math.isfinite(v) and v >= 0 and v.is_integer() for v in values):
+        raise ValueError(f"class counts must be non-negative integers, got {values}")
+    counts = tuple(int(v) for v in values)
+    if sum(counts) != num_examples:
+        raise ValueError(
+            f"class counts sum to {sum(counts)}, the reply's num-examples is {num_examples}"
+        )
+    return counts

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import importlib
 
+import pytest
+
+from feddistill.benchmarks import fed_label_skew
+from feddistill.config import load_config
+
 
 def _bench():
     return importlib.import_module("feddistill.benchmarks.fed_mnist5k")
@@ -33,3 +38,27 @@ def test_bench_fed_table_has_total_bytes_and_total_ratio_vs_fedavg():
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[4:9] == ["0.040", "0.760", "0.800", "200.0x", "20.0x"]
     assert "logits-only" in _bench().STRATEGIES
+
+
+def test_label_skew_regime_runs_ten_dirichlet_clients_and_coverage_era_for_feddistill():
+    # Prepare / Execute
+    cfg = load_config(None, fed_label_skew.overrides("feddistill", 20, 3, []))
+    # Assert
+    assert (cfg.partitioner, cfg.dirichlet_alpha, cfg.num_partitions) == ("dirichlet", 0.1, 10)
+    assert (cfg.strategy, cfg.consensus) == ("feddistill", "coverage-era")
+    assert (cfg.num_server_rounds, cfg.seed) == (20, 3)
+
+
+def test_label_skew_regime_lets_the_users_set_win():
+    # Prepare / Execute
+    cfg = load_config(None, fed_label_skew.overrides("feddistill", 20, 0, ["consensus='domain'"]))
+    # Assert
+    assert cfg.consensus == "domain"
+
+
+def test_label_skew_regime_refuses_the_kmeans_regimes_extra_rows(capsys):
+    # Prepare / Execute: refused before anything runs or is written
+    with pytest.raises(SystemExit):
+        _bench().main(["--regime", "label-skew", "--scale", "--out", "/nonexistent/x"])
+    # Assert
+    assert "--scale and --pruning add rows to the kmeans regime" in capsys.readouterr().err

@@ -89,10 +89,11 @@ def main() -> None:
     space = SharedFeatureSpace(x[proxy], n_components=32, seed=args.seed)
     proxy_f = space.transform(x[proxy])
 
-    logits, aff_knn, aff_centroid, teacher_acc, sizes = [], [], [], [], []
+    logits, aff_knn, aff_centroid, teacher_acc, sizes, counts = [], [], [], [], [], []
     for c in range(NUM_CLIENTS):
         idx = train[domain[train] == c]
         sizes.append(len(idx))
+        counts.append(torch.bincount(y[idx], minlength=10))  # coverage modes: (K,)
         teacher = train_teacher(x[idx], y[idx], args.epochs, args.seed + c)
         with torch.no_grad():
             logits.append(teacher(x[proxy]))
@@ -111,12 +112,13 @@ def main() -> None:
         rows.append((name, (soft.argmax(1) == y_proxy).float().mean().item()))
 
     knn = torch.stack(aff_knn)
+    class_counts = torch.stack(counts)  # (N, K); coverage modes run without a global student
     # How often does the highest-affinity client own the sample's true domain?
     domain_hit = (knn.argmax(0) == proxy_domain).float().mean().item()
     for mode in CONSENSUS_MODES:
         score(
             mode if mode != "domain" else "domain (k=5 NN, 0.5 x median)",
-            consensus(stacked, mode, TEMPERATURE, affinity=knn),
+            consensus(stacked, mode, TEMPERATURE, affinity=knn, class_counts=class_counts),
         )
     score("domain, centroid distance", consensus(stacked, "domain", 1.0, torch.stack(aff_centroid)))
     for scale in (1.0, 0.75, 0.35, 0.25):

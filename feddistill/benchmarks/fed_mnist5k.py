@@ -10,8 +10,12 @@ wall seconds), `accuracy_vs_bytes.png` (accuracy vs total bytes; uplink only in 
 second panel), `accuracy_vs_uplink.png` and `accuracy_vs_round.png`.
 `--scale` adds a 100-client Dirichlet run with 10% of clients per round and reports
 the peak resident memory of the whole process tree.
+`--regime label-skew` runs feddistill (``coverage-era`` consensus) and fedavg on 10
+Dirichlet(0.1) label-skewed clients for 20 rounds, in process
+(:mod:`feddistill.benchmarks.fed_label_skew`); with `--seeds` once per seed.
 
 Usage: python -m feddistill.benchmarks.fed_mnist5k [--rounds 10] [--out DIR] [--only a,b] [--scale]
+       feddistill bench fed --regime label-skew [--seeds 0,1,2] [--out DIR]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 import psutil
 
+from feddistill.benchmarks import fed_label_skew
 from feddistill.cli import run_job
 from feddistill.config_load import load_config
 from feddistill.server.results import plot_curves
@@ -74,11 +79,13 @@ class PeakMemory:
         self._thread.join()
 
 
-def run_one(name: str, overrides: list[str], out: Path) -> dict[str, Any]:
+def run_one(
+    name: str, overrides: list[str], out: Path, engine: str = "simulation"
+) -> dict[str, Any]:
     cfg = load_config(None, [*overrides, f"out-dir={str(out.resolve())!r}"])
     t0 = time.perf_counter()
     with PeakMemory() as mem:
-        summary = run_job(cfg, quiet=True)
+        summary = run_job(cfg, quiet=True, engine=engine)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
     return {
         "name": name,
@@ -165,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--rounds", type=int, default=10, help="server rounds of every run (default 10)"
+        "--rounds",
+        type=int,
+        default=None,
+        help="server rounds of every run (default 10; 20 with --regime label-skew)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of every run: data, partitions, init (default 0)"
@@ -178,8 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        default=",".join(STRATEGIES),
-        help=f"comma list of strategies to run (default all: {','.join(STRATEGIES)})",
+        default=None,
+        help=f"comma list of strategies to run (default all: {','.join(STRATEGIES)}; "
+        f"{','.join(fed_label_skew.STRATEGIES)} with --regime label-skew)",
+    )
+    parser.add_argument(
+        "--regime",
+        choices=("kmeans", "label-skew"),
+        default="kmeans",
+        help="kmeans: the default job's 4 KMeans clients (default); label-skew: 10 "
+        "Dirichlet(0.1) clients, 20 rounds, in process (feddistill/benchmarks/fed_label_skew.py)",
     )
     parser.add_argument(
         "--scale",
@@ -200,15 +218,26 @@ def main(argv: list[str] | None = None) -> int:
         help="override a config key for every run (repeatable), e.g. --set dataset=digits",
     )
     args = parser.parse_args(argv)
+    skew = args.regime == "label-skew"
+    if skew and (args.scale or args.pruning):
+        parser.error("--scale and --pruning add rows to the kmeans regime, not to label-skew")
+    default_rounds = fed_label_skew.ROUNDS if skew else 10
+    rounds = default_rounds if args.rounds is None else args.rounds
+    only = args.only or ",".join(fed_label_skew.STRATEGIES if skew else STRATEGIES)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    common = [f"num-server-rounds={args.rounds}", f"seed={args.seed}", *args.set]
+    common = [f"num-server-rounds={rounds}", f"seed={args.seed}", *args.set]
     results = []
-    for name in [s for s in args.only.split(",") if s]:
+    for name in [s for s in only.split(",") if s]:
         if name not in STRATEGIES:
             parser.error(f"--only: unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
-        overrides = [*common, f"strategy={name!r}", *EXTRA.get(name, [])]
-        results.append(run_one(name, overrides, out / name))
+        if skew:
+            overrides = fed_label_skew.overrides(name, rounds, args.seed, args.set)
+            overrides += EXTRA.get(name, [])
+            results.append(run_one(name, overrides, out / name, fed_label_skew.ENGINE))
+        else:
+            overrides = [*common, f"strategy={name!r}", *EXTRA.get(name, [])]
+            results.append(run_one(name, overrides, out / name))
         print(
             f"{name}: final {100 * results[-1]['final_accuracy']:.1f}%", file=sys.stderr, flush=True
         )
@@ -227,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         from feddistill.benchmarks import fed_pruning
 
         sets = [f"--set={s}" for s in [f"seed={args.seed}", *args.set]]
-        fed_pruning.main(["--rounds", str(args.rounds), "--out", str(out / "pruning"), *sets])
+        fed_pruning.main(["--rounds", str(rounds), "--out", str(out / "pruning"), *sets])
     table = markdown(results)
     (out / "results.md").write_text(table)
     (out / "results.json").write_text(

@@ -38,6 +38,7 @@ from feddistill.compression.teacher_upload import TeacherUpload
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData
 from feddistill.distill import SharedFeatureSpace, domain_affinity
+from feddistill.distill.coverage import COVERAGE_MODES
 from feddistill.distill.kd3a import kept_samples
 from feddistill.distill.subset import proxy_subset, subset_rows
 from feddistill.learn import (
@@ -50,7 +51,7 @@ from feddistill.learn import (
 )
 from feddistill.models import buffer_names, build_model
 from feddistill.protocol import MASK_VERSION as P_MASK_VERSION
-from feddistill.protocol import effective_config, plan_for
+from feddistill.protocol import class_count_metrics, effective_config, plan_for
 from feddistill.timing import timed
 
 logger = logging.getLogger(__name__)
@@ -297,6 +298,8 @@ def run_client_round(
                 test = evaluate(teacher, splits.test_x, splits.test_y, device)
                 metrics["client_test_accuracy"] = test["accuracy"]
             freeze.trained_round(teacher, x, y, device, logits_payload, new_state, metrics)
+        if plan.consensus in COVERAGE_MODES:  # the coverage consensus weighs teachers by class
+            metrics.update(class_count_metrics(y.tolist(), splits.num_classes))
         if not plan.uploads_student:
             save_state(state_dir, partition_id, server_round, new_state)
             metrics.update(

@@ -4,7 +4,9 @@ Every mode reduces to :func:`weighted_consensus`: a per-client, per-sample conve
 combination of the clients' tempered softmax outputs. The modes differ only in the
 weights: uniform (``mean``), the client's confidence (``confidence``, ``entropy``), the
 client's locally computed domain affinity (``domain``), or membership of the largest
-cluster of client outputs (``cluster-mean``, the seed document's method).
+cluster of client outputs (``cluster-mean``, the seed document's method). KD3A's modes
+(:mod:`feddistill.distill.kd3a`) and the class-coverage vote for label skew
+(:mod:`feddistill.distill.coverage`) are dispatched from :func:`consensus` too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from feddistill.distill.coverage import COVERAGE_ERA_MODE, COVERAGE_MODES, coverage_consensus
 from feddistill.distill.kd3a import KD3A_MODES, kd3a_consensus
 from feddistill.distill.losses import soft_labels
 
@@ -23,6 +26,7 @@ CONSENSUS_MODES: tuple[str, ...] = (
     "cluster-mean",
     "era",
     *KD3A_MODES,
+    *COVERAGE_MODES,
 )
 # ERA's sharpening temperature on the averaged probabilities (DS-FL uses 0.1)
 ERA_TEMPERATURE = 0.1
@@ -165,6 +169,8 @@ def consensus(
     num_clusters: int = 2,
     num_examples: Tensor | None = None,
     client_weights: Tensor | None = None,
+    class_counts: Tensor | None = None,
+    reference: Tensor | None = None,
 ) -> Tensor:
     """Consensus soft labels on the proxy set from N clients' logits.
 
@@ -189,6 +195,12 @@ def consensus(
     - ``knowledge-vote`` / ``consensus-focus``: KD3A's modes
       (:func:`~feddistill.distill.kd3a.kd3a_consensus`); a sample without a confident
       teacher is dropped: its row is all zeros.
+    - ``coverage`` / ``coverage-era`` (label skew): teacher n votes on class k with its
+      share of the federation's class-k examples, plus the ``reference`` (the global
+      student) weighted by its confidence
+      (:func:`~feddistill.distill.coverage.coverage_consensus`); ``coverage-era``
+      sharpens that vote as ``era`` does. ``client_weights`` is a gate in [0, 1] here
+      (0: the teacher has no vote).
 
     Args:
         logits: client logits on the proxy set, shape (N clients, B samples, K classes).
@@ -202,6 +214,10 @@ def consensus(
         client_weights: optional per-client factor, shape (N,), positive and finite;
             each mode's weights are multiplied by it (e.g. Consensus Focus weights of
             :mod:`feddistill.distill.robust_consensus`).
+        class_counts: clients' training examples per class, shape (N, K); required
+            for ``coverage`` / ``coverage-era``, ignored otherwise.
+        reference: the global student's logits on the proxy set, shape (B, K), or
+            None; used by ``coverage`` / ``coverage-era`` only.
 
     Returns:
         Soft labels, shape (B, K), float32; each row sums to 1 (a row a KD3A mode
@@ -212,12 +228,14 @@ def consensus(
             T <= 0, the mode is unknown (the message lists the valid modes),
             ``affinity`` is missing for ``domain``, has the wrong shape, is negative
             or non-finite, or sums to 0 over clients for a sample, or
-            ``num_clusters`` < 1, or ``client_weights`` is not (N,) positive and finite.
+            ``num_clusters`` < 1, or ``client_weights`` is not (N,) positive and finite,
+            or ``class_counts`` is missing for a coverage mode (and as
+            :func:`~feddistill.distill.coverage.coverage_consensus` for those modes).
 
     References:
         FedMD, arXiv:1910.03581; FedDF, arXiv:2006.07242; Hinton et al.,
         arXiv:1503.02531; DS-FL (ERA), Itahara et al., arXiv:2008.06180; KD3A,
-        arXiv:2011.09757.
+        arXiv:2011.09757; FedFTG, arXiv:2203.09249.
     """
     if mode not in CONSENSUS_MODES:
         raise ValueError(
@@ -228,6 +246,13 @@ def consensus(
     n, b, _ = logits.shape
     if mode in KD3A_MODES:
         return kd3a_consensus(logits, mode, temperature, num_examples=num_examples)
+    if mode in COVERAGE_MODES:
+        if class_counts is None:
+            raise ValueError(f"mode {mode!r} needs class_counts of shape (N, K); got None")
+        vote = coverage_consensus(logits, class_counts, temperature, reference, client_weights)
+        if mode == COVERAGE_ERA_MODE:
+            return torch.softmax(vote / ERA_TEMPERATURE, dim=-1)
+        return vote
     if mode in ("mean", "era"):
         weights = torch.ones(n, b, device=logits.device)
     elif mode == "confidence":

@@ -31,6 +31,7 @@ from feddistill.compression import CodecError, decode_tensors
 from feddistill.compression.masks import packed_shapes, unpack_unmasked
 from feddistill.compression.teacher_upload import TeacherUpload
 from feddistill.distill import consensus as build_consensus
+from feddistill.distill.coverage import COVERAGE_MODES
 from feddistill.distill.kd3a import KD3A_MODES
 from feddistill.server.aggregate import (
     RejectedUpdate,
@@ -38,6 +39,7 @@ from feddistill.server.aggregate import (
     validate_buffers,
     validate_update,
 )
+from feddistill.server.coverage_round import coverage_round_consensus
 from feddistill.server.robust import ClientAction, RobustPolicy, aggregate_updates
 from feddistill.server.robust_round import robust_round_consensus
 from feddistill.server.teacher_logits import HeldLogits
@@ -59,6 +61,7 @@ class ClientResult:
     uplink_bytes: int
     placement: dict[str, str | int] = field(default_factory=dict)
     buffers: dict[str, Tensor] = field(default_factory=dict)  # buffer values, not deltas
+    class_counts: tuple[int, ...] | None = None  # (K,) training examples per class (coverage)
 
 
 @dataclass
@@ -209,7 +212,9 @@ class FedDistill:
         Raises:
             RejectedUpdate: if the reply is malformed, cannot be decoded, or fails
                 :func:`validate_update` / :func:`validate_buffers`, or its teacher
-                logits have another class count than the student (both named).
+                logits have another class count than the student (both named), or its
+                class counts (``coverage`` modes) are missing, not non-negative integers
+                or do not sum to its num-examples.
         """
         try:
             metrics = {k: float(v) for k, v in msg.content[P.METRICS].items()}  # type: ignore[arg-type]
@@ -264,6 +269,12 @@ class FedDistill:
         num_examples = int(metrics.get(P.NUM_EXAMPLES, -1))
         if num_examples < 0:
             raise RejectedUpdate(f"num-examples must be >= 0, got {num_examples}")
+        class_counts = None
+        if upload is not None and self.plan.consensus in COVERAGE_MODES:
+            try:  # upload.logits is (B, K)
+                class_counts = P.read_class_counts(metrics, upload.logits.shape[1], num_examples)
+            except ValueError as exc:
+                raise RejectedUpdate(f"bad class counts: {exc}") from None
         return ClientResult(
             partition_id=int(metrics.get(P.PARTITION_ID, -1)),
             num_examples=num_examples,
@@ -274,6 +285,7 @@ class FedDistill:
             uplink_bytes=len(update_bytes) + len(logits_bytes) + len(buffers_bytes),
             placement=dict(msg.content[P.PLACEMENT]) if P.PLACEMENT in msg.content else {},  # type: ignore[arg-type]
             buffers=buffers,
+            class_counts=class_counts,
         )
 
     def aggregate_round(self, server_round: int, replies: Iterable[Message]) -> RoundOutcome:
@@ -328,38 +340,50 @@ class FedDistill:
             )
             if self.buffer_template:
                 outcome.buffers = fedavg([(r.num_examples, r.buffers) for r in outcome.accepted])
-        if outcome.accepted:
-            if self.plan.uses_teachers and self.plan.consensus is not None:
-                logits = torch.stack(
-                    [cast(Tensor, r.logits) for r in outcome.accepted]
-                )  # (N, B, K)
-                affinity = torch.stack(
-                    [cast(Tensor, r.affinity) for r in outcome.accepted]
-                )  # (N, B)
-                # KD3A's modes carry their own defence (Knowledge Vote's agreement gate,
-                # Consensus Focus' contribution weights); the others get the robust path
-                if self.robust.robust_consensus and self.plan.consensus not in KD3A_MODES:
-                    update = cast(dict[str, Tensor], outcome.update)
-                    reference = self.reference_fn(update) if self.reference_fn else None
-                    outcome.consensus, actions = robust_round_consensus(
-                        logits,
-                        self.plan.consensus,
-                        self.temperature,
-                        affinity,
-                        reference,
-                        [r.partition_id for r in outcome.accepted],
-                        self.robust.max_share,
-                    )
-                    outcome.actions += actions
-                else:
-                    outcome.consensus = build_consensus(
-                        logits,
-                        self.plan.consensus,
-                        self.temperature,
-                        affinity=affinity,
-                        num_examples=torch.tensor([r.num_examples for r in outcome.accepted]),
-                    )
+        if outcome.accepted and self.plan.uses_teachers and self.plan.consensus is not None:
+            outcome.consensus = self._round_consensus(outcome, self.plan.consensus)
         return outcome
+
+    def _round_consensus(self, outcome: RoundOutcome, mode: str) -> Tensor:
+        """The next consensus (B, K) from the accepted teachers; appends the gate's actions."""
+        logits = torch.stack([cast(Tensor, r.logits) for r in outcome.accepted])  # (N, B, K)
+        affinity = torch.stack([cast(Tensor, r.affinity) for r in outcome.accepted])  # (N, B)
+        partition_ids = [r.partition_id for r in outcome.accepted]
+        update = cast(dict[str, Tensor], outcome.update)
+        if mode in COVERAGE_MODES:  # label skew: teachers vote on the classes they have seen
+            counts = [cast(tuple[int, ...], r.class_counts) for r in outcome.accepted]
+            soft, actions = coverage_round_consensus(
+                logits,
+                mode,
+                torch.tensor(counts, dtype=torch.float64),  # (N, K)
+                self.temperature,
+                self._reference(update),
+                partition_ids,
+                gate=self.robust.robust_consensus,
+            )
+        # KD3A's modes carry their own defence (Knowledge Vote's agreement gate,
+        # Consensus Focus' contribution weights); the others get the robust path
+        elif self.robust.robust_consensus and mode not in KD3A_MODES:
+            soft, actions = robust_round_consensus(
+                logits,
+                mode,
+                self.temperature,
+                affinity,
+                self._reference(update),
+                partition_ids,
+                self.robust.max_share,
+            )
+        else:
+            num_examples = torch.tensor([r.num_examples for r in outcome.accepted])
+            return build_consensus(
+                logits, mode, self.temperature, affinity=affinity, num_examples=num_examples
+            )
+        outcome.actions += actions
+        return soft
+
+    def _reference(self, update: dict[str, Tensor]) -> Tensor | None:
+        """The new global student's (B, K) proxy logits, the consensus gate's reference."""
+        return self.reference_fn(update) if self.reference_fn else None
 
     def _same_logits_shape(self, outcome: RoundOutcome) -> list[ClientResult]:
         """Accepted replies whose logits are (B, K) like the student's (or the first's)."""

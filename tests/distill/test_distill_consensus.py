@@ -64,9 +64,10 @@ def test_every_mode_returns_finite_distributions(mode: str) -> None:
     # Prepare: large logits must not overflow
     logits = torch.randn(5, 7, 4, generator=torch.Generator().manual_seed(0)) * 50
     affinity = torch.rand(5, 7, generator=torch.Generator().manual_seed(1)) + 0.1
+    class_counts = torch.ones(5, 4)  # coverage modes; ignored by the others
 
     # Execute
-    out = consensus(logits, mode, 3.0, affinity=affinity)
+    out = consensus(logits, mode, 3.0, affinity=affinity, class_counts=class_counts)
 
     # Assert
     assert out.shape == (7, 4)

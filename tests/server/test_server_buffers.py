@@ -61,7 +61,14 @@ def message(node: int, partition: int, update: bytes, buffers: bytes, n: int = 1
     logits = TeacherUpload(torch.zeros(PROXY, CLASSES), torch.zeros(PROXY)).encode(32)
     content = RecordDict(
         {
-            P.METRICS: MetricRecord({P.NUM_EXAMPLES: n, P.PARTITION_ID: partition}),
+            P.METRICS: MetricRecord(
+                {
+                    P.NUM_EXAMPLES: n,
+                    P.PARTITION_ID: partition,
+                    # consensus = "coverage": all n examples of class 0
+                    **P.class_count_metrics([0] * n, CLASSES),
+                }
+            ),
             P.PAYLOAD: ConfigRecord({P.UPDATE: update, P.LOGITS: logits, P.BUFFERS: buffers}),
         }
     )

@@ -33,7 +33,14 @@ def reply(
     logits_bytes = TeacherUpload(logits, torch.zeros(5)).encode(32)
     content = RecordDict(
         {
-            P.METRICS: MetricRecord({P.NUM_EXAMPLES: n, P.PARTITION_ID: partition}),
+            P.METRICS: MetricRecord(
+                {
+                    P.NUM_EXAMPLES: n,
+                    P.PARTITION_ID: partition,
+                    # consensus = "coverage": all n examples of class 0
+                    **P.class_count_metrics([0] * n, logits.shape[1]),
+                }
+            ),
             P.PAYLOAD: ConfigRecord({P.UPDATE: payload, P.LOGITS: logits_bytes}),
         }
     )
@@ -268,3 +275,28 @@ def test_min_train_nodes_below_1_is_refused():
     # Execute / Assert
     with pytest.raises(ValueError, match="min_train_nodes must be >= 1, got 0"):
         FedDistill(TEMPLATE, P.plan_for(RunConfig()), 2.0, 0, min_train_nodes=0)
+
+
+def test_class_counts_that_do_not_sum_to_num_examples_are_rejected_and_the_round_goes_on():
+    # Prepare: partition 1 claims 10 examples but counts of 10 + 5
+    bad = reply(2, 1, const(2.0))
+    bad.content[P.METRICS]["class-count-1"] = 5.0
+    # Execute
+    outcome = strategy(RunConfig(consensus="coverage")).aggregate_round(
+        1, [reply(1, 0, const(1.0)), bad]
+    )
+    # Assert
+    assert [r.partition_id for r in outcome.accepted] == [0]
+    assert (
+        "bad class counts: class counts sum to 15, the reply's num-examples is 10"
+        in (outcome.failures[0])
+    )
+
+
+def test_coverage_consensus_without_a_reference_is_the_teachers_class_vote():
+    # Prepare: both clients hold only class 0; uniform logits say 1/3 per class at any T
+    replies = [reply(1, 0, const(1.0)), reply(2, 1, const(2.0))]
+    # Execute
+    outcome = strategy(RunConfig(consensus="coverage")).aggregate_round(1, replies)
+    # Assert: class 0 gets mass 1/3 (0.5 * 1/3 + 0.5 * 1/3), classes 1 and 2 none
+    assert torch.allclose(outcome.consensus, torch.tensor([[1.0, 0.0, 0.0]]).expand(5, 3))
