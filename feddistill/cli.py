@@ -96,9 +96,6 @@ def run_local_deployment(cfg: RunConfig, on_row: Any) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     from feddistill.config import from_mapping
     from feddistill.engine import (
-        check_data_splits,
-        check_dataset_available,
-        check_device,
         check_local_resources,
         check_out_dir,
         load_run_config,
@@ -106,6 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_is_complete,
     )
     from feddistill.outdir_lock import OutDirLock
+    from feddistill.preflight import run_data_checks
 
     if args.resume:
         # the interrupted run's own config, then whatever --config / --set change
@@ -136,12 +134,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     # every check that can fail fast runs before the out-dir is touched
     lock = OutDirLock(cfg.out_dir)
     lock.check_free()
-    if not args.ray_address:
-        check_device(cfg)
-        if cfg.strategy != "centralized" and args.engine == "simulation":
-            check_local_resources(cfg)
-    check_dataset_available(cfg)
-    check_data_splits(cfg)
+    if not args.ray_address and cfg.strategy != "centralized" and args.engine == "simulation":
+        check_local_resources(cfg)
+    # issue 13 hook: torch + data checks in a child, so this process stays small
+    run_data_checks(cfg, check_cuda=not args.ray_address, in_child=args.engine != "inprocess")
     if not args.resume:
         check_out_dir(cfg)
     with lock:  # held for the whole run; the kernel drops it if this process dies

@@ -30,6 +30,7 @@ from feddistill.lifeline import ProcessGroup, remove_on_exit, spawn
 from feddistill.outdir_lock import LOCK_FILE
 from feddistill.progress import emit_new_rows as _emit_new_rows
 from feddistill.progress import follow_progress, pump_without_ansi, read_new_phases
+from feddistill.ray_memory import lean_ray_env, num_client_actors
 from feddistill.server.results import RUN_CONFIG_FILE, save_run_config
 
 logger = logging.getLogger(__name__)
@@ -375,6 +376,7 @@ def _submit_once(
         env["RAY_ADDRESS"] = ray_address
     elif not env.get("RAY_ADDRESS"):
         env["RAY_TMPDIR"] = str(home)  # the private Ray's session folder goes with `home`
+        env.update(lean_ray_env(num_client_actors(cfg)))  # issue 13 hook: a small private Ray
     superlink_cmd = [
         str(bin_dir / "flower-superlink"),
         "--insecure",

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from feddistill.clients.attacks import attack_logits, attack_update
+from feddistill.clients.state_dtype import to_storage
 from feddistill.clients.train import (
     KDTarget,
     evaluate,
@@ -312,7 +313,8 @@ def run_client_round(
                     device,
                     kd=teacher_kd,
                 )
-            new_state["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
+            # issue 13 hook: stored in client-state-dtype (fp16 halves client-state/)
+            new_state["teacher"] = to_storage(teacher.state_dict(), cfg.client_state_dtype)
             with timed("logits_affinity"):
                 teacher_logits = predict_logits(teacher, proxy_now, device)  # (b, K)
                 # Shift each row to max 0 and clip at -8T: softmax at T is unchanged up to
