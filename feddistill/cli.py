@@ -39,7 +39,6 @@ def run_job(
         The run's summary.json as a dict.
     """
     from feddistill.engine import run_simulation_job
-    from feddistill.server.centralized import run_centralized
 
     progress = Progress(
         TextColumn(f"[bold]{cfg.strategy}"),
@@ -68,6 +67,9 @@ def run_job(
                 progress.console.print(_format_row(row, cfg.num_server_rounds))
 
         if cfg.strategy == "centralized":
+            # imported here (torch): the simulation's driver stays without torch (issue 13)
+            from feddistill.server.centralized import run_centralized
+
             return run_centralized(cfg, on_row=on_row)
         if engine == "deployment":
             return run_local_deployment(cfg, on_row)
