@@ -21,12 +21,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from feddistill.config import DATASETS, PARTITIONERS, RunConfig
-from feddistill.data.federated import FederatedData, prepare_federated_data
+
+if TYPE_CHECKING:  # torch is imported when the command runs, not with the parser (issue 13)
+    from feddistill.data.federated import FederatedData
 
 DEFAULT_OUT = "results/partition"
 EXIT_ERROR = 2
@@ -226,6 +228,8 @@ def run_partition(args: argparse.Namespace) -> int:
     """
     try:
         cfg = config_from_args(args)
+        from feddistill.data.federated import prepare_federated_data
+
         data = prepare_federated_data(cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"feddistill partition: error: {err}", file=sys.stderr)
