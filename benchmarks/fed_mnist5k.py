@@ -176,7 +176,7 @@ SCALE = [
 def run_scale(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
     """The tiny-clients runs: feddistill and fedavg on 100 Dirichlet clients."""
     runs = []
-    for strategy in ("feddistill", "fedavg"):
+    for strategy in [s for s in args.scale_only.split(",") if s]:
         overrides = [
             *SCALE,
             f"num-server-rounds={args.scale_rounds}",
@@ -259,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=20,
         help="local-steps of the --scale runs (default 20; 0 = one local epoch)",
+    )
+    parser.add_argument(
+        "--scale-only",
+        default="feddistill,fedavg",
+        help="comma list of strategies of the --scale runs (default feddistill,fedavg)",
     )
     parser.add_argument(
         "--scale-target",
