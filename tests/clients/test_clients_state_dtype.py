@@ -78,3 +78,17 @@ def test_config_refuses_an_unknown_client_state_dtype() -> None:
 def test_config_lists_the_storage_dtypes_the_clients_know() -> None:
     # Assert: the config's choices are the module's (one list of names)
     assert CLIENT_STATE_DTYPES == STATE_DTYPES
+
+
+def test_float16_teacher_loads_back_into_the_float32_model() -> None:
+    # Prepare: a teacher's state stored in fp16, as the next round's client reads it
+    teacher = torch.nn.Linear(3, 2)
+    stored = to_storage(teacher.state_dict(), "float16")
+    fresh = torch.nn.Linear(3, 2)
+    # Execute
+    fresh.load_state_dict(stored)
+    # Assert: parameters stay fp32, each within half an fp16 ulp of the original
+    for name, value in fresh.state_dict().items():
+        original = teacher.state_dict()[name]
+        assert value.dtype == torch.float32
+        assert bool(((value - original).abs() <= original.abs() * 2.0**-11 + 2.0**-25).all())
