@@ -58,6 +58,7 @@ STRATEGIES = (
 )
 DEVICES = ("auto", "cpu", "cuda")
 AGGREGATORS = ("fedavg", "median", "trimmed-mean", "krum", "multi-krum")  # server.robust
+CLIENT_STATE_DTYPES = ("float32", "float16")  # clients.state.to_storage
 ATTACKS = ("none", "scaled-update", "sign-flip", "random-update", "shifted-logits", "random-logits")
 
 
@@ -94,6 +95,7 @@ class RunConfig:
     local_epochs: int = 1  # local student epochs per round
     local_steps: int = 0  # fixed student SGD steps per round; 0 = local-epochs decides
     teacher_rounds: int = 0  # train teachers in rounds 1..R, then reuse cached logits; 0 = always
+    client_state_dtype: str = "float32"  # teacher weights in client-state/: float32 | float16
     batch_size: int = 32
     learning_rate: float = 0.02  # student SGD learning rate
     teacher_learning_rate: float = 0.05
@@ -144,6 +146,7 @@ class RunConfig:
         _check_choice("proxy-set", self.proxy_set, PROXY_SETS)
         self._check_domains()
         _check_choice("device", self.device, DEVICES)
+        _check_choice("client-state-dtype", self.client_state_dtype, CLIENT_STATE_DTYPES)
         _check_choice("update-bit-width", self.update_bit_width, bit_widths)
         _check_choice("logits-bit-width", self.logits_bit_width, bit_widths)
         _check_choice("downlink-bit-width", self.downlink_bit_width, bit_widths)

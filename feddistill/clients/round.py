@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from feddistill.clients.attacks import attack_logits, attack_update
-from feddistill.clients.state import load_state, save_state
+from feddistill.clients.state import load_state, save_state, to_storage
 from feddistill.compression import (
     CompressionSpec,
     compress_update,
@@ -270,7 +270,8 @@ def run_client_round(
             )
             with timed("teacher_training"):
                 stats = train_supervised(teacher, x, y, teacher_sgd, device, kd=teacher_kd)
-            new_state["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
+            # issue 13 hook: stored in client-state-dtype (fp16 halves client-state/)
+            new_state["teacher"] = to_storage(teacher.state_dict(), cfg.client_state_dtype)
             with timed("logits_affinity"):
                 teacher_logits = predict_logits(teacher, proxy_now, device)  # (b, K)
                 space = _feature_space(splits.proxy_x, cfg.seed)
