@@ -29,9 +29,11 @@ def test_checks_that_pass_return_nothing_and_touch_no_out_dir(tmp_path) -> None:
 
 
 def test_simulation_driver_imports_no_torch() -> None:
-    # Prepare: a fresh interpreter that builds the CLI and the simulation engine's imports
+    # Prepare: a fresh interpreter that builds the CLI, the simulation engine's imports
+    # and a checked run config (model, consensus and bit-width names included)
     code = (
-        "import sys; from feddistill import cli, engine, preflight; cli.build_parser(); "
+        "import sys; from feddistill import cli, config, engine, preflight; cli.build_parser(); "
+        "config.load_config(None, ['student-model=\"mlp\"', 'consensus=\"mean\"']); "
         "print('torch' in sys.modules)"
     )
     # Execute
