@@ -40,7 +40,6 @@ def run_job(
         The run's summary.json as a dict.
     """
     from feddistill.engine import run_simulation_job
-    from feddistill.server.centralized import run_centralized
 
     progress = Progress(
         TextColumn(f"[bold]{cfg.strategy}"),
@@ -69,6 +68,9 @@ def run_job(
                 progress.console.print(_format_row(row, cfg.num_server_rounds))
 
         if cfg.strategy == "centralized":
+            # imported here (torch): the simulation's driver stays without torch (issue 13)
+            from feddistill.server.centralized import run_centralized
+
             return run_centralized(cfg, on_row=on_row)
         if engine == "deployment":
             return run_local_deployment(cfg, on_row)
@@ -98,13 +100,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from feddistill.config import from_mapping
     from feddistill.outdir_lock import OutDirLock
     from feddistill.preflight import (
-        check_data_splits,
-        check_dataset_available,
-        check_device,
         check_local_resources,
         check_out_dir,
         load_run_config,
         prepare_out_dir,
+        run_data_checks,
         run_is_complete,
     )
 
@@ -141,12 +141,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     # every check that can fail fast runs before the out-dir is touched
     lock = OutDirLock(cfg.out_dir)
     lock.check_free()
-    if not args.ray_address:
-        check_device(cfg)
-        if cfg.strategy != "centralized" and args.engine == "simulation":
-            check_local_resources(cfg)
-    check_dataset_available(cfg)
-    check_data_splits(cfg)
+    if not args.ray_address and cfg.strategy != "centralized" and args.engine == "simulation":
+        check_local_resources(cfg)
+    # issue 13 hook: torch + data checks in a child, so this process stays small
+    run_data_checks(cfg, check_cuda=not args.ray_address, in_child=args.engine != "inprocess")
     if not args.resume:
         check_out_dir(cfg)
     with lock:  # held for the whole run; the kernel drops it if this process dies
@@ -190,6 +188,7 @@ BENCHMARKS = {  # name -> module of feddistill.benchmarks
     "overhead": "overhead",
     "fidelity": "fidelity",
     "comm": "comm_settings",
+    "memory": "memory",
 }
 BENCHMARK_HELP = {
     "compression": "codec settings (top-k density x bit width): compression ratio, "
@@ -211,6 +210,8 @@ BENCHMARK_HELP = {
     "feedback, 4-bit updates vs fp32 FedAvg, a distilled student vs the same student alone",
     "comm": "communication settings on one split (--preset logits-bits | cheaper-logits | "
     "targets, or --setting): final/best accuracy, uplink/downlink MB, ratios vs fp32 FedAvg",
+    "memory": "one `feddistill run` in a subprocess: peak RSS of its whole process tree, per "
+    "process role (SuperLink, flwr-simulation, Ray, workers), CUDA/torch library share",
 }
 
 

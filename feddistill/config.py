@@ -10,39 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 from collections.abc import Mapping
 from typing import Any
 
 from feddistill.checks import check_choice as _check_choice
 from feddistill.checks import check_open_unit as _check_open_unit
 from feddistill.checks import check_range as _check_range
+from feddistill.compression.names import BIT_WIDTHS
 from feddistill.data.names import DATASET_NAMES as DATASETS
 from feddistill.data.names import DOMAIN_DATASET_NAMES as DOMAIN_DATASETS
 from feddistill.data.names import DOMAIN_PARTITIONER_NAMES as DOMAIN_PARTITIONERS
 from feddistill.data.names import PARTITIONER_NAMES as PARTITIONERS
 from feddistill.data.names import PROXY_SETS
 from feddistill.data.spec import DataSpec
-
-
-@functools.cache
-def torch_registry_names() -> tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...]]:
-    """Consensus modes, bit widths and model names, from the registries that own them.
-
-    Imported on first use: those registries load torch, and importing this module must
-    stay fast (``feddistill --help``).
-
-    Returns:
-        ``(CONSENSUS_MODES, BIT_WIDTHS, MODEL_NAMES)`` of :mod:`feddistill.distill.consensus`
-        (KD3A's modes included), :mod:`feddistill.compression.quantize` (16 = fp16,
-        32 = uncompressed fp32) and :mod:`feddistill.models`.
-    """
-    from feddistill.compression.quantize import BIT_WIDTHS
-    from feddistill.distill.consensus import CONSENSUS_MODES
-    from feddistill.models import MODEL_NAMES
-
-    return CONSENSUS_MODES, BIT_WIDTHS, MODEL_NAMES
-
+from feddistill.distill.names import CONSENSUS_MODES
+from feddistill.models.names import MODEL_NAMES
 
 # Names of server and client code, which import this module (tests check they agree):
 STRATEGIES = (
@@ -57,6 +39,7 @@ STRATEGIES = (
 CONSENSUS_STRATEGIES = ("feddistill", "fedmd", "logits-only")  # teachers build a consensus
 DEVICES = ("auto", "cpu", "cuda")
 AGGREGATORS = ("fedavg", "median", "trimmed-mean", "krum", "multi-krum")  # server.robust
+CLIENT_STATE_DTYPES = ("float32", "float16")  # clients.state.to_storage
 ATTACKS = ("none", "scaled-update", "sign-flip", "random-update", "shifted-logits", "random-logits")
 
 
@@ -94,6 +77,7 @@ class RunConfig:
     local_steps: int = 0  # fixed student SGD steps per round; 0 = local-epochs decides
     teacher_rounds: int = 0  # train teachers in rounds 1..R, then reuse cached logits; 0 = always
     teacher_plateau_rounds: int = 0  # freeze a teacher after P rounds without a better val acc
+    client_state_dtype: str = "float32"  # teacher weights in client-state/: float32 | float16
     batch_size: int = 32
     learning_rate: float = 0.02  # student SGD learning rate
     teacher_learning_rate: float = 0.05
@@ -160,15 +144,15 @@ class RunConfig:
         _check_choice("dataset", self.dataset, DATASETS + DOMAIN_DATASETS)
         _check_choice("partitioner", self.partitioner, PARTITIONERS + DOMAIN_PARTITIONERS)
         _check_choice("strategy", self.strategy, STRATEGIES)
-        consensus_modes, bit_widths, model_names = torch_registry_names()
-        _check_choice("consensus", self.consensus, consensus_modes)
+        _check_choice("consensus", self.consensus, CONSENSUS_MODES)
         _check_choice("proxy-set", self.proxy_set, PROXY_SETS)
         self._check_domains()
         _check_choice("device", self.device, DEVICES)
-        _check_choice("update-bit-width", self.update_bit_width, bit_widths)
-        _check_choice("logits-bit-width", self.logits_bit_width, bit_widths)
-        _check_choice("downlink-bit-width", self.downlink_bit_width, bit_widths)
-        _check_choice("consensus-bit-width", self.consensus_bit_width, bit_widths)
+        _check_choice("client-state-dtype", self.client_state_dtype, CLIENT_STATE_DTYPES)
+        _check_choice("update-bit-width", self.update_bit_width, BIT_WIDTHS)
+        _check_choice("logits-bit-width", self.logits_bit_width, BIT_WIDTHS)
+        _check_choice("downlink-bit-width", self.downlink_bit_width, BIT_WIDTHS)
+        _check_choice("consensus-bit-width", self.consensus_bit_width, BIT_WIDTHS)
         _check_choice("aggregator", self.aggregator, AGGREGATORS)
         _check_choice("attack", self.attack, ATTACKS)
         _check_range("clip_multiple", self.clip_multiple, low=0.0)
@@ -256,7 +240,7 @@ class RunConfig:
             ) from None
         _check_range("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         for name in [*self.teacher_model_list(), self.student_model]:
-            _check_choice("teacher-models/student-model", name, model_names)
+            _check_choice("teacher-models/student-model", name, MODEL_NAMES)
         bad_ids = sorted(p for p in self.failing_partitions() if not 0 <= p < self.num_partitions)
         if bad_ids:
             raise ValueError(

@@ -31,6 +31,7 @@ from feddistill.ports import free_port
 from feddistill.preflight import check_local_resources
 from feddistill.progress import emit_new_rows as _emit_new_rows
 from feddistill.progress import follow_progress, pump_without_ansi, read_new_phases
+from feddistill.ray_memory import lean_ray_env, num_client_actors
 from feddistill.run_folder import CHECKPOINT_MISMATCH, OUT_DIR_HOLDS_RUN, RunFolder
 
 logger = logging.getLogger(__name__)
@@ -225,6 +226,7 @@ def _submit_once(
         env["RAY_ADDRESS"] = ray_address
     elif not env.get("RAY_ADDRESS"):
         env["RAY_TMPDIR"] = str(home)  # the private Ray's session folder goes with `home`
+        env.update(lean_ray_env(num_client_actors(cfg)))  # issue 13 hook: a small private Ray
     superlink_cmd = [
         str(bin_dir / "flower-superlink"),
         "--insecure",

@@ -3,18 +3,36 @@
 Every check that can fail fast (the out-dir, the device, the dataset on disk, the
 splits the data can give, one client fitting this machine) runs here, before any
 process starts or the out-dir is touched. Used by the engines and the CLI.
+
+The checks that need torch and the data (``device=cuda`` without CUDA, a missing
+torchvision dataset, splits and partitions the data cannot give) import torch, load
+the dataset and partition it. Run in the ``feddistill`` process itself they leave it
+holding that memory for the whole run (measured: 835 MiB RSS for mnist5k with 100
+clients, 509 MiB of it ``import torch`` of the CUDA build), while the run itself
+happens in other processes (SuperLink, ``flwr-simulation``, Ray workers).
+:func:`run_data_checks` runs them in a short-lived child process instead: the memory
+goes back when the checks end, and the errors come back unchanged (issue 13).
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from feddistill.config import RunConfig
+from feddistill.lifeline import parent_death_signal
 from feddistill.outdir_lock import LOCK_FILE
 from feddistill.run_folder import RunFolder
+
+# the data checks raise only these; anything else is a bug and propagates as it is
+_CHECK_ERRORS: dict[str, type[Exception]] = {
+    "ValueError": ValueError,
+    "FileNotFoundError": FileNotFoundError,
+}
 
 
 def check_out_dir(cfg: RunConfig) -> None:
@@ -156,3 +174,43 @@ def check_local_resources(cfg: RunConfig) -> None:
                 f"client-num-gpus={cfg.client_num_gpus} but this machine has no CUDA device; "
                 "use client-num-gpus=0 (or --ray-address to a cluster with GPUs)"
             )
+
+
+def _data_checks(cfg: RunConfig, check_cuda: bool) -> tuple[str, str] | None:
+    """The torch + data checks: None, or (error type name, message) to send back."""
+    try:
+        if check_cuda:
+            check_device(cfg)
+        check_dataset_available(cfg)
+        check_data_splits(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        return type(err).__name__, str(err)
+    return None
+
+
+def run_data_checks(cfg: RunConfig, check_cuda: bool = True, in_child: bool = True) -> None:
+    """Run the device, dataset and data-split checks, by default in a child process.
+
+    Args:
+        cfg: the run config.
+        check_cuda: also check that ``device=cuda`` has a CUDA device here (off when
+            the run goes to a Ray cluster).
+        in_child: run them in a spawned child that dies with this process (the
+            ``feddistill`` process keeps no torch or data); False runs them here (the
+            in-process engine needs torch anyway).
+
+    Raises:
+        ValueError: as :func:`check_device` and :func:`check_data_splits`, same message.
+        FileNotFoundError: as :func:`check_dataset_available`, same message.
+    """
+    if in_child:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no fork of threads
+        with ProcessPoolExecutor(
+            max_workers=1, mp_context=context, initializer=parent_death_signal()
+        ) as pool:
+            failure = pool.submit(_data_checks, cfg, check_cuda).result()
+    else:
+        failure = _data_checks(cfg, check_cuda)
+    if failure is not None:
+        name, message = failure
+        raise _CHECK_ERRORS[name](message)

@@ -62,3 +62,26 @@ def test_label_skew_regime_refuses_the_kmeans_regimes_extra_rows(capsys):
         _bench().main(["--regime", "label-skew", "--scale", "--out", "/nonexistent/x"])
     # Assert
     assert "--scale and --pruning add rows to the kmeans regime" in capsys.readouterr().err
+
+
+def test_scale_reports_the_first_round_at_the_target_and_seconds_to_it() -> None:
+    # Prepare: 70 % after round 1 (4 s), 86 % after round 2 (5 s), 90 % after round 3
+    rows = [
+        {"round": 1, "accuracy": 0.70, "round_seconds": 4.0},
+        {"round": 2, "accuracy": 0.86, "round_seconds": 5.0},
+        {"round": 3, "accuracy": 0.90, "round_seconds": 6.0},
+    ]
+    # Execute
+    hit = _bench().first_round_at(rows, 0.85)
+    # Assert: round 2, 4 + 5 = 9 s
+    assert hit == (2, 9.0)
+
+
+def test_scale_says_when_the_target_is_not_reached() -> None:
+    # Prepare
+    rows = [{"round": 1, "accuracy": 0.5, "round_seconds": 1.0}]
+    run = {**_result("fedavg-100", 1, 1), "rows": rows, "final_accuracy": 0.5}
+    # Execute
+    table = _bench().scale_markdown([run], 0.85)
+    # Assert
+    assert "| fedavg-100 | 1 | 50.0% | 90.0% | not reached | - | 10 | 0.10 |" in table

@@ -24,12 +24,8 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from torch import nn
 
-from feddistill.distill import (
-    CONSENSUS_MODES,
-    SharedFeatureSpace,
-    consensus,
-    domain_affinity,
-)
+from feddistill.distill import CONSENSUS_MODES, SharedFeatureSpace, domain_affinity
+from feddistill.distill.consensus import consensus
 from feddistill.distill.robust_consensus import robust_consensus
 from feddistill.learn import SGDSpec, train_supervised
 from feddistill.models import build_model

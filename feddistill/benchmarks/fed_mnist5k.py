@@ -8,13 +8,17 @@ writes `results.json`, `results.md` (final / best accuracy, worst-domain accurac
 uplink, downlink and total bytes, FedAvg's fp32 uplink and total over each run's,
 wall seconds), `accuracy_vs_bytes.png` (accuracy vs total bytes; uplink only in a
 second panel), `accuracy_vs_uplink.png` and `accuracy_vs_round.png`.
-`--scale` adds a 100-client Dirichlet run with 10% of clients per round and reports
-the peak resident memory of the whole process tree.
+`--scale` adds tiny clients: 100 Dirichlet clients (~30 samples each), 10% per round,
+`local-steps` SGD steps per round, feddistill and fedavg for `--scale-rounds` rounds,
+reporting peak resident memory of the whole process tree and the first round (and
+in-run seconds) at which each reaches `--scale-target` accuracy (scale.md).
+
 `--regime label-skew` runs feddistill (``coverage-era`` consensus) and fedavg on 10
 Dirichlet(0.1) label-skewed clients for 20 rounds, in process
 (:mod:`feddistill.benchmarks.fed_label_skew`); with `--seeds` once per seed.
 
 Usage: python -m feddistill.benchmarks.fed_mnist5k [--rounds 10] [--out DIR] [--only a,b] [--scale]
+       [--scale-rounds 60] [--scale-local-steps 20] [--scale-target 0.85] [--engine E]
        feddistill bench fed --regime label-skew [--seeds 0,1,2] [--out DIR]
 """
 
@@ -165,6 +169,66 @@ def plot_bytes(out: Path, results: list[dict[str, Any]]) -> Path:
     return path
 
 
+SCALE = [
+    "partitioner='dirichlet'",
+    "num-partitions=100",
+    "dirichlet-alpha=1.0",
+    "min-partition-size=5",
+    "fraction-train=0.1",
+    "min-train-nodes=5",
+]
+
+
+def run_scale(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
+    """The tiny-clients runs: feddistill and fedavg on 100 Dirichlet clients."""
+    runs = []
+    for strategy in [s for s in args.scale_only.split(",") if s]:
+        overrides = [
+            *SCALE,
+            f"num-server-rounds={args.scale_rounds}",
+            f"local-steps={args.scale_local_steps}",
+            f"seed={args.seed}",
+            f"strategy={strategy!r}",
+            *args.set,
+        ]
+        name = f"{strategy}-100-dirichlet-10pct"
+        runs.append(run_one(name, overrides, out / f"scale100-{strategy}", args.engine))
+    return runs
+
+
+def first_round_at(rows: list[dict[str, Any]], target: float) -> tuple[int, float] | None:
+    """(first round with accuracy >= target, in-run seconds up to it), or None.
+
+    Args:
+        rows: metrics rows in round order (``round``, ``accuracy``, ``round_seconds``).
+        target: accuracy in [0, 1].
+    """
+    seconds = 0.0
+    for row in rows:
+        seconds += float(row.get("round_seconds", 0.0))
+        if row["accuracy"] >= target:
+            return int(row["round"]), seconds
+    return None
+
+
+def scale_markdown(runs: list[dict[str, Any]], target: float) -> str:
+    """Rounds and seconds to `target`, final accuracy and peak RSS of the scale runs."""
+    lines = [
+        f"| run | rounds | final acc | best acc | first round >= {100 * target:.0f}% "
+        "| in-run s to it | in-run s total | peak RSS GiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        hit = first_round_at(r["rows"], target)
+        reached = f"{hit[0]} | {hit[1]:.0f}" if hit else "not reached | -"
+        lines.append(
+            f"| {r['name']} | {len(r['rows'])} | {100 * r['final_accuracy']:.1f}% "
+            f"| {100 * r['best_accuracy']:.1f}% | {reached} | {r['wall_seconds']:.0f} "
+            f"| {r['peak_rss_mb'] / 1024:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="feddistill bench fed",
@@ -205,6 +269,33 @@ def main(argv: list[str] | None = None) -> int:
         help="add a 100-client Dirichlet run (10%% of clients per round) with peak memory",
     )
     parser.add_argument(
+        "--scale-rounds", type=int, default=60, help="rounds of the --scale runs (default 60)"
+    )
+    parser.add_argument(
+        "--scale-local-steps",
+        type=int,
+        default=20,
+        help="local-steps of the --scale runs (default 20; 0 = one local epoch)",
+    )
+    parser.add_argument(
+        "--scale-only",
+        default="feddistill,fedavg",
+        help="comma list of strategies of the --scale runs (default feddistill,fedavg)",
+    )
+    parser.add_argument(
+        "--scale-target",
+        type=float,
+        default=0.85,
+        help="accuracy whose first round --scale reports (default 0.85)",
+    )
+    parser.add_argument(
+        "--engine",
+        default="simulation",
+        choices=("simulation", "inprocess"),
+        help="engine of every federated run (default simulation; inprocess: same code, one "
+        "process, no Ray start-up; its memory is not the simulation's)",
+    )
+    parser.add_argument(
         "--pruning",
         action="store_true",
         help="add issue 12's rows (feddistill/benchmarks/fed_pruning.py, in process): dense vs 80%% "
@@ -237,21 +328,15 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run_one(name, overrides, out / name, fed_label_skew.ENGINE))
         else:
             overrides = [*common, f"strategy={name!r}", *EXTRA.get(name, [])]
-            results.append(run_one(name, overrides, out / name))
+            results.append(run_one(name, overrides, out / name, args.engine))
         print(
             f"{name}: final {100 * results[-1]['final_accuracy']:.1f}%", file=sys.stderr, flush=True
         )
     if args.scale:
-        scale = [
-            *common,
-            "partitioner='dirichlet'",
-            "num-partitions=100",
-            "dirichlet-alpha=1.0",
-            "min-partition-size=5",
-            "fraction-train=0.1",
-            "min-train-nodes=5",
-        ]
-        results.append(run_one("feddistill-100-dirichlet-10pct", scale, out / "scale100"))
+        scale_runs = run_scale(args, out)
+        results += scale_runs
+        (out / "scale.md").write_text(scale_markdown(scale_runs, args.scale_target))
+        print(scale_markdown(scale_runs, args.scale_target))
     if args.pruning:
         from feddistill.benchmarks import fed_pruning
 

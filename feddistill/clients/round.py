@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from feddistill.clients.attacks import attack_logits, attack_update
-from feddistill.clients.state import load_state, save_state
+from feddistill.clients.state import load_state, save_state, to_storage
 from feddistill.clients.teacher_freeze import TeacherFreeze
 from feddistill.compression import (
     CompressionSpec,
@@ -274,7 +274,8 @@ def run_client_round(
                 stats = train_supervised(
                     teacher, x_teacher, y_teacher, teacher_sgd, device, kd=teacher_kd
                 )
-            new_state["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
+            # stored in client-state-dtype (fp16 halves client-state/, issue 13)
+            new_state["teacher"] = to_storage(teacher.state_dict(), cfg.client_state_dtype)
             with timed("logits_affinity"):
                 teacher_logits = predict_logits(teacher, proxy_now, device)  # (b, K)
                 space = _feature_space(splits.proxy_x, cfg.seed)

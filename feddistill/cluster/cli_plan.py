@@ -20,8 +20,6 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from feddistill.cluster.planner import CUDA_CONTEXT_BYTES, plan_resources, training_memory_bytes
-from feddistill.cluster.probe import cluster_resources
 from feddistill.config import RunConfig
 from feddistill.config_load import load_config
 
@@ -71,6 +69,7 @@ def client_memory_bytes(cfg: RunConfig) -> int:
     Raises:
         ValueError: if the dataset has no known input shape.
     """
+    from feddistill.cluster.planner import CUDA_CONTEXT_BYTES, training_memory_bytes
     from feddistill.models.registry import build_model
 
     if cfg.dataset not in DATASET_SHAPES:
@@ -96,6 +95,10 @@ def run_plan(args: argparse.Namespace) -> int:
     Raises:
         ValueError: if ``--gpu-memory-gb`` is not positive, or a setting is out of range.
     """
+    # torch comes with the planner: imported when the command runs (issue 13)
+    from feddistill.cluster.planner import plan_resources
+    from feddistill.cluster.probe import cluster_resources
+
     cfg = load_config(args.config, list(args.set or []))
     if args.gpu_memory_gb is not None and args.gpu_memory_gb <= 0:
         raise ValueError(f"--gpu-memory-gb must be > 0, got {args.gpu_memory_gb}")

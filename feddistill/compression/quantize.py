@@ -34,8 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-INT_BIT_WIDTHS: tuple[int, ...] = (1, 2, 4, 8)
-BIT_WIDTHS: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+from feddistill.compression.names import BIT_WIDTHS, INT_BIT_WIDTHS
 
 
 def check_bit_width(bit_width: int, allowed: tuple[int, ...] = BIT_WIDTHS) -> None:

@@ -17,17 +17,8 @@ from torch import Tensor
 from feddistill.distill.coverage import COVERAGE_ERA_MODE, COVERAGE_MODES, coverage_consensus
 from feddistill.distill.kd3a import KD3A_MODES, kd3a_consensus
 from feddistill.distill.losses import soft_labels
+from feddistill.distill.names import CONSENSUS_MODES
 
-CONSENSUS_MODES: tuple[str, ...] = (
-    "mean",
-    "confidence",
-    "entropy",
-    "domain",
-    "cluster-mean",
-    "era",
-    *KD3A_MODES,
-    *COVERAGE_MODES,
-)
 # ERA's sharpening temperature on the averaged probabilities (DS-FL uses 0.1)
 ERA_TEMPERATURE = 0.1
 

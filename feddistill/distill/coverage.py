@@ -35,13 +35,12 @@ import torch
 from torch import Tensor
 
 from feddistill.distill.losses import soft_labels
+from feddistill.distill.names import COVERAGE_ERA_MODE, COVERAGE_MODE, COVERAGE_MODES
 
-COVERAGE_MODE = "coverage"
-# coverage, then DS-FL's entropy reduction (softmax(q / 0.1)): measured, the coverage
-# soft labels were right on 92.3 % of the proxy set while the student they trained
-# stayed at 85.6 %: averaged probabilities at T are too flat for the argmax to transfer
-COVERAGE_ERA_MODE = "coverage-era"
-COVERAGE_MODES = (COVERAGE_MODE, COVERAGE_ERA_MODE)
+# coverage-era = coverage, then DS-FL's entropy reduction (softmax(q / 0.1)): measured,
+# the coverage soft labels were right on 92.3 % of the proxy set while the student they
+# trained stayed at 85.6 %: averaged probabilities at T are too flat for the argmax to
+# transfer. The names live in distill/names.py (torch-free, read by the config).
 
 
 def class_coverage(class_counts: Tensor) -> Tensor:

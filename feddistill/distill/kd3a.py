@@ -42,8 +42,8 @@ import torch
 from torch import Tensor
 
 from feddistill.distill.losses import soft_labels
+from feddistill.distill.names import KD3A_MODES
 
-KD3A_MODES: tuple[str, ...] = ("knowledge-vote", "consensus-focus")
 CONFIDENCE_GATE = 0.9  # KD3A's gate on the teacher's max probability
 
 

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from feddistill.models.names import MODEL_NAMES
+
 InputShape = tuple[int, int, int]  # (C, H, W)
 
 
@@ -102,7 +104,7 @@ _BUILDERS: dict[str, Callable[[InputShape, int], nn.Module]] = {
     "resnet18": _resnet18,
 }
 
-MODEL_NAMES: tuple[str, ...] = tuple(sorted(_BUILDERS))
+assert tuple(sorted(_BUILDERS)) == MODEL_NAMES, "models.names lists one name per builder"
 
 
 def build_model(

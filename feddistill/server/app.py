@@ -14,6 +14,13 @@ from flwr.app import Context
 from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid, ServerApp
 
+# Flower's simulation imports the ClientApp in another thread of this process while the
+# ServerApp runs. scikit-learn's submodules import each other: two threads entering it
+# through different submodules can each hold a module lock the other needs, and Python
+# then hands one of them a partially initialized module (ImportError, seen: 'sklearn.base').
+# The ServerApp enters it where the ClientApp does (distill.affinity ->
+# sklearn.decomposition), when this module loads.
+import feddistill.distill.affinity  # noqa: F401
 from feddistill.config import RunConfig, from_mapping
 from feddistill.outdir_lock import OutDirLock
 from feddistill.run_folder import CHECKPOINT_MISMATCH, OUT_DIR_HOLDS_RUN, RunFolder

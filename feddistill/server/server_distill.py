@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from feddistill.compression.pruning import resize_to_state
-from feddistill.distill import consensus as build_consensus
+from feddistill.distill.consensus import consensus as build_consensus
 from feddistill.distill.kd3a import kept_samples
 from feddistill.learn import SGDSpec, predict_logits
 from feddistill.models import build_model

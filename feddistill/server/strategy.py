@@ -30,7 +30,7 @@ from feddistill import protocol as P
 from feddistill.compression import CodecError, decode_tensors
 from feddistill.compression.masks import packed_shapes, unpack_unmasked
 from feddistill.compression.teacher_upload import TeacherUpload
-from feddistill.distill import consensus as build_consensus
+from feddistill.distill.consensus import consensus as build_consensus
 from feddistill.distill.coverage import COVERAGE_MODES
 from feddistill.distill.kd3a import KD3A_MODES
 from feddistill.server.aggregate import (

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from feddistill.distill import CONSENSUS_MODES, consensus, largest_cluster_mask, weighted_consensus
+from feddistill.distill import CONSENSUS_MODES, largest_cluster_mask, weighted_consensus
+from feddistill.distill.consensus import consensus
 
 LN3 = math.log(3.0)
 # Client A predicts [3/4, 1/4] (logits [ln 3, 0]), client B predicts [1/4, 3/4].

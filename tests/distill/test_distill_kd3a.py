@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from feddistill.distill import consensus
+from feddistill.distill.consensus import consensus
 from feddistill.distill.kd3a import (
     consensus_focus,
     consensus_quality,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from feddistill.distill import consensus
+from feddistill.distill.consensus import consensus
 from feddistill.distill.robust_consensus import (
     agreement_gate,
     cap_share,

@@ -11,7 +11,7 @@ from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDic
 from feddistill import protocol as P
 from feddistill.compression.teacher_upload import TeacherUpload
 from feddistill.config import RunConfig, from_mapping
-from feddistill.distill import consensus
+from feddistill.distill.consensus import consensus
 from feddistill.inprocess import run_rounds
 from feddistill.server.logits_only import latest_client_accuracy
 from feddistill.server.strategy import FedDistill
