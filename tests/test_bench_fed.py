@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 from feddistill.benchmarks import fed_label_skew
-from feddistill.config import load_config
+from feddistill.config_load import load_config
 
 
 def _bench():
