@@ -17,6 +17,7 @@ from feddistill.checks import check_choice as _check_choice
 from feddistill.checks import check_open_unit as _check_open_unit
 from feddistill.checks import check_range as _check_range
 from feddistill.compression.names import BIT_WIDTHS
+from feddistill.compression.names import IMPORTANCES as CHANNEL_IMPORTANCES
 from feddistill.data.names import DATASET_NAMES as DATASETS
 from feddistill.data.names import DOMAIN_DATASET_NAMES as DOMAIN_DATASETS
 from feddistill.data.names import DOMAIN_PARTITIONER_NAMES as DOMAIN_PARTITIONERS
@@ -123,9 +124,9 @@ class RunConfig:
 
     def _check_channel_importance(self) -> None:
         """Taylor importance needs a consensus: a teacher strategy, from round 2."""
-        from feddistill.compression.pruning import IMPORTANCES  # the registry owns the names
-
-        _check_choice("channel-pruning-importance", self.channel_pruning_importance, IMPORTANCES)
+        _check_choice(
+            "channel-pruning-importance", self.channel_pruning_importance, CHANNEL_IMPORTANCES
+        )
         if self.channel_pruning_ratio == 0 or self.channel_pruning_importance != "taylor":
             return
         if self.strategy not in CONSENSUS_STRATEGIES:

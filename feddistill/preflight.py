@@ -132,11 +132,17 @@ def check_data_splits(cfg: RunConfig) -> None:
     out-dir is touched.
 
     Raises:
-        ValueError: as :func:`feddistill.data.prepare_federated_data`.
+        ValueError: as :func:`feddistill.data.prepare_federated_data`; or if
+            ``logits-top-m`` is not below the dataset's class count K.
     """
     from feddistill.data import prepare_federated_data
 
-    prepare_federated_data(cfg.data_spec())
+    num_classes = prepare_federated_data(cfg.data_spec()).splits.num_classes
+    if not 0 <= cfg.logits_top_m < num_classes:
+        raise ValueError(
+            f"logits-top-m={cfg.logits_top_m} must be below the {num_classes} classes of "
+            f"dataset={cfg.dataset!r}; allowed: 0 (every class) to {num_classes - 1}"
+        )
 
 
 def load_run_config(out: Path) -> dict[str, Any]:

@@ -25,9 +25,10 @@ import torch_pruning as tp
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
+from feddistill.compression.names import IMPORTANCES  # what ranks channels
+
 PRUNABLE: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 SCOPES: tuple[str, ...] = ("global", "layer")
-IMPORTANCES: tuple[str, ...] = ("magnitude", "taylor")  # what ranks channels (prune_channels)
 
 
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
