@@ -28,14 +28,12 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from feddistill.benchmarks import fed_label_skew
+from feddistill.benchmarks.overhead import PeakRss
 from feddistill.cli import run_job
 from feddistill.config_load import load_config
 from feddistill.server.results import plot_curves
@@ -53,43 +51,17 @@ STRATEGIES = (
 EXTRA = {"logits-only": ["teacher-models='mlp,cnn-small,cnn,cnn-small'"]}
 
 
-class PeakMemory:
-    """Samples the summed RSS of this process and all its descendants."""
-
-    def __init__(self, interval_s: float = 0.5) -> None:
-        self.interval_s = interval_s
-        self.peak_bytes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        me = psutil.Process(os.getpid())
-        while not self._stop.is_set():
-            total = 0
-            for proc in [me, *me.children(recursive=True)]:
-                try:
-                    total += proc.memory_info().rss
-                except psutil.Error:
-                    continue
-            self.peak_bytes = max(self.peak_bytes, total)
-            time.sleep(self.interval_s)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def run_one(
     name: str, overrides: list[str], out: Path, engine: str = "simulation"
 ) -> dict[str, Any]:
     cfg = load_config(None, [*overrides, f"out-dir={str(out.resolve())!r}"])
     t0 = time.perf_counter()
-    with PeakMemory() as mem:
+    mem = PeakRss(os.getpid())  # this process and all it starts (Ray, Flower)
+    mem.start()
+    try:
         summary = run_job(cfg, quiet=True, engine=engine)
+    finally:
+        mem.stop()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
     return {
         "name": name,

@@ -19,7 +19,6 @@ import argparse
 import json
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import psutil
 
 from feddistill.atomic import atomic_write_text
+from feddistill.benchmarks.overhead import PeakRss
 from feddistill.lifeline import parent_death_signal
 
 # (role, substring of the command line); the first match names the process
@@ -86,24 +86,12 @@ def library_rss(proc: psutil.Process) -> tuple[int, int]:
     return cuda, torch_
 
 
-class TreeSampler:
+class TreeSampler(PeakRss):
     """Samples a process tree's summed RSS; keeps a per-process snapshot at its peak."""
 
     def __init__(self, pid: int, interval_s: float = 1.0) -> None:
-        self.pid, self.interval_s = pid, interval_s
-        self.peak_bytes = 0
+        super().__init__(pid, interval_s)
         self.snapshot: list[ProcessMemory] = []
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def start(self) -> None:
-        """Start sampling in a background thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop sampling (the peak and its snapshot stay)."""
-        self._done.set()
-        self._thread.join()
 
     def _tree(self) -> list[tuple[psutil.Process, int]]:
         try:
