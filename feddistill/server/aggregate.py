@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -26,28 +26,14 @@ def validate_update(
         RejectedUpdate: on missing or unexpected names, a shape or dtype mismatch, a
             non-finite value, or a norm above `max_norm` (the message names the key).
     """
-    missing = sorted(set(template) - set(update))
-    extra = sorted(set(update) - set(template))
-    if missing or extra:
-        raise RejectedUpdate(
-            f"update keys differ from the model: missing {missing}, unexpected {extra}"
-        )
-    for key, expected in template.items():
-        got = update[key]
-        if tuple(got.shape) != tuple(expected.shape):
-            raise RejectedUpdate(
-                f"update[{key!r}] has shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
-            )
-        if got.is_floating_point() != expected.is_floating_point():
-            raise RejectedUpdate(
-                f"update[{key!r}] has dtype {got.dtype}, expected {expected.dtype}"
-            )
+
+    def norm_at_most(key: str, name: str, got: Tensor) -> None:
         if got.is_floating_point():
-            if not bool(torch.isfinite(got).all()):
-                raise RejectedUpdate(f"update[{key!r}] contains NaN or Inf")
             norm = float(got.double().norm())
             if norm > max_norm:
-                raise RejectedUpdate(f"update[{key!r}] has L2 norm {norm:.3g} > max {max_norm:.3g}")
+                raise RejectedUpdate(f"{name} has L2 norm {norm:.3g} > max {max_norm:.3g}")
+
+    _check_like(update, template, "update", lambda key: f"update[{key!r}]", norm_at_most)
 
 
 def validate_buffers(buffers: Mapping[str, Tensor], template: Mapping[str, Tensor]) -> None:
@@ -62,26 +48,52 @@ def validate_buffers(buffers: Mapping[str, Tensor], template: Mapping[str, Tenso
             non-finite value, or a negative variance (a key ending in ``running_var``)
             or a negative ``num_batches_tracked``; the message names the key.
     """
-    missing = sorted(set(template) - set(buffers))
-    extra = sorted(set(buffers) - set(template))
-    if missing or extra:
-        raise RejectedUpdate(
-            f"buffer keys differ from the model: missing {missing}, unexpected {extra}"
-        )
-    for key, expected in template.items():
-        got = buffers[key]
-        if tuple(got.shape) != tuple(expected.shape):
-            raise RejectedUpdate(
-                f"buffer {key!r} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
-            )
-        if got.is_floating_point() != expected.is_floating_point():
-            raise RejectedUpdate(f"buffer {key!r} has dtype {got.dtype}, expected {expected.dtype}")
-        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
-            raise RejectedUpdate(f"buffer {key!r} contains NaN or Inf")
+
+    def not_negative(key: str, name: str, got: Tensor) -> None:
         if key.endswith(("running_var", "num_batches_tracked")) and bool((got < 0).any()):
             raise RejectedUpdate(
-                f"buffer {key!r} has a negative entry ({float(got.min()):.3g}); must be >= 0"
+                f"{name} has a negative entry ({float(got.min()):.3g}); must be >= 0"
             )
+
+    _check_like(buffers, template, "buffer", lambda key: f"buffer {key!r}", not_negative)
+
+
+def _check_like(
+    values: Mapping[str, Tensor],
+    template: Mapping[str, Tensor],
+    kind: str,
+    label: Callable[[str], str],
+    check: Callable[[str, str, Tensor], None],
+) -> None:
+    """Names, shapes, dtypes and finiteness of `values` against `template`, then `check`.
+
+    Args:
+        values: name -> tensor sent by a client.
+        template: name -> tensor of the global model (what is expected).
+        kind: what `values` are, for the key-set message ("update", "buffer").
+        label: a key -> how messages name it.
+        check: further test of one tensor (its key, label and value), in template order.
+
+    Raises:
+        RejectedUpdate: on the first fault found; the message names the key.
+    """
+    missing = sorted(set(template) - set(values))
+    extra = sorted(set(values) - set(template))
+    if missing or extra:
+        raise RejectedUpdate(
+            f"{kind} keys differ from the model: missing {missing}, unexpected {extra}"
+        )
+    for key, expected in template.items():
+        got, name = values[key], label(key)
+        if tuple(got.shape) != tuple(expected.shape):
+            raise RejectedUpdate(
+                f"{name} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+            )
+        if got.is_floating_point() != expected.is_floating_point():
+            raise RejectedUpdate(f"{name} has dtype {got.dtype}, expected {expected.dtype}")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise RejectedUpdate(f"{name} contains NaN or Inf")
+        check(key, name, got)
 
 
 def fedavg(updates: Sequence[tuple[int, Mapping[str, Tensor]]]) -> dict[str, Tensor]:
