@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -11,11 +12,14 @@ def check_choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
     """Check that `value` is one of `allowed`.
 
     Raises:
-        ValueError: ``key=value is not allowed; choose one of: ...``.
+        ValueError: ``key=value is not allowed; choose one of: ...``, with the closest
+            allowed names when `value` looks like a misspelling of one of them.
     """
     if value not in allowed:
+        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=2, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
         raise ValueError(
-            f"{key}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}"
+            f"{key}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}{hint}"
         )
 
 

@@ -15,12 +15,26 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from feddistill.config import RunConfig
-from feddistill.config_load import load_config
+from feddistill.config_load import load_config, parse_overrides
 from feddistill.progress import format_round_line
 from feddistill.terminal import make_console
 
 console = make_console()
 err_console = make_console(stderr=True)
+
+
+def _check_one_out_dir(out: str, overrides: list[str]) -> None:
+    """Refuse ``--out`` together with a different ``--set out-dir=...``.
+
+    Raises:
+        ValueError: naming both values.
+    """
+    given = {k.replace("_", "-"): v for k, v in parse_overrides(overrides).items()}
+    if "out-dir" in given and Path(str(given["out-dir"])).resolve() != Path(out).resolve():
+        raise ValueError(
+            f"--out {out!r} and --set out-dir={given['out-dir']!r} name different results "
+            "folders; give one of them"
+        )
 
 
 def _format_row(row: dict[str, Any], rounds: int) -> str:
@@ -130,6 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         overrides = list(args.set or [])
         if args.out:
+            _check_one_out_dir(args.out, overrides)
             overrides.append(f"out-dir={str(Path(args.out).resolve())!r}")
         cfg = load_config(args.config, overrides)
         cfg = dataclasses.replace(

@@ -240,8 +240,9 @@ class RunConfig:
                 f"fail-partitions must be a comma list of integers, got {self.fail_partitions!r}"
             ) from None
         _check_range("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
-        for name in [*self.teacher_model_list(), self.student_model]:
-            _check_choice("teacher-models/student-model", name, MODEL_NAMES)
+        for name in self.teacher_model_list():
+            _check_choice("teacher-models", name, MODEL_NAMES)
+        _check_choice("student-model", self.student_model, MODEL_NAMES)
         bad_ids = sorted(p for p in self.failing_partitions() if not 0 <= p < self.num_partitions)
         if bad_ids:
             raise ValueError(

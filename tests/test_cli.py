@@ -54,6 +54,18 @@ def test_bench_dispatches_to_the_benchmark_script():
     assert proc.returncode == 2 and "--no-such-flag" in proc.stderr
 
 
+def test_out_and_a_different_set_out_dir_are_refused_before_anything_starts(tmp_path, capsys):
+    # Prepare
+    a, b = tmp_path / "a", tmp_path / "b"
+    # Execute
+    rc = main(["run", "--out", str(a), "--set", f"out-dir='{b}'"])
+    # Assert: a usage error naming both folders; neither folder was created
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "name different results folders" in " ".join(err.split())
+    assert not a.exists() and not b.exists()
+
+
 def test_run_with_bad_set_is_a_clean_error(capsys):
     assert main(["run", "--set", "alpha"]) == 2
     assert "--set expects key=value, got 'alpha'" in capsys.readouterr().err

@@ -156,9 +156,26 @@ def test_non_finite_numbers_are_rejected(key, value):
 @pytest.mark.parametrize("key", ["teacher-models", "student-model"])
 def test_unknown_model_names_fail_before_anything_starts(key):
     with pytest.raises(
-        ValueError, match=r"'foo' is not allowed; choose one of: cnn, cnn-small, mlp, resnet18"
+        ValueError,
+        match=rf"^{key}='foo' is not allowed; choose one of: cnn, cnn-small, mlp, resnet18$",
     ):
         from_mapping({key: "foo"})
+
+
+def test_a_misspelt_choice_gets_the_closest_allowed_names():
+    # Prepare: "covrage-era" is one letter away from "coverage-era" (and close to "coverage")
+    # Execute / Assert
+    with pytest.raises(
+        ValueError,
+        match=r"consensus='covrage-era' is not allowed; .* \(did you mean 'coverage-era'",
+    ):
+        from_mapping({"consensus": "covrage-era"})
+
+
+def test_a_choice_far_from_every_allowed_name_gets_no_guess():
+    with pytest.raises(ValueError) as error:
+        from_mapping({"consensus": "zzzz"})
+    assert "did you mean" not in str(error.value)
 
 
 def test_fail_partitions_must_name_existing_partitions():
