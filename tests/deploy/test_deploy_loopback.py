@@ -118,6 +118,7 @@ def test_logits_only_job_with_mixed_models_completes_through_the_deployment_engi
             "strategy": "logits-only",
             "teacher-models": "mlp,cnn-small",
             "logits-top-m": 2,
+            "num-server-rounds": 1,
             "out-dir": str(tmp_path / "out"),
         }
     )
@@ -128,7 +129,7 @@ def test_logits_only_job_with_mixed_models_completes_through_the_deployment_engi
     table = [
         json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
     ]
-    assert [r["accepted"] for r in table] == [2, 2]
+    assert [r["accepted"] for r in table] == [2]
     assert all(r["uplink_update_bytes"] == 0 and r["uplink_logits_bytes"] > 0 for r in table)
     assert {"client_0_accuracy", "client_1_accuracy"} <= set(summary)
 

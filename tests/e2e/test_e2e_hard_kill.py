@@ -69,9 +69,12 @@ def run_processes(tag: str) -> list[psutil.Process]:
 def test_sigkill_mid_round_leaves_no_process_and_resume_matches_an_uninterrupted_run(
     tmp_path, test_env
 ):
-    # Prepare: the uninterrupted reference run
+    # Prepare: the uninterrupted reference run, in process (both engines give the same
+    # metrics: tests/e2e/test_e2e_run.py)
     ref, part = tmp_path / "ref", tmp_path / "part"
-    reference = feddistill("run", "--out", str(ref), "--quiet", *ARGS, env=test_env)
+    reference = feddistill(
+        "run", "--engine", "inprocess", "--out", str(ref), "--quiet", *ARGS, env=test_env
+    )
     assert reference.returncode == 0, reference.stdout + reference.stderr
     # Execute: the same job, killed with SIGKILL once round 2 is written (mid-round 3 of 6)
     top = subprocess.Popen(
