@@ -76,6 +76,7 @@ class RunConfig:
     teacher_epochs: int = 1  # local teacher epochs per round
     local_epochs: int = 1  # local student epochs per round
     local_steps: int = 0  # fixed student SGD steps per round; 0 = local-epochs decides
+    teacher_local_steps: int = 0  # fixed teacher SGD steps per round; 0 = teacher-epochs decides
     teacher_rounds: int = 0  # train teachers in rounds 1..R, then reuse cached logits; 0 = always
     teacher_plateau_rounds: int = 0  # freeze a teacher after P rounds without a better val acc
     client_state_dtype: str = "float32"  # teacher weights in client-state/: float32 | float16
@@ -173,6 +174,7 @@ class RunConfig:
             "teacher_epochs",
             "local_epochs",
             "local_steps",
+            "teacher_local_steps",
             "teacher_rounds",
             "teacher_plateau_rounds",
             "logits_top_m",

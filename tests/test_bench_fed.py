@@ -85,3 +85,24 @@ def test_scale_says_when_the_target_is_not_reached() -> None:
     table = _bench().scale_markdown([run], 0.85)
     # Assert
     assert "| fedavg-100 | 1 | 50.0% | 90.0% | not reached | - | 10 | 0.10 |" in table
+
+
+def test_scale_runs_give_teachers_the_same_fixed_steps_as_students() -> None:
+    # Prepare / Execute
+    cfg = load_config(None, _bench().scale_overrides("feddistill", 30, 20, 0, []))
+    # Assert: tiny clients: both models make 20 steps per round
+    assert (cfg.local_steps, cfg.teacher_local_steps) == (20, 20)
+    assert (cfg.num_partitions, cfg.fraction_train, cfg.num_server_rounds) == (100, 0.1, 30)
+
+
+def test_only_empty_runs_none_of_the_main_strategies(tmp_path, monkeypatch) -> None:
+    # Prepare: record the runs instead of running them (regression: '' meant "all")
+    bench = _bench()
+    names: list[str] = []
+    monkeypatch.setattr(bench, "run_one", lambda name, *a, **k: names.append(name))
+    monkeypatch.setattr(bench, "plot_curves", lambda *a, **k: None)
+    monkeypatch.setattr(bench, "plot_bytes", lambda *a, **k: None)
+    # Execute
+    code = bench.main(["--only", "", "--out", str(tmp_path)])
+    # Assert
+    assert (names, code) == ([], 0)

@@ -9,7 +9,8 @@ uplink, downlink and total bytes, FedAvg's fp32 uplink and total over each run's
 wall seconds), `accuracy_vs_bytes.png` (accuracy vs total bytes; uplink only in a
 second panel), `accuracy_vs_uplink.png` and `accuracy_vs_round.png`.
 `--scale` adds tiny clients: 100 Dirichlet clients (~30 samples each), 10% per round,
-`local-steps` SGD steps per round, feddistill and fedavg for `--scale-rounds` rounds,
+`local-steps` and `teacher-local-steps` SGD steps per round (`--scale-local-steps`, both),
+feddistill and fedavg for `--scale-rounds` rounds,
 reporting peak resident memory of the whole process tree and the first round (and
 in-run seconds) at which each reaches `--scale-target` accuracy (scale.md).
 
@@ -151,18 +152,32 @@ SCALE = [
 ]
 
 
+def scale_overrides(
+    strategy: str, rounds: int, local_steps: int, seed: int, sets: list[str]
+) -> list[str]:
+    """Config of one tiny-clients run: 100 Dirichlet clients, 10 % per round.
+
+    Students and teachers both make ``local_steps`` steps per round (``local-steps``,
+    ``teacher-local-steps``); ``sets`` (the user's ``--set``) come last and win.
+    """
+    return [
+        *SCALE,
+        f"num-server-rounds={rounds}",
+        f"local-steps={local_steps}",
+        f"teacher-local-steps={local_steps}",  # feddistill's teachers too
+        f"seed={seed}",
+        f"strategy={strategy!r}",
+        *sets,
+    ]
+
+
 def run_scale(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
     """The tiny-clients runs: feddistill and fedavg on 100 Dirichlet clients."""
     runs = []
     for strategy in [s for s in args.scale_only.split(",") if s]:
-        overrides = [
-            *SCALE,
-            f"num-server-rounds={args.scale_rounds}",
-            f"local-steps={args.scale_local_steps}",
-            f"seed={args.seed}",
-            f"strategy={strategy!r}",
-            *args.set,
-        ]
+        overrides = scale_overrides(
+            strategy, args.scale_rounds, args.scale_local_steps, args.seed, args.set
+        )
         name = f"{strategy}-100-dirichlet-10pct"
         runs.append(run_one(name, overrides, out / f"scale100-{strategy}", args.engine))
     return runs
@@ -247,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         "--scale-local-steps",
         type=int,
         default=20,
-        help="local-steps of the --scale runs (default 20; 0 = one local epoch)",
+        help="local-steps and teacher-local-steps of the --scale runs (default 20; 0 = one "
+        "local epoch)",
     )
     parser.add_argument(
         "--scale-only",
@@ -286,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--scale and --pruning add rows to the kmeans regime, not to label-skew")
     default_rounds = fed_label_skew.ROUNDS if skew else 10
     rounds = default_rounds if args.rounds is None else args.rounds
-    only = args.only or ",".join(fed_label_skew.STRATEGIES if skew else STRATEGIES)
+    default_only = ",".join(fed_label_skew.STRATEGIES if skew else STRATEGIES)
+    only = default_only if args.only is None else args.only  # --only "": none (e.g. --scale)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     common = [f"num-server-rounds={rounds}", f"seed={args.seed}", *args.set]

@@ -267,6 +267,7 @@ def run_client_round(
                 cfg.momentum,
                 cfg.batch_size,
                 epochs=cfg.teacher_epochs,
+                steps=cfg.teacher_local_steps,
                 seed=_round_seed(cfg.seed, partition_id, server_round, 1),
             )
             with timed("teacher_training"):

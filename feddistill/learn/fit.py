@@ -204,33 +204,75 @@ def distill_on_proxy(
     return sum(size * v["loss"] for size, v in last) / sum(size for size, _ in last)
 
 
-def few_steps_warning(
-    partition_sizes: list[int], local_epochs: int, local_steps: int, batch_size: int
-) -> str | None:
-    """A warning if some client makes fewer than MIN_STEPS_PER_ROUND SGD steps a round.
+def steps_per_round(num_samples: int, epochs: int, steps: int, batch_size: int) -> int:
+    """SGD steps one model makes per round on ``num_samples`` samples (as :func:`fit`).
 
-    A client makes ``local_steps`` steps when that is > 0, else
-    ``local_epochs * ceil(n / batch_size)`` for its n samples.
+    Args:
+        num_samples: n, the client's samples.
+        epochs: local epochs (used when ``steps`` is 0).
+        steps: fixed steps per round; > 0 overrides ``epochs``.
+        batch_size: samples per step.
+
+    Returns:
+        ``steps`` if > 0, else ``epochs * ceil(n / batch_size)``.
+    """
+    return steps if steps > 0 else epochs * math.ceil(num_samples / batch_size)
+
+
+def few_steps_warning(
+    partition_sizes: list[int],
+    batch_size: int,
+    *,
+    local_epochs: int | None,
+    local_steps: int = 0,
+    teacher_epochs: int | None = None,
+    teacher_local_steps: int = 0,
+) -> str | None:
+    """A warning if some client's student or teacher makes < MIN_STEPS_PER_ROUND steps a round.
+
+    Each model makes :func:`steps_per_round` steps: the student with ``local-epochs`` /
+    ``local-steps``, the teacher with ``teacher-epochs`` / ``teacher-local-steps``.
 
     Args:
         partition_sizes: samples per client partition.
-        local_epochs: the local-epochs key.
-        local_steps: the local-steps key (0 = epochs decide).
         batch_size: the batch-size key.
+        local_epochs: the local-epochs key; None when the strategy trains no student
+            on the clients (logits-only).
+        local_steps: the local-steps key (0 = epochs decide).
+        teacher_epochs: the teacher-epochs key; None when the strategy trains no
+            teachers (fedavg, feddf).
+        teacher_local_steps: the teacher-local-steps key (0 = epochs decide).
 
     Returns:
-        The warning text, naming how many clients and the fewest steps, or None.
+        The warning text, naming how many clients, the fewest steps of each model
+        below the limit and the keys that set them, or None.
     """
-    if local_steps > 0:
-        steps = [local_steps] * len(partition_sizes)
-    else:
-        steps = [local_epochs * math.ceil(n / batch_size) for n in partition_sizes]
-    few = [s for s in steps if s < MIN_STEPS_PER_ROUND]
-    if not few:
+    roles = []  # (model, [steps per client], its keys and values)
+    if local_epochs is not None:
+        steps = [steps_per_round(n, local_epochs, local_steps, batch_size) for n in partition_sizes]
+        roles.append(("student", steps, f"local-epochs={local_epochs}, local-steps={local_steps}"))
+    if teacher_epochs is not None:
+        steps = [
+            steps_per_round(n, teacher_epochs, teacher_local_steps, batch_size)
+            for n in partition_sizes
+        ]
+        keys = f"teacher-epochs={teacher_epochs}, teacher-local-steps={teacher_local_steps}"
+        roles.append(("teacher", steps, keys))
+    low = [(model, steps, keys) for model, steps, keys in roles if min(steps) < MIN_STEPS_PER_ROUND]
+    if not low:
         return None
+    few = sum(
+        any(steps[i] < MIN_STEPS_PER_ROUND for _, steps, _ in low)
+        for i in range(len(partition_sizes))
+    )
+    fewest = ", ".join(f"{min(steps)} {model} ({keys})" for model, steps, keys in low)
+    fix = " and ".join(
+        f"{'local-steps' if model == 'student' else 'teacher-local-steps'}="
+        f"{4 * MIN_STEPS_PER_ROUND}"
+        for model, _, _ in low
+    )
     return (
-        f"warning: {len(few)} of {len(steps)} clients make fewer than {MIN_STEPS_PER_ROUND} "
-        f"SGD steps per round (fewest: {min(few)}; local-epochs={local_epochs}, "
-        f"local-steps={local_steps}, batch-size={batch_size}); they learn little per round: "
-        f"set local-steps (e.g. local-steps={4 * MIN_STEPS_PER_ROUND}) or a smaller batch-size"
+        f"warning: {few} of {len(partition_sizes)} clients make fewer than "
+        f"{MIN_STEPS_PER_ROUND} SGD steps per round (fewest: {fewest}; batch-size={batch_size}); "
+        f"they learn little per round: set {fix}, or a smaller batch-size"
     )

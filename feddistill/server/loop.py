@@ -114,11 +114,14 @@ class FederationRun:
         with timed("data_loading"):
             self.data: FederatedData = prepare_federated_data(cfg.data_spec())
         self.device = resolve_device(cfg.device)
+        plan = P.plan_for(cfg)  # which local models the clients train
         few = few_steps_warning(
             [len(p) for p in self.data.partitions],
-            cfg.local_epochs,
-            cfg.local_steps,
             cfg.batch_size,
+            local_epochs=cfg.local_epochs if plan.uploads_student else None,
+            local_steps=cfg.local_steps,
+            teacher_epochs=cfg.teacher_epochs if plan.uses_teachers else None,
+            teacher_local_steps=cfg.teacher_local_steps,
         )
         if few is not None:
             logger.warning("%s", few)

@@ -1,4 +1,5 @@
-"""Issue 13: less work per round (teacher-rounds, local-steps) and the few-steps warning."""
+"""Issue 13: less work per round (teacher-rounds, local-steps, teacher-local-steps) and the
+few-steps warning."""
 
 from __future__ import annotations
 
@@ -113,19 +114,92 @@ def test_local_steps_zero_keeps_epoch_training_bit_for_bit() -> None:
 
 def test_few_steps_warning_names_clients_and_fewest_steps() -> None:
     # Execute: 30 samples / batch 32 = 1 step; 200 / 32 = 7 steps
-    text = few_steps_warning([30, 200, 64], local_epochs=1, local_steps=0, batch_size=32)
+    text = few_steps_warning([30, 200, 64], 32, local_epochs=1, local_steps=0)
 
     # Assert: 30 -> 1 step, 64 -> 2 steps are below 5
     assert text is not None
-    assert "2 of 3 clients make fewer than 5 SGD steps per round (fewest: 1;" in text
+    assert (
+        "2 of 3 clients make fewer than 5 SGD steps per round "
+        "(fewest: 1 student (local-epochs=1, local-steps=0); batch-size=32)"
+    ) in text
+    assert "set local-steps=20, or a smaller batch-size" in text
 
 
 def test_local_steps_silence_the_few_steps_warning() -> None:
     # Execute / Assert
-    assert few_steps_warning([30, 64], local_epochs=1, local_steps=20, batch_size=32) is None
+    assert few_steps_warning([30, 64], 32, local_epochs=1, local_steps=20) is None
 
 
-@pytest.mark.parametrize("key", ["local-steps", "teacher-rounds"])
+def test_few_steps_warning_counts_teacher_steps() -> None:
+    # Prepare: students make 20 steps; teachers 1 epoch: 30 / 32 -> 1 step, 200 / 32 -> 7
+    sizes = [30, 200]
+
+    # Execute
+    text = few_steps_warning(sizes, 32, local_epochs=1, local_steps=20, teacher_epochs=1)
+
+    # Assert: one client's teacher is below 5 steps, and the teacher's keys are named
+    assert text is not None
+    assert (
+        "1 of 2 clients make fewer than 5 SGD steps per round "
+        "(fewest: 1 teacher (teacher-epochs=1, teacher-local-steps=0); batch-size=32)"
+    ) in text
+    assert "set teacher-local-steps=20, or a smaller batch-size" in text
+
+
+def test_few_steps_warning_names_both_models_when_both_are_short() -> None:
+    # Execute: 30 samples, batch 32: 1 student step, 2 teacher epochs = 2 teacher steps
+    text = few_steps_warning([30], 32, local_epochs=1, teacher_epochs=2)
+
+    # Assert
+    assert text is not None
+    assert (
+        "fewest: 1 student (local-epochs=1, local-steps=0), "
+        "2 teacher (teacher-epochs=2, teacher-local-steps=0)"
+    ) in text
+    assert "set local-steps=20 and teacher-local-steps=20" in text
+
+
+def test_teacher_local_steps_silence_the_teacher_part_of_the_warning() -> None:
+    # Execute / Assert
+    assert (
+        few_steps_warning(
+            [30, 64], 32, local_epochs=1, local_steps=20, teacher_epochs=1, teacher_local_steps=20
+        )
+        is None
+    )
+
+
+def test_few_steps_warning_ignores_models_the_strategy_does_not_train() -> None:
+    # Execute: logits-only trains no student; its teachers make 20 steps
+    text = few_steps_warning([30], 32, local_epochs=None, teacher_epochs=1, teacher_local_steps=20)
+
+    # Assert
+    assert text is None
+
+
+def test_teacher_local_steps_make_the_teacher_take_that_many_steps(
+    tmp_path: Path, digits: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: record the SGD settings of each train_supervised call (teacher first)
+    cfg, data = digits
+    cfg = dataclasses.replace(cfg, teacher_local_steps=7, local_steps=3)
+    specs: list[SGDSpec] = []
+    real_train = round_module.train_supervised
+
+    def recording(model, x, y, sgd, *args, **kwargs):  # type: ignore[no-untyped-def]
+        specs.append(sgd)
+        return real_train(model, x, y, sgd, *args, **kwargs)
+
+    monkeypatch.setattr(round_module, "train_supervised", recording)
+
+    # Execute
+    run_client_round(cfg, data, 0, _global_state(data), None, 1, tmp_path, CPU)
+
+    # Assert: teacher 7 steps, student 3 (fit makes exactly `steps` steps, tested above)
+    assert [s.steps for s in specs] == [7, 3]
+
+
+@pytest.mark.parametrize("key", ["local-steps", "teacher-local-steps", "teacher-rounds"])
 def test_negative_step_and_round_counts_are_refused(key: str) -> None:
     # Execute / Assert
     with pytest.raises(ValueError, match=rf"{key}=-1 is out of range; allowed: \[0, inf\)"):
