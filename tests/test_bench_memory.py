@@ -60,3 +60,13 @@ def test_pss_bytes_of_a_missing_process_is_zero() -> None:
     # Prepare: pid 0 has no /proc entry
     # Execute / Assert
     assert pss_bytes(0) == 0
+
+
+def test_role_of_the_raylet_is_not_a_worker() -> None:
+    # Prepare: the raylet's command line names the Python worker command too
+    cmdline = [
+        "/x/ray/core/src/ray/raylet/raylet",
+        "--python_worker_command=/x/python /x/ray/_private/workers/default_worker.py",
+    ]
+    # Execute / Assert
+    assert role_of(cmdline) == "Ray raylet"

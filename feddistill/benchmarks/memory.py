@@ -33,14 +33,17 @@ from feddistill.lifeline import parent_death_signal
 ROLES = (
     ("Ray worker (client actor)", "ray::ClientAppActor"),
     ("Ray worker (idle)", "ray::IDLE"),
+    # before "default_worker.py": the raylet's command line names the worker command
+    ("Ray raylet", "/raylet/raylet"),
     ("Ray worker", "default_worker.py"),
     ("Ray GCS", "gcs_server"),
-    ("Ray raylet", "raylet"),
     ("Ray dashboard agent", "dashboard/agent.py"),
     ("Ray runtime-env agent", "runtime_env/agent/main.py"),
     ("Ray dashboard", "dashboard/dashboard.py"),
     ("Ray log monitor", "log_monitor.py"),
     ("Ray monitor", "autoscaler/_private/monitor.py"),
+    ("Ray dashboard agent", "ray::DashboardAgent"),
+    ("Ray runtime-env agent", "ray::RuntimeEnvAgent"),
     ("flwr-simulation (ServerApp + Ray driver)", "flwr-simulation"),
     ("flower-superexec", "flower-superexec"),
     ("flower-superlink", "flower-superlink"),
