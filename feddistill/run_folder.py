@@ -67,6 +67,7 @@ class RunFolder:
     TIMINGS = "timings"  # one <pid>.json per process (feddistill.timing)
     CHECKPOINTS = "checkpoints"
     CLIENT_STATE = "client-state"
+    CLIENT_DATA = "client-data.npz"  # partitions + feature space for clients (data.client_data)
     STUDENT = "student"
     DEPLOYMENT = "deployment"
     TENSORBOARD = "tensorboard"
@@ -89,6 +90,7 @@ class RunFolder:
         FLOWER_LOG,
         PHASES,
         COMMAND,
+        CLIENT_DATA,
     )
     RESULT_DIRS = (CHECKPOINTS, CLIENT_STATE, STUDENT, DEPLOYMENT, TENSORBOARD, MLRUNS)
 
@@ -138,6 +140,10 @@ class RunFolder:
     @property
     def checkpoints(self) -> Path:
         return self.root / self.CHECKPOINTS
+
+    @property
+    def client_data(self) -> Path:
+        return self.root / self.CLIENT_DATA
 
     @property
     def student(self) -> Path:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from feddistill.benchmarks.memory import ProcessMemory, by_role, markdown, role_of
+import os
+
+import psutil
+
+from feddistill.benchmarks.memory import ProcessMemory, by_role, markdown, pss_bytes, role_of
 
 
 def test_role_of_names_a_ray_client_actor_before_the_generic_worker() -> None:
@@ -41,3 +45,28 @@ def test_markdown_states_the_peak_in_gib_and_the_snapshot_total() -> None:
     assert text.startswith("run: peak RSS of the process tree 1.50 GiB")
     assert "| a | 1 | 512 | 0 | 0 |" in text
     assert "| **total at the peak snapshot** | 2 | 768 | | |" in text
+
+
+def test_pss_bytes_of_this_process_is_positive_and_at_most_its_rss() -> None:
+    # Prepare
+    rss = psutil.Process().memory_info().rss
+    # Execute
+    pss = pss_bytes(os.getpid())
+    # Assert: this process maps shared libraries, so 0 < PSS <= RSS (+ slack for growth)
+    assert 0 < pss <= rss * 1.1
+
+
+def test_pss_bytes_of_a_missing_process_is_zero() -> None:
+    # Prepare: pid 0 has no /proc entry
+    # Execute / Assert
+    assert pss_bytes(0) == 0
+
+
+def test_role_of_the_raylet_is_not_a_worker() -> None:
+    # Prepare: the raylet's command line names the Python worker command too
+    cmdline = [
+        "/x/ray/core/src/ray/raylet/raylet",
+        "--python_worker_command=/x/python /x/ray/_private/workers/default_worker.py",
+    ]
+    # Execute / Assert
+    assert role_of(cmdline) == "Ray raylet"

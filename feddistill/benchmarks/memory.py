@@ -33,14 +33,17 @@ from feddistill.lifeline import parent_death_signal
 ROLES = (
     ("Ray worker (client actor)", "ray::ClientAppActor"),
     ("Ray worker (idle)", "ray::IDLE"),
+    # before "default_worker.py": the raylet's command line names the worker command
+    ("Ray raylet", "/raylet/raylet"),
     ("Ray worker", "default_worker.py"),
     ("Ray GCS", "gcs_server"),
-    ("Ray raylet", "raylet"),
     ("Ray dashboard agent", "dashboard/agent.py"),
     ("Ray runtime-env agent", "runtime_env/agent/main.py"),
     ("Ray dashboard", "dashboard/dashboard.py"),
     ("Ray log monitor", "log_monitor.py"),
     ("Ray monitor", "autoscaler/_private/monitor.py"),
+    ("Ray dashboard agent", "ray::DashboardAgent"),
+    ("Ray runtime-env agent", "ray::RuntimeEnvAgent"),
     ("flwr-simulation (ServerApp + Ray driver)", "flwr-simulation"),
     ("flower-superexec", "flower-superexec"),
     ("flower-superlink", "flower-superlink"),
@@ -86,12 +89,33 @@ def library_rss(proc: psutil.Process) -> tuple[int, int]:
     return cuda, torch_
 
 
+def pss_bytes(pid: int) -> int:
+    """Proportional set size of process `pid` in bytes (Linux ``/proc/PID/smaps_rollup``).
+
+    PSS divides each shared page among the processes that map it, so summed over a
+    process tree it counts torch's shared libraries once, where summed RSS counts them
+    once per process. 0 where the file cannot be read (process gone, not Linux).
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class TreeSampler(PeakRss):
-    """Samples a process tree's summed RSS; keeps a per-process snapshot at its peak."""
+    """Samples a process tree's summed RSS; keeps a per-process snapshot at its peak.
+
+    Also keeps the peak of the tree's summed PSS (:func:`pss_bytes`) in ``peak_pss_bytes``.
+    """
 
     def __init__(self, pid: int, interval_s: float = 1.0) -> None:
         super().__init__(pid, interval_s)
         self.snapshot: list[ProcessMemory] = []
+        self.peak_pss_bytes = 0
 
     def _tree(self) -> list[tuple[psutil.Process, int]]:
         try:
@@ -118,6 +142,8 @@ class TreeSampler(PeakRss):
                 self.snapshot = [self._describe(p, rss) for p, rss in tree]
                 last_snapshot = time.monotonic()
             self.peak_bytes = max(self.peak_bytes, total)
+            pss = sum(pss_bytes(p.pid) for p, _ in tree)
+            self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
             self._done.wait(self.interval_s)
 
     @staticmethod
@@ -205,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     state = out / "run" / "client-state"
     state_bytes = sum(p.stat().st_size for p in state.rglob("*") if p.is_file())
     table = markdown(sampler.snapshot, sampler.peak_bytes, args.title)
-    table += f"\n\nclient-state on disk {state_bytes / 1e6:.1f} MB; command {seconds:.0f} s\n"
+    table += (
+        f"\n\npeak PSS of the process tree {sampler.peak_pss_bytes / 2**30:.2f} GiB (shared "
+        "pages divided among the processes that map them)"
+        f"\nclient-state on disk {state_bytes / 1e6:.1f} MB; command {seconds:.0f} s\n"
+    )
     roles = [
         {
             "name": role,
@@ -218,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     result = {
         "peak_bytes": sampler.peak_bytes,
+        "peak_pss_bytes": sampler.peak_pss_bytes,
         "client_state_bytes": state_bytes,
         "command_s": seconds,
         "sets": sets,

@@ -23,10 +23,11 @@ from feddistill.clients.round import run_client_round
 from feddistill.compression.consensus_payload import decode_consensus
 from feddistill.compression.downlink import DownlinkPayload
 from feddistill.config import RunConfig, from_mapping
-from feddistill.data import prepare_federated_data
+from feddistill.data import load_client_data
 from feddistill.distill.subset import proxy_subset
 from feddistill.learn import resolve_device
 from feddistill.protocol import effective_config
+from feddistill.run_folder import RunFolder
 from feddistill.timing import flush, timed
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def train(msg: Message, context: Context) -> Message:
             cast(bytes, config[P.DOWNLINK_BUFFERS]),
         )
     with timed("data_loading"):  # cached per process: only the first call loads
-        data = prepare_federated_data(cfg.data_spec())
+        data = load_client_data(cfg.data_spec(), str(RunFolder(cfg.out_dir).client_data))
     consensus = None
     if P.CONSENSUS in config:
         blob = cast(bytes, config[P.CONSENSUS])

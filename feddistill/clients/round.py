@@ -36,7 +36,7 @@ from feddistill.compression.masks import (
 from feddistill.compression.pruning import resize_to_state
 from feddistill.compression.teacher_upload import TeacherUpload
 from feddistill.config import RunConfig
-from feddistill.data import FederatedData
+from feddistill.data import ClientData, FederatedData
 from feddistill.distill import SharedFeatureSpace, domain_affinity
 from feddistill.distill.coverage import COVERAGE_MODES
 from feddistill.distill.kd3a import kept_samples
@@ -166,7 +166,7 @@ def _feature_space(proxy_x: Tensor, seed: int) -> SharedFeatureSpace:
 
 def run_client_round(
     cfg: RunConfig,
-    data: FederatedData,
+    data: ClientData | FederatedData,
     partition_id: int,
     global_state: dict[str, Tensor],
     consensus: Tensor | None,
@@ -213,6 +213,7 @@ def run_client_round(
     kd_spec = KDSpec(cfg.alpha, cfg.temperature)
     attacker = partition_id in cfg.attacking_partitions()  # fault injection (attack)
     attack_gen = torch.Generator().manual_seed(_round_seed(cfg.seed, partition_id, server_round, 5))
+    data = ClientData.of(data)
     splits = data.splits
     idx = torch.as_tensor(data.partitions[partition_id], dtype=torch.long)
     x, y = splits.train_x[idx], splits.train_y[idx]
@@ -279,7 +280,11 @@ def run_client_round(
             new_state["teacher"] = to_storage(teacher.state_dict(), cfg.client_state_dtype)
             with timed("logits_affinity"):
                 teacher_logits = predict_logits(teacher, proxy_now, device)  # (b, K)
-                space = _feature_space(splits.proxy_x, cfg.seed)
+                space = (
+                    SharedFeatureSpace.from_pca(*data.feature_space)  # the server's fit
+                    if data.feature_space is not None
+                    else _feature_space(splits.proxy_x, cfg.seed)
+                )
                 affinity = domain_affinity(space.transform(x), space.transform(proxy_now))  # (b,)
                 upload = TeacherUpload.from_teacher(teacher_logits, affinity, cfg.temperature)
             if attacker:

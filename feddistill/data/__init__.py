@@ -21,9 +21,11 @@ from feddistill.data.names import DATASET_NAMES, PARTITIONER_NAMES
 from feddistill.data.spec import DataSpec
 
 if TYPE_CHECKING:
+    from feddistill.data.client_data import ClientData, load_client_data, write_client_data
     from feddistill.data.datasets import ArrayDataset, load_dataset
     from feddistill.data.domains import DomainModel, fit_domains
-    from feddistill.data.federated import FederatedData, prepare_federated_data
+    from feddistill.data.federated import prepare_federated_data
+    from feddistill.data.federated_data import FederatedData
     from feddistill.data.partitioners import KMeansPartitioner, partition_train
     from feddistill.data.splits import DataSplits, split_dataset
 
@@ -32,7 +34,10 @@ _LAZY = {
     "load_dataset": "datasets",
     "DomainModel": "domains",
     "fit_domains": "domains",
-    "FederatedData": "federated",
+    "ClientData": "client_data",
+    "load_client_data": "client_data",
+    "write_client_data": "client_data",
+    "FederatedData": "federated_data",
     "prepare_federated_data": "federated",
     "KMeansPartitioner": "partitioners",
     "partition_train": "partitioners",
@@ -51,14 +56,17 @@ __all__ = [
     "DATASET_NAMES",
     "PARTITIONER_NAMES",
     "ArrayDataset",
+    "ClientData",
     "DataSpec",
     "DataSplits",
     "DomainModel",
     "FederatedData",
     "KMeansPartitioner",
     "fit_domains",
+    "load_client_data",
     "load_dataset",
     "partition_train",
     "prepare_federated_data",
     "split_dataset",
+    "write_client_data",
 ]

@@ -9,9 +9,8 @@ import logging
 from feddistill.data.datasets import load_dataset
 from feddistill.data.domains import fit_domains
 from feddistill.data.federated_data import FederatedData, majority_domains
-from feddistill.data.names import DOMAIN_DATASET_NAMES, DOMAIN_PARTITIONER_NAMES
 from feddistill.data.partitioners import partition_train
-from feddistill.data.spec import DataSpec
+from feddistill.data.spec import DataSpec, uses_domain_path
 from feddistill.data.splits import split_dataset
 from feddistill.data.target_domains import prepare_domain_data
 
@@ -52,15 +51,6 @@ def _prepare(spec: DataSpec) -> FederatedData:
         partition_domains=partition_domains,
         num_domains=model.n_domains,
         domain_model=model,
-    )
-
-
-def uses_domain_path(spec: DataSpec) -> bool:
-    """Named domains, target-domains or a domain partitioner: see :mod:`.target_domains`."""
-    return (
-        spec.dataset in DOMAIN_DATASET_NAMES
-        or bool(spec.target_domains)
-        or spec.partitioner in DOMAIN_PARTITIONER_NAMES
     )
 
 

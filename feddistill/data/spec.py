@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from feddistill.data.names import DOMAIN_DATASET_NAMES, DOMAIN_PARTITIONER_NAMES
+
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
@@ -44,3 +46,12 @@ class DataSpec:
     target_domains: tuple[int, ...] = ()
     proxy_set: str = "target"
     num_domains: int = 0
+
+
+def uses_domain_path(spec: DataSpec) -> bool:
+    """Named domains, target-domains or a domain partitioner: see :mod:`.target_domains`."""
+    return (
+        spec.dataset in DOMAIN_DATASET_NAMES
+        or bool(spec.target_domains)
+        or spec.partitioner in DOMAIN_PARTITIONER_NAMES
+    )

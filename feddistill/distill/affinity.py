@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA
 from torch import Tensor
 
 # Neighbours averaged for the distance from a proxy sample to the client's data.
@@ -43,11 +42,47 @@ class SharedFeatureSpace:
             )
         if n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {n_components}")
+        from sklearn.decomposition import PCA
+
         flat = _flatten(proxy_x)
-        self.in_features = flat.shape[1]
         d = min(n_components, flat.shape[0], flat.shape[1])
-        self.pca = PCA(n_components=d, whiten=False, random_state=seed).fit(flat)
-        self.n_components = d
+        pca = PCA(n_components=d, whiten=False, random_state=seed).fit(flat)
+        self._set(pca.mean_, pca.components_)
+
+    def _set(self, mean: np.ndarray, components: np.ndarray) -> None:
+        self.mean = np.asarray(mean, dtype=np.float64)  # (F,)
+        self.components = np.asarray(components, dtype=np.float64)  # (d, F)
+        self.n_components, self.in_features = self.components.shape
+
+    @classmethod
+    def from_pca(cls, mean: np.ndarray, components: np.ndarray) -> SharedFeatureSpace:
+        """The space of a fitted :class:`SharedFeatureSpace`, from its two arrays.
+
+        Args:
+            mean: the proxy set's per-feature mean, shape (F,) (``.mean``).
+            components: the principal axes, shape (d, F), rows orthonormal
+                (``.components``).
+
+        Returns:
+            A space whose :meth:`transform` equals the fitted one's.
+
+        Raises:
+            ValueError: if ``mean`` is not (F,) or ``components`` not (d, F) with d >= 1.
+        """
+        mean, components = np.asarray(mean), np.asarray(components)
+        if mean.ndim != 1 or components.ndim != 2 or components.shape[0] < 1:
+            raise ValueError(
+                f"mean must be (F,) and components (d, F) with d >= 1, got "
+                f"{mean.shape} and {components.shape}"
+            )
+        if components.shape[1] != mean.shape[0]:
+            raise ValueError(
+                f"components {components.shape} do not match mean {mean.shape}: "
+                "both need the same F"
+            )
+        space = cls.__new__(cls)
+        space._set(mean, components)
+        return space
 
     def transform(self, x: Tensor) -> np.ndarray:
         """Project inputs into the shared space.
@@ -68,7 +103,8 @@ class SharedFeatureSpace:
             )
         if flat.shape[0] == 0:
             return np.zeros((0, self.n_components), dtype=np.float32)
-        return self.pca.transform(flat).astype(np.float32)
+        # (n, F) -> (n, d), as scikit-learn's PCA.transform without whitening
+        return ((flat - self.mean) @ self.components.T).astype(np.float32)
 
 
 def _flatten(x: Tensor) -> np.ndarray:

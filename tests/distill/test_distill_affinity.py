@@ -157,3 +157,38 @@ def test_shared_feature_space_rejects_other_input_size() -> None:
     space = SharedFeatureSpace(torch.rand(5, 1, 4, 4), n_components=2)
     with pytest.raises(ValueError, match="16"):
         space.transform(torch.rand(3, 1, 5, 5))
+
+
+def test_shared_feature_space_from_pca_transforms_like_the_fitted_space() -> None:
+    # Prepare: a fitted space and one rebuilt from its two arrays
+    proxy_x = torch.rand(20, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    fitted = SharedFeatureSpace(proxy_x, n_components=3)
+    rebuilt = SharedFeatureSpace.from_pca(fitted.mean, fitted.components)
+    x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+
+    # Execute
+    feats = rebuilt.transform(x)
+
+    # Assert
+    np.testing.assert_array_equal(feats, fitted.transform(x))
+
+
+def test_shared_feature_space_transform_is_centred_projection() -> None:
+    # Prepare: mean (1, 1), one axis (1, 0): x = (3, 5) -> (3 - 1) * 1 + (5 - 1) * 0 = 2
+    space = SharedFeatureSpace.from_pca(np.array([1.0, 1.0]), np.array([[1.0, 0.0]]))
+
+    # Execute
+    feats = space.transform(torch.tensor([[3.0, 5.0]]))
+
+    # Assert
+    np.testing.assert_array_equal(feats, np.array([[2.0]], dtype=np.float32))
+
+
+def test_shared_feature_space_from_pca_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError, match=r"mean must be \(F,\) and components \(d, F\)"):
+        SharedFeatureSpace.from_pca(np.zeros((2, 2)), np.zeros((1, 2)))
+
+
+def test_shared_feature_space_from_pca_rejects_other_feature_count() -> None:
+    with pytest.raises(ValueError, match="need the same F"):
+        SharedFeatureSpace.from_pca(np.zeros(3), np.zeros((1, 2)))

@@ -1,0 +1,104 @@
+"""Tests of feddistill.data.client_data: the server's client-data.npz and its readers."""
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from feddistill.data import DataSpec, prepare_federated_data
+from feddistill.data.client_data import (
+    ClientData,
+    load_client_data,
+    read_client_data,
+    write_client_data,
+)
+
+SPEC = DataSpec(dataset="digits", partitioner="iid", num_partitions=4, min_partition_size=1)
+SPACE = (np.array([0.5, 0.5]), np.array([[1.0, 0.0]]))  # mean (F=2,), components (d=1, F=2)
+
+
+def test_read_client_data_returns_what_was_written(tmp_path: Path) -> None:
+    # Prepare: partitions of sizes 2, 0 and 1 -> offsets 0, 2, 2, 3
+    partitions = [np.array([4, 7]), np.array([], dtype=np.int64), np.array([1])]
+    write_client_data(tmp_path / "c.npz", SPEC, partitions, SPACE)
+
+    # Execute
+    stored = read_client_data(tmp_path / "c.npz", SPEC)
+
+    # Assert
+    assert stored is not None
+    got, (mean, components) = stored
+    assert [p.tolist() for p in got] == [[4, 7], [], [1]]
+    np.testing.assert_array_equal(mean, SPACE[0])
+    np.testing.assert_array_equal(components, SPACE[1])
+
+
+def test_read_client_data_ignores_a_file_of_another_data_spec(tmp_path: Path) -> None:
+    # Prepare: written for seed 0, read for seed 1 (a stale file must not be used)
+    write_client_data(tmp_path / "c.npz", SPEC, [np.array([0])], SPACE)
+
+    # Execute
+    stored = read_client_data(tmp_path / "c.npz", dataclasses.replace(SPEC, seed=1))
+
+    # Assert
+    assert stored is None
+
+
+def test_read_client_data_without_file_is_none(tmp_path: Path) -> None:
+    assert read_client_data(tmp_path / "missing.npz", SPEC) is None
+
+
+def test_load_client_data_from_file_equals_computed_data(tmp_path: Path) -> None:
+    # Prepare: the server's data written as the ServerApp does
+    data = prepare_federated_data(SPEC)
+    write_client_data(tmp_path / "c.npz", SPEC, data.partitions, SPACE)
+
+    # Execute
+    client = load_client_data(SPEC, str(tmp_path / "c.npz"))
+
+    # Assert: the same partitions and splits, and the server's feature space
+    assert [p.tolist() for p in client.partitions] == [p.tolist() for p in data.partitions]
+    torch.testing.assert_close(client.splits.train_x, data.splits.train_x)
+    torch.testing.assert_close(client.splits.proxy_x, data.splits.proxy_x)
+    assert client.feature_space is not None
+    np.testing.assert_array_equal(client.feature_space[1], SPACE[1])
+
+
+def test_client_data_of_federated_data_keeps_splits_and_partitions() -> None:
+    # Prepare
+    data = prepare_federated_data(SPEC)
+
+    # Execute
+    client = ClientData.of(data)
+
+    # Assert: no feature space (the client fits it)
+    assert client.splits is data.splits
+    assert client.partitions is data.partitions
+    assert client.feature_space is None
+
+
+def test_client_round_with_server_file_imports_no_partitioner_libraries(tmp_path: Path) -> None:
+    # Prepare: what a Ray client actor runs: the ClientApp module, then its data
+    # (mnist5k: digits itself loads through scikit-learn)
+    spec = dataclasses.replace(SPEC, dataset="mnist5k")
+    write_client_data(tmp_path / "c.npz", spec, prepare_federated_data(spec).partitions, SPACE)
+    code = (
+        "import sys\n"
+        "import feddistill.clients.app\n"
+        "from feddistill.data import DataSpec, load_client_data\n"
+        f"spec = DataSpec(**{dataclasses.asdict(spec)!r})\n"
+        f"assert load_client_data(spec, {str(tmp_path / 'c.npz')!r}).feature_space is not None\n"
+        "heavy = ('sklearn', 'scipy', 'datasets', 'flwr_datasets', 'pandas', 'pyarrow')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+
+    # Execute
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+
+    # Assert
+    assert out.stdout.strip() == "[]"
