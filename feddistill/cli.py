@@ -210,7 +210,8 @@ BENCHMARK_HELP = {
     "SQNR, encode/decode MB/s; exported int8 student size, latency and accuracy",
     "fed": "feddistill vs fedavg, fedavg-compressed, fedmd, feddf, logits-only and centralized "
     "on MNIST-5k: accuracy, worst-domain accuracy, uplink/downlink/total bytes, wall time "
-    "(--regime label-skew: feddistill coverage-era vs fedavg, 10 Dirichlet(0.1) clients)",
+    "(--regime label-skew: feddistill coverage-era and domain vs fedavg(-compressed), 10 "
+    "Dirichlet(0.1) clients)",
     "scaling": "the same small job on one node, on a local multi-node Ray cluster and on "
     "Flower's Deployment Engine (SuperLink + SuperNodes): start-up vs training time",
     "robustness": "malicious clients (scaled / sign-flipped / random updates, shifted or "

@@ -163,6 +163,30 @@ def class_count_metrics(labels: Iterable[int], num_classes: int) -> dict[str, fl
     return {f"{CLASS_COUNT_PREFIX}{k}": float(counts[k]) for k in range(num_classes)}
 
 
+# bytes of one metric value as Flower's MetricRecord carries it (a float64)
+METRIC_VALUE_BYTES = 8
+
+
+def class_counts_bytes(metrics: Mapping[str, float]) -> int:
+    """Uplink bytes of the class counts a reply carries, for the byte accounting.
+
+    Each ``class-count-<k>`` entry costs its key's UTF-8 bytes plus one float64 value
+    (:data:`METRIC_VALUE_BYTES`); the record's framing is not counted, as for the
+    payload's bytes.
+
+    Args:
+        metrics: the reply's metrics; entries without the class-count prefix are ignored.
+
+    Returns:
+        Bytes, >= 0; 0 when the reply sends no class counts.
+    """
+    return sum(
+        len(key.encode()) + METRIC_VALUE_BYTES
+        for key in metrics
+        if key.startswith(CLASS_COUNT_PREFIX)
+    )
+
+
 def read_class_counts(
     metrics: Mapping[str, float], num_classes: int, num_examples: int
 ) -> tuple[int, ...]:

@@ -106,3 +106,29 @@ def test_only_empty_runs_none_of_the_main_strategies(tmp_path, monkeypatch) -> N
     code = bench.main(["--only", "", "--out", str(tmp_path)])
     # Assert
     assert (names, code) == ([], 0)
+
+
+def test_label_skew_regime_runs_the_default_consensus_as_feddistill_domain():
+    # Prepare / Execute
+    cfg = load_config(None, fed_label_skew.overrides("feddistill-domain", 20, 1, []))
+    # Assert
+    assert (cfg.strategy, cfg.consensus, cfg.seed) == ("feddistill", "domain", 1)
+
+
+def test_label_skew_regime_has_both_feddistill_rows_and_both_fedavg_rows_by_default():
+    # Prepare / Execute
+    rows = fed_label_skew.STRATEGIES
+    # Assert
+    assert rows == ("feddistill", "feddistill-domain", "fedavg", "fedavg-compressed")
+
+
+def test_label_skew_regime_refuses_an_unknown_row_naming_the_allowed_ones(capsys, tmp_path):
+    # Prepare / Execute: refused before anything runs
+    with pytest.raises(SystemExit):
+        _bench().main(
+            ["--regime", "label-skew", "--only", "feddistill-nope", "--out", str(tmp_path / "x")]
+        )
+    # Assert
+    err = capsys.readouterr().err
+    assert "unknown strategy 'feddistill-nope'" in err and "feddistill-domain" in err
+    assert not (tmp_path / "x").exists()

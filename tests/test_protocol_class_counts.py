@@ -38,3 +38,22 @@ def test_read_class_counts_gives_them_back_in_class_order():
 def test_read_class_counts_rejects_bad_counts(metrics, message):
     with pytest.raises(ValueError, match=message):
         P.read_class_counts(metrics, num_classes=2, num_examples=3)
+
+
+def test_class_counts_bytes_are_each_keys_bytes_plus_a_float64():
+    # Prepare: 2 class counts ("class-count-0", "class-count-1": 13 bytes each) and a
+    # metric that is not a class count
+    metrics = {"class-count-0": 4.0, "class-count-1": 0.0, "num-examples": 4.0}
+    # Execute
+    size = P.class_counts_bytes(metrics)
+    # Assert: 2 * (13 + 8)
+    assert size == 42
+
+
+def test_class_counts_bytes_of_a_reply_without_counts_are_zero():
+    # Prepare
+    metrics = {"num-examples": 4.0, "partition-id": 1.0}
+    # Execute
+    size = P.class_counts_bytes(metrics)
+    # Assert
+    assert size == 0

@@ -2,9 +2,10 @@
 
 MNIST-5k, 10 clients, Dirichlet(alpha = 0.1) label skew (each client holds a few
 classes), 20 rounds, `cnn-small` student, in process (the in-process engine runs the
-same ServerApp / ClientApp code without Ray). Two rows: feddistill with the
-class-coverage consensus sharpened as ERA (``consensus = "coverage-era"``,
-:mod:`feddistill.distill.coverage`) and fp32 FedAvg; the target is feddistill >= FedAvg.
+same ServerApp / ClientApp code without Ray). Four rows (``ROWS``): ``feddistill`` with
+the class-coverage consensus sharpened as ERA (``consensus = "coverage-era"``,
+:mod:`feddistill.distill.coverage`), ``feddistill-domain`` (the default consensus), fp32
+``fedavg`` and ``fedavg-compressed``; the target is feddistill >= FedAvg.
 
 One seed per call (``--seed``); ``feddistill bench fed --regime label-skew --seeds 0,1,2``
 runs it once per seed through :mod:`feddistill.seed_runs` and writes mean ± std of every
@@ -24,17 +25,23 @@ LABEL_SKEW = (
     "num-partitions=10",
 )
 ROUNDS = 20
-STRATEGIES = ("feddistill", "fedavg")
+# row name -> (strategy, its overrides before the user's --set, which wins); another
+# strategy of `bench fed` given with --only runs as itself
+ROWS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "feddistill": ("feddistill", ("consensus='coverage-era'",)),
+    "feddistill-domain": ("feddistill", ("consensus='domain'",)),  # the default consensus
+    "fedavg": ("fedavg", ()),
+    "fedavg-compressed": ("fedavg-compressed", ()),
+}
+STRATEGIES = tuple(ROWS)
 ENGINE = "inprocess"
-# per strategy, before the user's --set (which wins)
-EXTRA = {"feddistill": ("consensus='coverage-era'",)}
 
 
 def overrides(name: str, rounds: int, seed: int, sets: Sequence[str]) -> list[str]:
     """The config overrides of strategy `name` in this regime.
 
     Args:
-        name: a strategy of ``feddistill bench fed`` (``STRATEGIES`` by default).
+        name: a row of ``ROWS``, or another strategy of ``feddistill bench fed``.
         rounds: server rounds.
         seed: the run's seed (data, partitions, init).
         sets: the user's ``--set KEY=VALUE`` overrides; applied last.
@@ -42,11 +49,12 @@ def overrides(name: str, rounds: int, seed: int, sets: Sequence[str]) -> list[st
     Returns:
         ``KEY=VALUE`` strings for :func:`feddistill.config.load_config`.
     """
+    strategy, extra = ROWS.get(name, (name, ()))
     return [
         *LABEL_SKEW,
         f"num-server-rounds={rounds}",
         f"seed={seed}",
-        f"strategy={name!r}",
-        *EXTRA.get(name, ()),
+        f"strategy={strategy!r}",
+        *extra,
         *sets,
     ]

@@ -14,8 +14,9 @@ feddistill and fedavg for `--scale-rounds` rounds,
 reporting peak resident memory of the whole process tree and the first round (and
 in-run seconds) at which each reaches `--scale-target` accuracy (scale.md).
 
-`--regime label-skew` runs feddistill (``coverage-era`` consensus) and fedavg on 10
-Dirichlet(0.1) label-skewed clients for 20 rounds, in process
+`--regime label-skew` runs feddistill (``coverage-era`` consensus), feddistill-domain
+(the default consensus), fedavg and fedavg-compressed on 10 Dirichlet(0.1) label-skewed
+clients for 20 rounds, in process
 (:mod:`feddistill.benchmarks.fed_label_skew`); with `--seeds` once per seed.
 
 Usage: python -m feddistill.benchmarks.fed_mnist5k [--rounds 10] [--out DIR] [--only a,b] [--scale]
@@ -304,13 +305,16 @@ def main(argv: list[str] | None = None) -> int:
     rounds = default_rounds if args.rounds is None else args.rounds
     default_only = ",".join(fed_label_skew.STRATEGIES if skew else STRATEGIES)
     only = default_only if args.only is None else args.only  # --only "": none (e.g. --scale)
+    names = [s for s in only.split(",") if s]
+    allowed = list(dict.fromkeys([*fed_label_skew.STRATEGIES, *STRATEGIES])) if skew else STRATEGIES
+    for name in names:  # before the out-dir is touched
+        if name not in allowed:
+            parser.error(f"--only: unknown strategy {name!r}; choose from {', '.join(allowed)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     common = [f"num-server-rounds={rounds}", f"seed={args.seed}", *args.set]
     results = []
-    for name in [s for s in only.split(",") if s]:
-        if name not in STRATEGIES:
-            parser.error(f"--only: unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+    for name in names:
         if skew:
             overrides = fed_label_skew.overrides(name, rounds, args.seed, args.set)
             overrides += EXTRA.get(name, [])

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from feddistill.protocol import class_counts_bytes
 from feddistill.server.logits_only import client_accuracy_columns
 from feddistill.server.policy import SentRound
 from feddistill.server.strategy import RoundOutcome
@@ -24,6 +25,7 @@ _OPTIONAL = (
     "global_sparsity",
     "downlink_mask_bytes",
     "logits_reused",
+    "uplink_class_counts_bytes",
 )
 _ROBUST = ("clipped", "excluded", "down_weighted", "capped")
 
@@ -41,7 +43,9 @@ class RoundMetrics:
         teacher_accuracy: mean teacher training accuracy; None when no client trains
             a teacher (written as an empty CSV cell).
         uplink_*: bytes the accepted clients sent this round (all, student update,
-            teacher logits, per client).
+            teacher logits, per client); ``uplink_class_counts_bytes``: the class
+            counts of the ``coverage`` modes (part of ``uplink_bytes``; None when no
+            reply sent any).
         downlink_bytes, downlink_bytes_per_client: bytes sent to the sampled clients.
         cumulative_*: sums over the run so far (``fedavg_fp32``: what fp32 FedAvg would
             have sent, uplink only and up + down).
@@ -83,6 +87,7 @@ class RoundMetrics:
     global_sparsity: float | None = None
     downlink_mask_bytes: int | None = None
     logits_reused: int | None = None
+    uplink_class_counts_bytes: int | None = None  # coverage modes: included in uplink_bytes
     robust_counts: dict[str, int] = field(default_factory=dict)
     robust_events: list[dict[str, int | str]] = field(default_factory=list)
     round_seconds: float = 0.0
@@ -200,6 +205,7 @@ def federated_round_metrics(
     """
     accepted, sampled = outcome.accepted, len(sent.messages)
     uplink = sum(r.uplink_bytes for r in accepted)
+    class_counts = sum(class_counts_bytes(r.metrics) for r in accepted)  # part of uplink
     teacher = [
         r.metrics["teacher_train_accuracy"]
         for r in accepted
@@ -240,4 +246,5 @@ def federated_round_metrics(
         cumulative_fedavg_fp32_total_bytes=cum_total,
         total_ratio_vs_fedavg_fp32=cum_total / max(1, cum_up + cum_down),
         client_accuracy=client_accuracy_columns(outcome),
+        uplink_class_counts_bytes=class_counts or None,
     )

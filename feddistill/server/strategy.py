@@ -282,7 +282,10 @@ class FedDistill:
             logits=logits,
             affinity=affinity,
             metrics=metrics,
-            uplink_bytes=len(update_bytes) + len(logits_bytes) + len(buffers_bytes),
+            uplink_bytes=len(update_bytes)
+            + len(logits_bytes)
+            + len(buffers_bytes)
+            + P.class_counts_bytes(metrics),  # sent in coverage modes; counted when sent
             placement=dict(msg.content[P.PLACEMENT]) if P.PLACEMENT in msg.content else {},  # type: ignore[arg-type]
             buffers=buffers,
             class_counts=class_counts,

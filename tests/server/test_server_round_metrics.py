@@ -5,8 +5,12 @@ from __future__ import annotations
 import csv
 import json
 
+import torch
+
+from feddistill.server.policy import SentRound
 from feddistill.server.results import write_rows
-from feddistill.server.round_metrics import RoundMetrics
+from feddistill.server.round_metrics import RoundMetrics, federated_round_metrics
+from feddistill.server.strategy import ClientResult, RoundOutcome
 
 EVALUATION = {"accuracy": 0.5, "loss": 1.25, "domain_0_accuracy": 0.5, "worst_domain_accuracy": 0.5}
 
@@ -87,3 +91,30 @@ def test_logits_reused_is_a_column_only_when_measured():
     assert frozen_row["logits_reused"] == 2
     columns = list(frozen_row)
     assert columns.index("logits_reused") == columns.index("server_distill_loss") + 1
+
+
+def _accepted(partition: int, metrics: dict[str, float], uplink_bytes: int) -> ClientResult:
+    return ClientResult(partition, 10, {}, None, None, metrics, uplink_bytes)
+
+
+def test_class_counts_bytes_are_a_column_of_coverage_rounds_and_part_of_the_uplink():
+    # Prepare: two replies of 100 payload bytes + 2 class counts each (2 * (13 + 8) = 42
+    # bytes, already in their uplink_bytes, as the strategy counts them)
+    counts = {"class-count-0": 6.0, "class-count-1": 4.0}
+    outcome = RoundOutcome(accepted=[_accepted(p, counts, 142) for p in (0, 1)])
+    sent = SentRound(messages=[], global_state={"w": torch.zeros(2)})
+    # Execute
+    m = federated_round_metrics(1, EVALUATION, outcome, sent, None, fp32_update_bytes=8)
+    # Assert
+    row = m.to_row()
+    assert (row["uplink_bytes"], row["uplink_class_counts_bytes"]) == (284, 84)
+
+
+def test_class_counts_bytes_are_no_column_when_no_reply_sent_counts():
+    # Prepare: a reply without class counts (consensus other than coverage)
+    outcome = RoundOutcome(accepted=[_accepted(0, {}, 100)])
+    sent = SentRound(messages=[], global_state={"w": torch.zeros(2)})
+    # Execute
+    m = federated_round_metrics(1, EVALUATION, outcome, sent, None, fp32_update_bytes=8)
+    # Assert
+    assert "uplink_class_counts_bytes" not in m.to_row()

@@ -300,3 +300,15 @@ def test_coverage_consensus_without_a_reference_is_the_teachers_class_vote():
     outcome = strategy(RunConfig(consensus="coverage")).aggregate_round(1, replies)
     # Assert: class 0 gets mass 1/3 (0.5 * 1/3 + 0.5 * 1/3), classes 1 and 2 none
     assert torch.allclose(outcome.consensus, torch.tensor([[1.0, 0.0, 0.0]]).expand(5, 3))
+
+
+def test_class_counts_are_counted_in_the_replys_uplink_bytes():
+    # Prepare: the reply's payload (update and logits) and its 3 class counts, each
+    # "class-count-<k>" (13 bytes) plus a float64 value (8 bytes): 3 * 21 = 63 bytes
+    msg = reply(1, 0, const(1.0))
+    payload = msg.content[P.PAYLOAD]
+    payload_bytes = len(payload[P.UPDATE]) + len(payload[P.LOGITS])
+    # Execute
+    outcome = strategy(RunConfig(consensus="coverage")).aggregate_round(1, [msg])
+    # Assert
+    assert outcome.accepted[0].uplink_bytes == payload_bytes + 63
