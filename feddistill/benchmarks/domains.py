@@ -21,16 +21,16 @@ process by :func:`feddistill.inprocess.run_in_process`, no Ray):
   run that reads target labels).
 
 Cut to fit 60 minutes on 2 cores (measured on the shared 2-core machine, user + system
-CPU seconds of each run, 5 rounds, seed 0): a rotated task costs about 200 CPU-s for
-the 9 methods (feddistill 41-48, the other KD modes and FedMD 25-30, FedDF 12, FedAvg
-9, centralized 6, oracle 7). The full protocol (6 rotated targets + 2 digits
-directions, 10 rounds, 3 seeds = 216 runs) would cost about 2 x (18 x 200 + 6 x digits)
-CPU-s, over 2 hours on one core; the runs are sequential, one core each. So the
-defaults are 5 rounds (one feddistill run on 0 degrees, 10 rounds: target accuracy
-0.16, 0.31, 0.39, 0.48, 0.37, 0.47, 0.46 at rounds 1-7: no gain after round 4 while it
-costs 10 CPU-s a round) and 3 of the 6 rotated targets (0 and 75 degrees, the two ends,
-and 30 degrees inside): 15 tasks x 9 methods = 135 runs, the cost table of results.md
-gives the measured total.
+CPU seconds of each run, 5 rounds, seed 0; the runs are sequential, one core in all):
+the 0-degree task cost 192 CPU-s for the 9 methods (feddistill 48, the other KD modes
+and FedMD 25-30, FedDF 12, FedAvg 9, centralized 6, oracle 7) at load ~7; the same
+runs cost up to 2-3 times more CPU seconds at load 15-24 (75 degrees: 447 CPU-s). The full
+protocol (6 rotated targets, 10 rounds, 3 seeds) needs 18 x 2 x 192 CPU-s, about 2
+CPU-hours for the rotated suite alone. So the defaults are 5 rounds (a 10-round
+feddistill run on 0 degrees: target accuracy 0.16, 0.31, 0.39, 0.48, 0.37, 0.47, 0.46
+at rounds 1-7, no gain after round 4) and 3 of the 6 rotated targets (0 and 75
+degrees, the two ends, and 30 degrees): 15 task-seeds x 9 methods = 135 runs. The
+"Cost" table of results.md gives the measured CPU seconds per run and the totals.
 
 Every (task, method, seed) writes its run folder under ``<out>/runs`` with its cost
 (``bench_cost.json``); finished runs are reused when the benchmark is started again,
