@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 
 import pytest
 
@@ -66,3 +67,68 @@ def test_unknown_method_is_refused(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--methods", "fedprox"])
     assert "unknown method(s) ['fedprox']" in capsys.readouterr().err
+
+
+def test_bad_rotated_target_is_refused(capsys):
+    # Prepare
+    bench = _bench()
+    # Execute / Assert
+    with pytest.raises(SystemExit):
+        bench.main(["--targets", "0,6"])
+    assert "--targets must be 'all' or a comma list of 0-5, got '0,6'" in capsys.readouterr().err
+
+
+def test_tasks_run_seed_by_seed_over_the_chosen_rotated_targets():
+    # Prepare
+    bench = _bench()
+    # Execute
+    order = bench.tasks([0, 1], ["rotated", "digits"], {0, 5})
+    # Assert: every task of seed 0 comes before any task of seed 1
+    assert order == [
+        (0, "rotated", "0deg", 0),
+        (0, "rotated", "75deg", 5),
+        (0, "digits", "mnist5k->digits", 1),
+        (0, "digits", "digits->mnist5k", 0),
+        (1, "rotated", "0deg", 0),
+        (1, "rotated", "75deg", 5),
+        (1, "digits", "mnist5k->digits", 1),
+        (1, "digits", "digits->mnist5k", 0),
+    ]
+
+
+def test_reused_run_reports_its_recorded_cost(tmp_path):
+    # Prepare: a finished run folder with its cost file; nothing may run again
+    bench = _bench()
+    from feddistill.config import from_mapping
+
+    summary = {"status": "completed", "final_target_accuracy": 0.5}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / bench.COST_FILE).write_text('{"cpu_seconds": 12.5, "wall_seconds": 30.0}')
+    cfg = from_mapping({"out-dir": str(tmp_path)})
+    # Execute
+    got = bench.run_one(cfg, "fedavg")
+    # Assert
+    assert got == {**summary, "cpu_seconds": 12.5, "bench_wall_seconds": 30.0}
+
+
+def test_cost_table_gives_mean_cpu_per_run_and_the_totals():
+    # Prepare: feddistill digits runs 10 s and 30 s (mean 20), fedavg 60 s; 100 s in all
+    bench = _bench()
+    rows = [
+        {**_row("feddistill", "a", 0, 0.5), "cpu_seconds": 10.0},
+        {**_row("feddistill", "b", 0, 0.5), "cpu_seconds": 30.0},
+        {**_row("fedavg", "a", 0, 0.5), "cpu_seconds": 60.0},
+    ]
+    # Execute
+    text = bench.cost_table(rows, ["feddistill", "fedavg", "feddf"], wall_s=120.0, cpu_s=90.0)
+    # Assert
+    assert text.splitlines()[:4] == [
+        "| method | digits CPU-s/run |",
+        "|---|---|",
+        "| feddistill | 20 |",
+        "| fedavg | 60 |",
+    ]
+    assert (
+        "Time: this invocation 2.0 min wall, 1.5 CPU-min; all 3 runs (reused ones included) "
+        "1.7 CPU-min" in text
+    )

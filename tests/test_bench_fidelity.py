@@ -131,3 +131,14 @@ def test_quick_run_writes_every_setting_and_the_table(tmp_path, capsys):
     table = (tmp_path / "results.md").read_text()
     assert [n for n in range(1, 6) if f"\n| {n} | " in table] == [1, 2, 3, 4, 5]
     assert table in capsys.readouterr().out
+
+
+def test_cost_line_gives_wall_and_cpu_minutes():
+    # Prepare: 90 s wall, 30 CPU-s
+    bench = _bench()
+    # Execute
+    line = bench.cost_line(90.0, 30.0)
+    # Assert
+    assert line.strip() == (
+        "Time: 1.5 min wall, 0.5 CPU-min (user + system, this process and its children)."
+    )

@@ -1,12 +1,14 @@
 """Cross-domain benchmark (``feddistill bench domains``): source -> target distillation.
 
-Tasks: leave-one-domain-out over the 6 domains of ``mnist5k-rotated`` (5 clients, one
-per source domain) and both directions of ``digits-mix`` (mnist5k -> digits and
-digits -> mnist5k, 2 clients on the source domain). The target domain's training
-inputs are the unlabeled proxy set; its test samples give the headline metric.
+Tasks: leave-one-domain-out over ``mnist5k-rotated`` (5 clients, one per source domain;
+by default the targets 0, 30 and 75 degrees, ``--targets all`` for all 6) and both
+directions of ``digits-mix`` (mnist5k -> digits and digits -> mnist5k, 2 clients on the
+source domain). The target domain's training inputs are the unlabeled proxy set; its
+test samples give the headline metric.
 
 Settings (``COMMON``, change with ``--set``): ``cnn-small`` teachers and student, 2
-teacher epochs per round, dense fp32 student updates for every method.
+teacher epochs per round, dense fp32 student updates for every method; one torch
+thread per run (the clients' ``client-num-cpus=1`` too).
 
 Methods, all through the same harness (the real ServerApp loop and ClientApp, run in
 process by :func:`feddistill.inprocess.run_in_process`, no Ray):
@@ -18,13 +20,28 @@ process by :func:`feddistill.inprocess.run_in_process`, no Ray):
 - ``oracle``: the student trained on the target's own labels (upper bound; the only
   run that reads target labels).
 
-Every (task, method, seed) writes its run folder under ``<out>/runs``; finished runs
-are reused when the benchmark is started again. Outputs: ``results.csv`` (one row per
-run), ``results.md`` (mean ± std over seeds per task, the average over target domains,
-uplink / downlink MB per run) and ``target_accuracy.png``.
+Cut to fit 60 minutes on 2 cores (measured on the shared 2-core machine, user + system
+CPU seconds of each run, 5 rounds, seed 0; the runs are sequential, one core in all):
+the 0-degree task cost 192 CPU-s for the 9 methods (feddistill 48, the other KD modes
+and FedMD 25-30, FedDF 12, FedAvg 9, centralized 6, oracle 7) at load ~7; the same
+runs cost up to 2-3 times more CPU seconds at load 15-24 (75 degrees: 447 CPU-s). The full
+protocol (6 rotated targets, 10 rounds, 3 seeds) needs 18 x 2 x 192 CPU-s, about 2
+CPU-hours for the rotated suite alone. So the defaults are 5 rounds (a 10-round
+feddistill run on 0 degrees: target accuracy 0.16, 0.31, 0.39, 0.48, 0.37, 0.47, 0.46
+at rounds 1-7, no gain after round 4) and 3 of the 6 rotated targets (0 and 75
+degrees, the two ends, and 30 degrees): 15 task-seeds x 9 methods = 135 runs. The
+"Cost" table of results.md gives the measured CPU seconds per run and the totals.
 
-Usage: feddistill bench domains [--seeds 0,1,2] [--rounds 10] [--suites rotated,digits]
-       [--targets 0,5] [--methods a,b] [--out results/bench-domains] [--set KEY=VALUE]
+Every (task, method, seed) writes its run folder under ``<out>/runs`` with its cost
+(``bench_cost.json``); finished runs are reused when the benchmark is started again,
+and the runs go seed by seed, so an interrupted benchmark has whole seeds. Outputs:
+``results.csv`` (one row per run), ``results.md`` (mean ± std over seeds per task, the
+average over target domains, uplink / downlink MB per run, CPU seconds per run and the
+totals of wall and CPU time) and ``target_accuracy.png``.
+
+Usage: feddistill bench domains [--seeds 0,1,2] [--rounds 5] [--suites rotated,digits]
+       [--targets 0,2,5 | all] [--methods a,b] [--out results/bench-domains]
+       [--set KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -32,6 +49,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import resource
 import shutil
 import sys
 import time
@@ -81,6 +99,11 @@ COMMON = {
     "update-bit-width": 32,
     "device": "cpu",
 }
+
+
+# Cut to fit ~100 CPU-minutes on 2 cores (see the module docstring for the measurements).
+DEFAULT_ROUNDS = 5
+DEFAULT_TARGETS = "0,2,5"
 
 
 def run_oracle(cfg: RunConfig) -> dict[str, Any]:
@@ -134,8 +157,24 @@ def run_oracle(cfg: RunConfig) -> dict[str, Any]:
     return summary
 
 
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process and its waited-for
+    children (the preflight data checks run in a child process)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+COST_FILE = "bench_cost.json"  # per run folder: {"cpu_seconds", "wall_seconds"} of the run
+
+
 def run_one(cfg: RunConfig, method: str) -> dict[str, Any]:
-    """One run, reused if its folder already holds a completed summary.json."""
+    """One run, reused if its folder already holds a completed summary.json.
+
+    Returns the run's summary plus ``cpu_seconds`` and ``bench_wall_seconds`` (measured
+    around the run and kept in ``bench_cost.json``, so a reused run reports its cost too;
+    0.0 for a run finished before this file existed).
+    """
     from feddistill.inprocess import run_in_process
 
     out = Path(cfg.out_dir)
@@ -143,10 +182,24 @@ def run_one(cfg: RunConfig, method: str) -> dict[str, Any]:
     if done.is_file():
         summary = json.loads(done.read_text())
         if summary.get("status") == "completed":
-            return dict(summary)
+            cost_path = out / COST_FILE
+            cost = json.loads(cost_path.read_text()) if cost_path.is_file() else {}
+            return {
+                **summary,
+                "cpu_seconds": cost.get("cpu_seconds", 0.0),
+                "bench_wall_seconds": cost.get("wall_seconds", 0.0),
+            }
     if out.exists():
         shutil.rmtree(out)  # an interrupted run of this benchmark: start it again
-    return run_oracle(cfg) if method == "oracle" else run_in_process(cfg)
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
+    summary = run_oracle(cfg) if method == "oracle" else run_in_process(cfg)
+    cost = {"cpu_seconds": cpu_seconds() - cpu0, "wall_seconds": time.perf_counter() - wall0}
+    (out / COST_FILE).write_text(json.dumps(cost) + "\n")
+    return {
+        **summary,
+        "cpu_seconds": cost["cpu_seconds"],
+        "bench_wall_seconds": cost["wall_seconds"],
+    }
 
 
 def markdown(rows: list[dict[str, Any]], methods: list[str]) -> str:
@@ -186,6 +239,42 @@ def markdown(rows: list[dict[str, Any]], methods: list[str]) -> str:
                 f"| {up:.2f} | {down:.2f} |"
             )
         lines.append("")
+    return "\n".join(lines)
+
+
+def cost_table(rows: list[dict[str, Any]], methods: list[str], wall_s: float, cpu_s: float) -> str:
+    """What the benchmark cost: CPU seconds per run by method and suite, and in total.
+
+    Args:
+        rows: one dict per run with ``suite``, ``method``, ``cpu_seconds`` (user + system
+            seconds of the run, 0.0 when it was reused without a recorded cost).
+        methods: the table's methods, in order.
+        wall_s: wall-clock seconds of this invocation.
+        cpu_s: CPU seconds of this invocation (reused runs cost nothing here).
+
+    Returns:
+        Markdown: a table of mean CPU seconds per run, then the totals line.
+    """
+    suites = list(dict.fromkeys(r["suite"] for r in rows))
+    lines = [
+        "| method | " + " | ".join(f"{s} CPU-s/run" for s in suites) + " |",
+        "|" + "---|" * (len(suites) + 1),
+    ]
+    for m in methods:
+        cells = []
+        for s in suites:
+            vals = [r["cpu_seconds"] for r in rows if r["suite"] == s and r["method"] == m]
+            cells.append(f"{sum(vals) / len(vals):.0f}" if vals else "-")
+        if any(c != "-" for c in cells):
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    recorded = sum(r["cpu_seconds"] for r in rows)
+    lines += [
+        "",
+        f"Time: this invocation {wall_s / 60:.1f} min wall, {cpu_s / 60:.1f} CPU-min; "
+        f"all {len(rows)} runs (reused ones included) {recorded / 60:.1f} CPU-min "
+        "(user + system, the process and its children).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -256,15 +345,72 @@ def plot(rows: list[dict[str, Any]], methods: list[str], path: Path) -> None:
     plt.close(fig)
 
 
+def tasks(
+    seeds: list[int], suites: list[str], rotated_targets: set[int]
+) -> list[tuple[int, str, str, int]]:
+    """The benchmark's (seed, suite, task, target domain) in run order, seed by seed: an
+    interrupted benchmark has every task of its first seeds (their averages over target
+    domains can be read), not every seed of its first tasks.
+
+    Args:
+        seeds: the seeds, in order.
+        suites: names in ``SUITES``.
+        rotated_targets: the ``rotated`` suite's target domains (ids 0-5); other suites
+            run all their targets.
+
+    Returns:
+        One tuple per task and seed.
+    """
+    return [
+        (seed, suite, task, target)
+        for seed in seeds
+        for suite in suites
+        for task, target in SUITES[suite]["targets"].items()
+        if suite != "rotated" or target in rotated_targets
+    ]
+
+
+def result_row(suite: str, task: str, method: str, seed: int, summary: dict) -> dict[str, Any]:
+    """One results.csv row from a run's summary (as :func:`run_one` returns it)."""
+    return {
+        "suite": suite,
+        "task": task,
+        "method": method,
+        "seed": seed,
+        "target_accuracy": summary["final_target_accuracy"],
+        "source_accuracy": summary["final_source_accuracy"],
+        "uplink_bytes": summary.get("uplink_bytes", 0),
+        "downlink_bytes": summary.get("downlink_bytes", 0),
+        "wall_seconds": summary.get("wall_seconds", 0.0),
+        "cpu_seconds": summary["cpu_seconds"],
+        "bench_wall_seconds": summary["bench_wall_seconds"],
+    }
+
+
+def _progress(row: dict[str, Any]) -> None:
+    print(
+        f"{row['suite']} {row['task']} seed {row['seed']} {row['method']}: target "
+        f"{100 * row['target_accuracy']:.1f}% source {100 * row['source_accuracy']:.1f}% "
+        f"({row['cpu_seconds']:.0f} CPU-s, {row['bench_wall_seconds']:.0f} s wall)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="feddistill bench domains", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default 0,1,2)")
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument(
+        "--rounds", type=int, default=DEFAULT_ROUNDS, help=f"default {DEFAULT_ROUNDS} (cut from 10)"
+    )
     parser.add_argument("--suites", default="rotated,digits")
     parser.add_argument(
-        "--targets", default="", help="rotated suite: comma list of target domains (default all)"
+        "--targets",
+        default=DEFAULT_TARGETS,
+        help=f"rotated suite: comma list of target domains 0-5 (default {DEFAULT_TARGETS}: "
+        "0, 30 and 75 degrees, cut from all 6; 'all' for every one)",
     )
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--out", default="results/bench-domains")
@@ -280,57 +426,43 @@ def main(argv: list[str] | None = None) -> int:
         bad = [n for n in name if n not in allowed]
         if bad:
             parser.error(f"unknown {kind}(s) {bad}; choose from {', '.join(allowed)}")
-    rotated_targets = {int(t) for t in args.targets.split(",") if t.strip()} or set(range(6))
+    names = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.targets != "all" and not all(t in map(str, range(6)) for t in names):
+        parser.error(f"--targets must be 'all' or a comma list of 0-5, got {args.targets!r}")
+    rotated_targets = set(range(6)) if args.targets == "all" else {int(t) for t in names}
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     extra = parse_overrides(args.set)
     rows: list[dict[str, Any]] = []
-    for suite in suites:
-        spec = SUITES[suite]
-        for task, target in spec["targets"].items():
-            if suite == "rotated" and target not in rotated_targets:
-                continue
-            for seed in seeds:
-                for method in methods:
-                    run_dir = out / "runs" / suite / task.replace(">", "") / method / f"seed-{seed}"
-                    cfg = from_mapping(
-                        {
-                            **COMMON,
-                            "dataset": spec["dataset"],
-                            "num-partitions": spec["num-partitions"],
-                            "target-domains": str(target),
-                            "num-server-rounds": args.rounds,
-                            "seed": seed,
-                            **METHODS[method],
-                            **extra,
-                            "out-dir": str(run_dir),
-                        }
-                    )
-                    summary = run_one(cfg, method)
-                    rows.append(
-                        {
-                            "suite": suite,
-                            "task": task,
-                            "method": method,
-                            "seed": seed,
-                            "target_accuracy": summary["final_target_accuracy"],
-                            "source_accuracy": summary["final_source_accuracy"],
-                            "uplink_bytes": summary.get("uplink_bytes", 0),
-                            "downlink_bytes": summary.get("downlink_bytes", 0),
-                            "wall_seconds": summary.get("wall_seconds", 0.0),
-                        }
-                    )
-                    print(
-                        f"{suite} {task} seed {seed} {method}: target "
-                        f"{100 * rows[-1]['target_accuracy']:.1f}% source "
-                        f"{100 * rows[-1]['source_accuracy']:.1f}%",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    with (out / "results.csv").open("w", newline="") as fh:
-                        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                        writer.writeheader()
-                        writer.writerows(rows)
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the clients' count too (client-num-cpus=1): one core per run
+    try:
+        for seed, suite, task, target in tasks(seeds, suites, rotated_targets):
+            spec = SUITES[suite]
+            for method in methods:
+                run_dir = out / "runs" / suite / task.replace(">", "") / method / f"seed-{seed}"
+                cfg = from_mapping(
+                    {
+                        **COMMON,
+                        "dataset": spec["dataset"],
+                        "num-partitions": spec["num-partitions"],
+                        "target-domains": str(target),
+                        "num-server-rounds": args.rounds,
+                        "seed": seed,
+                        **METHODS[method],
+                        **extra,
+                        "out-dir": str(run_dir),
+                    }
+                )
+                rows.append(result_row(suite, task, method, seed, run_one(cfg, method)))
+                _progress(rows[-1])
+                with (out / "results.csv").open("w", newline="") as fh:
+                    writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                    writer.writeheader()
+                    writer.writerows(rows)
+    finally:
+        torch.set_num_threads(torch_threads)
     table = markdown(rows, methods)
     verdict = check_targets(rows)
     text = (
@@ -338,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
         + table
         + ("\nTargets (average over target domains):\n\n" if verdict else "")
         + "".join(f"- {v}\n" for v in verdict)
+        + "\nCost:\n\n"
+        + cost_table(rows, methods, time.perf_counter() - t0, cpu_seconds() - cpu0)
     )
     (out / "results.md").write_text(text)
     if rows:

@@ -44,6 +44,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from feddistill.benchmarks.domains import cpu_seconds
 from feddistill.config import from_mapping
 from feddistill.config_load import parse_overrides
 from feddistill.seeds import format_mean_std, mean_std, parse_seeds
@@ -373,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     for seed in seeds:
         for setting in FED_SETTINGS:
             rows.append(run_federated(setting, seed, scale, out, extra))
@@ -385,13 +386,28 @@ def main(argv: list[str] | None = None) -> int:
     title = (
         f"## feddistill bench fidelity ({scale.dataset}; federated: {scale.rounds} rounds, "
         f"4 IID clients, cnn-small; distillation: {scale.labels} labels, "
-        f"{scale.teacher_epochs} teacher / {scale.student_epochs} student epochs; "
-        f"{time.perf_counter() - t0:.0f} s)"
+        f"{scale.teacher_epochs} teacher / {scale.student_epochs} student epochs)"
     )
-    text = markdown(rows, title)
+    text = markdown(rows, title) + cost_line(time.perf_counter() - t0, cpu_seconds() - cpu0)
     (out / "results.md").write_text(text)
     print(text)
     return 0
+
+
+def cost_line(wall_s: float, cpu_s: float) -> str:
+    """The benchmark's cost, as the last line of results.md.
+
+    Args:
+        wall_s: wall-clock seconds of the whole benchmark.
+        cpu_s: CPU seconds (user + system) of this process and its children.
+
+    Returns:
+        One markdown line, e.g. ``Time: 12.0 min wall, 8.5 CPU-min ...``.
+    """
+    return (
+        f"\nTime: {wall_s / 60:.1f} min wall, {cpu_s / 60:.1f} CPU-min (user + system, "
+        "this process and its children).\n"
+    )
 
 
 def _train_size(dataset: str) -> int:
