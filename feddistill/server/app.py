@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import logging
 
-from flwr.app import Context
-from flwr.common.logger import log as flwr_log
-from flwr.serverapp import Grid, ServerApp
-
 # Flower's simulation imports the ClientApp in another thread of this process while the
 # ServerApp runs. scikit-learn's submodules import each other: two threads entering it
 # through different submodules can each hold a module lock the other needs, and Python
 # then hands one of them a partially initialized module (ImportError, seen: 'sklearn.base').
-# The ServerApp enters it where the ClientApp does (distill.affinity ->
-# sklearn.decomposition), when this module loads.
-import feddistill.distill.affinity  # noqa: F401
+# The ServerApp fits the proxy set's PCA with sklearn.decomposition (distill.affinity,
+# which imports it lazily so that client actors reading client-data.npz never load
+# scikit-learn), so it enters scikit-learn there, once, when this module loads.
+import sklearn.decomposition  # noqa: F401
+from flwr.app import Context
+from flwr.common.logger import log as flwr_log
+from flwr.serverapp import Grid, ServerApp
+
 from feddistill.config import RunConfig, from_mapping
 from feddistill.outdir_lock import OutDirLock
 from feddistill.run_folder import CHECKPOINT_MISMATCH, OUT_DIR_HOLDS_RUN, RunFolder
