@@ -1,4 +1,8 @@
-"""The ServerApp module's imports (Flower loads the ClientApp in another thread meanwhile)."""
+"""The ServerApp module's imports (Flower loads the ClientApp in another thread meanwhile).
+
+Regression: a lazy first import of scikit-learn in the ServerApp raced another thread's
+('partially initialized module sklearn.base').
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import subprocess
 import sys
 
 
-def test_serverapp_enters_sklearn_where_the_clientapp_does_when_it_loads() -> None:
+def test_serverapp_imports_sklearn_when_it_loads() -> None:
     # Prepare: a fresh interpreter, as flwr-simulation loads the ServerApp
     code = (
         "import sys; import feddistill.server.app; "
