@@ -73,6 +73,20 @@ def parent_death_signal() -> Callable[[], None]:
     return functools.partial(_die_with, os.getpid())
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process receive SIGKILL when its parent `parent_pid` dies.
+
+    For processes that Python starts itself, e.g. as a
+    ``ProcessPoolExecutor(initializer=die_with_parent, initargs=(os.getpid(),))``
+    worker's initializer (Linux only, as :func:`parent_death_signal`). If the parent is
+    already gone, this process kills itself at once.
+
+    Args:
+        parent_pid: the PID of the process that started this one.
+    """
+    _die_with(parent_pid)
+
+
 def spawn(argv: list[str], **popen_kwargs: Any) -> subprocess.Popen:
     """``subprocess.Popen`` in a new session, killed when this process dies, watched.
 

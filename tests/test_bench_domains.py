@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib
 import json
 
@@ -132,3 +133,37 @@ def test_cost_table_gives_mean_cpu_per_run_and_the_totals():
         "Time: this invocation 2.0 min wall, 1.5 CPU-min; all 3 runs (reused ones included) "
         "1.7 CPU-min" in text
     )
+
+
+@pytest.mark.slow
+def test_parallel_runs_give_the_same_rows_as_one_after_another(tmp_path):
+    # Prepare: one seed, one round, the digits suite's two tasks, two cheap methods
+    bench = _bench()
+    argv = ["--seeds", "0", "--rounds", "1", "--suites", "digits", "--methods", "fedavg,oracle"]
+    measured = ("wall_seconds", "cpu_seconds", "bench_wall_seconds")
+    # Execute
+    assert bench.main([*argv, "--jobs", "1", "--out", str(tmp_path / "one")]) == 0
+    assert bench.main([*argv, "--jobs", "2", "--out", str(tmp_path / "two")]) == 0
+    # Assert: same rows in the same (plan) order; only the time columns may differ
+    rows = {}
+    for name in ("one", "two"):
+        with (tmp_path / name / "results.csv").open() as fh:
+            rows[name] = [
+                {k: v for k, v in r.items() if k not in measured} for r in csv.DictReader(fh)
+            ]
+    assert [(r["task"], r["method"]) for r in rows["one"]] == [
+        ("mnist5k->digits", "fedavg"),
+        ("mnist5k->digits", "oracle"),
+        ("digits->mnist5k", "fedavg"),
+        ("digits->mnist5k", "oracle"),
+    ]
+    assert rows["two"] == rows["one"]
+
+
+def test_jobs_below_one_is_refused(capsys):
+    # Prepare
+    bench = _bench()
+    # Execute / Assert
+    with pytest.raises(SystemExit):
+        bench.main(["--jobs", "0"])
+    assert "--jobs must be an integer >= 1, got 0" in capsys.readouterr().err

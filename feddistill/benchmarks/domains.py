@@ -49,10 +49,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing
+import os
 import resource
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,7 @@ import torch
 
 from feddistill.config import RunConfig, from_mapping
 from feddistill.config_load import parse_overrides
+from feddistill.lifeline import die_with_parent
 from feddistill.seeds import format_mean_std, mean_std, parse_seeds
 
 NATIVE_SEEDS = True  # `feddistill bench domains --seeds` is handled here, not by the runner
@@ -387,6 +391,81 @@ def result_row(suite: str, task: str, method: str, seed: int, summary: dict) -> 
     }
 
 
+MAX_DEFAULT_JOBS = 4  # each run holds ~0.5-1 GiB; more parallel runs than this rarely pay
+
+
+def default_jobs() -> int:
+    """Runs at once by default: the cores this process may use, at most ``MAX_DEFAULT_JOBS``."""
+    return max(1, min(MAX_DEFAULT_JOBS, len(os.sched_getaffinity(0))))
+
+
+def _run_mapping(mapping: dict[str, Any], method: str) -> dict[str, Any]:
+    """One run from its config mapping, with one torch thread (a pool worker's entry)."""
+    torch.set_num_threads(1)  # the clients' count too (client-num-cpus=1): one core per run
+    return run_one(from_mapping(mapping), method)
+
+
+def run_plan(
+    plan: list[tuple[str, str, str, int, dict[str, Any]]], jobs: int, csv_path: Path
+) -> list[dict[str, Any]]:
+    """Run every planned (suite, task, method, seed, config mapping) and return their rows.
+
+    Each run is seeded by its own config and nothing else, so the rows do not depend on
+    ``jobs``. With ``jobs == 1`` the runs go one after another in this process; with more,
+    in a pool of ``jobs`` spawned worker processes, taken in plan order (seed by seed).
+    ``csv_path`` is rewritten after every finished run with the finished rows, in plan
+    order.
+
+    Args:
+        plan: the runs, in order.
+        jobs: how many run at once (>= 1).
+        csv_path: results.csv.
+
+    Returns:
+        One :func:`result_row` per planned run, in plan order.
+    """
+    done: dict[int, dict[str, Any]] = {}
+
+    def finished(i: int, summary: dict[str, Any]) -> None:
+        suite, task, method, seed, _ = plan[i]
+        done[i] = result_row(suite, task, method, seed, summary)
+        _progress(done[i])
+        rows = [done[k] for k in sorted(done)]
+        with csv_path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    if jobs == 1:
+        torch_threads = torch.get_num_threads()
+        try:
+            for i, (_, _, method, _, mapping) in enumerate(plan):
+                finished(i, _run_mapping(mapping, method))
+        finally:
+            torch.set_num_threads(torch_threads)
+    else:
+        # spawn, not fork: this process has torch (and its thread pools) loaded
+        ctx = multiprocessing.get_context("spawn")
+        # each worker dies with this process, even on kill -9 (feddistill.lifeline)
+        with ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=ctx,
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
+            futures = {
+                pool.submit(_run_mapping, mapping, method): i
+                for i, (_, _, method, _, mapping) in enumerate(plan)
+            }
+            try:
+                for future in as_completed(futures):
+                    finished(futures[future], future.result())
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # not the runs still queued
+                raise
+    return [done[i] for i in range(len(plan))]
+
+
 def _progress(row: dict[str, Any]) -> None:
     print(
         f"{row['suite']} {row['task']} seed {row['seed']} {row['method']}: target "
@@ -415,7 +494,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--out", default="results/bench-domains")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=default_jobs(),
+        help="runs at once, one process and one torch thread each (default: the usable "
+        f"cores, at most {MAX_DEFAULT_JOBS}; 1 runs them in this process)",
+    )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be an integer >= 1, got {args.jobs}")
     try:
         seeds = parse_seeds(args.seeds)
     except ValueError as exc:
@@ -433,36 +521,26 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     extra = parse_overrides(args.set)
-    rows: list[dict[str, Any]] = []
+    plan: list[tuple[str, str, str, int, dict[str, Any]]] = []
+    for seed, suite, task, target in tasks(seeds, suites, rotated_targets):
+        spec = SUITES[suite]
+        for method in methods:
+            run_dir = out / "runs" / suite / task.replace(">", "") / method / f"seed-{seed}"
+            mapping = {
+                **COMMON,
+                "dataset": spec["dataset"],
+                "num-partitions": spec["num-partitions"],
+                "target-domains": str(target),
+                "num-server-rounds": args.rounds,
+                "seed": seed,
+                **METHODS[method],
+                **extra,
+                "out-dir": str(run_dir),
+            }
+            from_mapping(mapping)  # a bad --set fails here, before any run starts
+            plan.append((suite, task, method, seed, mapping))
     t0, cpu0 = time.perf_counter(), cpu_seconds()
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the clients' count too (client-num-cpus=1): one core per run
-    try:
-        for seed, suite, task, target in tasks(seeds, suites, rotated_targets):
-            spec = SUITES[suite]
-            for method in methods:
-                run_dir = out / "runs" / suite / task.replace(">", "") / method / f"seed-{seed}"
-                cfg = from_mapping(
-                    {
-                        **COMMON,
-                        "dataset": spec["dataset"],
-                        "num-partitions": spec["num-partitions"],
-                        "target-domains": str(target),
-                        "num-server-rounds": args.rounds,
-                        "seed": seed,
-                        **METHODS[method],
-                        **extra,
-                        "out-dir": str(run_dir),
-                    }
-                )
-                rows.append(result_row(suite, task, method, seed, run_one(cfg, method)))
-                _progress(rows[-1])
-                with (out / "results.csv").open("w", newline="") as fh:
-                    writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                    writer.writeheader()
-                    writer.writerows(rows)
-    finally:
-        torch.set_num_threads(torch_threads)
+    rows = run_plan(plan, args.jobs, out / "results.csv")
     table = markdown(rows, methods)
     verdict = check_targets(rows)
     text = (
