@@ -20,17 +20,14 @@ process by :func:`feddistill.inprocess.run_in_process`, no Ray):
 - ``oracle``: the student trained on the target's own labels (upper bound; the only
   run that reads target labels).
 
-Cut to fit 60 minutes on 2 cores (measured on the shared 2-core machine, user + system
-CPU seconds of each run, 5 rounds, seed 0; the runs are sequential, one core in all):
-the 0-degree task cost 192 CPU-s for the 9 methods (feddistill 48, the other KD modes
-and FedMD 25-30, FedDF 12, FedAvg 9, centralized 6, oracle 7) at load ~7; the same
-runs cost up to 2-3 times more CPU seconds at load 15-24 (75 degrees: 447 CPU-s). The full
-protocol (6 rotated targets, 10 rounds, 3 seeds) needs 18 x 2 x 192 CPU-s, about 2
-CPU-hours for the rotated suite alone. So the defaults are 5 rounds (a 10-round
-feddistill run on 0 degrees: target accuracy 0.16, 0.31, 0.39, 0.48, 0.37, 0.47, 0.46
-at rounds 1-7, no gain after round 4) and 3 of the 6 rotated targets (0 and 75
-degrees, the two ends, and 30 degrees): 15 task-seeds x 9 methods = 135 runs. The
-"Cost" table of results.md gives the measured CPU seconds per run and the totals.
+Cut to fit 60 minutes on 2 cores: 5 rounds (a 10-round feddistill run on 0 degrees:
+target accuracy 0.16, 0.31, 0.39, 0.48, 0.37, 0.47, 0.46 at rounds 1-7, no gain after
+round 4) and 3 of the 6 rotated targets (0 and 75 degrees, the two ends, and 30
+degrees): 15 task-seeds x 9 methods = 135 runs, ``--jobs`` at a time (default: the
+usable cores, at most 4; one process and one torch thread per run). Measured on the
+2-core machine (``--jobs 2``): the default run took 26.7 min wall and 33.6 CPU-min
+(feddistill about 23 CPU-s per run, FedAvg 8). The "Cost" table of results.md gives the
+measured CPU seconds per run and the totals.
 
 Every (task, method, seed) writes its run folder under ``<out>/runs`` with its cost
 (``bench_cost.json``); finished runs are reused when the benchmark is started again,
@@ -41,7 +38,7 @@ totals of wall and CPU time) and ``target_accuracy.png``.
 
 Usage: feddistill bench domains [--seeds 0,1,2] [--rounds 5] [--suites rotated,digits]
        [--targets 0,2,5 | all] [--methods a,b] [--out results/bench-domains]
-       [--set KEY=VALUE]
+       [--jobs N] [--set KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -105,7 +102,7 @@ COMMON = {
 }
 
 
-# Cut to fit ~100 CPU-minutes on 2 cores (see the module docstring for the measurements).
+# Cut to fit 60 minutes on 2 cores (see the module docstring for the measurements).
 DEFAULT_ROUNDS = 5
 DEFAULT_TARGETS = "0,2,5"
 
