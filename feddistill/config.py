@@ -89,6 +89,7 @@ class RunConfig:
     alpha: float = 1.0  # KD weight: loss = CE + alpha * T^2 * KL
     consensus: str = "domain"  # one of distill.consensus.CONSENSUS_MODES
     server_distill_epochs: int = 1  # server-side distillation to the consensus per round
+    server_distill_rounds: int = 0  # distill on the server in rounds 1..R only; 0 = every round
     # --- compression ---
     update_density: float = 0.05  # top-k fraction of update entries sent, in (0, 1]
     update_bit_width: int = 4  # one of compression.quantize.BIT_WIDTHS
@@ -179,6 +180,7 @@ class RunConfig:
             "teacher_plateau_rounds",
             "logits_top_m",
             "server_distill_epochs",
+            "server_distill_rounds",
             "seed",
         ):
             _check_range(key, getattr(self, key), low=0)

@@ -105,7 +105,8 @@ def effective_config(cfg: RunConfig) -> RunConfig:
 
     Returns:
         A checked copy with ``consensus``, ``update_density``, ``update_bit_width``,
-        ``error_feedback`` and ``server_distill_epochs`` as the strategy runs them.
+        ``error_feedback``, ``server_distill_epochs`` and ``server_distill_rounds`` as the
+        strategy runs them.
     """
     changes: dict[str, object] = {}
     if cfg.strategy == "fedmd":
@@ -114,6 +115,8 @@ def effective_config(cfg: RunConfig) -> RunConfig:
         changes.update(update_density=1.0, update_bit_width=32, error_feedback=False)
     if cfg.strategy in ("feddf", "logits-only"):
         changes["server_distill_epochs"] = max(1, cfg.server_distill_epochs)
+    if cfg.strategy == "logits-only":  # its server student learns by distillation only
+        changes["server_distill_rounds"] = 0
     elif cfg.strategy in ("fedavg", "fedavg-compressed", "centralized"):
         changes["server_distill_epochs"] = 0
     changed = {k: v for k, v in changes.items() if getattr(cfg, k) != v}

@@ -76,3 +76,12 @@ def test_plan_freezes_teachers_only_with_teachers_and_a_freeze_key(
     plan = plan_for(RunConfig(**settings))
     # Assert
     assert plan.freezes_teachers is freezes
+
+
+def test_logits_only_distills_every_round_whatever_server_distill_rounds_says():
+    # Prepare: its server student learns by distillation only
+    cfg = RunConfig(strategy="logits-only", server_distill_rounds=3)
+    # Execute
+    eff = effective_config(cfg)
+    # Assert
+    assert eff.server_distill_rounds == 0

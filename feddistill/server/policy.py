@@ -229,16 +229,23 @@ class FederationPolicy:
         self.student.load_state_dict(apply_update(global_state, outcome.update, outcome.buffers))
         self.consensus = outcome.consensus
         with timed("server_distillation"):
-            distill_loss = self.distill(global_state, outcome)
+            distill_loss = self.distill(server_round, global_state, outcome)
         if self.mask.enabled:  # server distillation must not revive pruned weights
             self.student.load_state_dict(self.mask.apply(model_state(self.student)))
             self.mask.accepted([r.partition_id for r in outcome.accepted])
         return outcome, distill_loss
 
-    def distill(self, global_state: dict[str, Tensor], outcome: RoundOutcome) -> float:
-        """FedDF: distill the new global student to the ensemble on the proxy set."""
+    def distill(
+        self, server_round: int, global_state: dict[str, Tensor], outcome: RoundOutcome
+    ) -> float:
+        """FedDF: distill the new global student to the ensemble on the proxy set.
+
+        Only in rounds 1..``server-distill-rounds`` when that is set (> 0); returns the
+        distillation loss, 0.0 in a round without it.
+        """
         epochs = self.plan.server_distill_epochs
-        if epochs <= 0:
+        last = self.cfg.server_distill_rounds
+        if epochs <= 0 or (last and server_round > last):
             return 0.0
         splits = self.data.splits
         proxy = subset_rows(splits.proxy_x, self.proxy_idx)  # the round's rows

@@ -213,3 +213,14 @@ def test_server_reads_the_effective_config_and_run_config_json_keeps_the_given_o
         4,
         "fedmd",
     )
+
+
+def test_server_distill_rounds_stops_the_server_distillation_after_round_r(tmp_path):
+    # Prepare: 3 rounds, server distillation in round 1 only
+    cfg = make_cfg(tmp_path, **{"num-server-rounds": 3, "server-distill-rounds": 1})
+    # Execute
+    FederationRun(cfg).run(InProcessGrid(cfg))
+    # Assert: a distillation loss in round 1, none after it
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["server_distill_loss"] for r in rows]
+    assert losses[0] > 0.0 and losses[1:] == [0.0, 0.0]
