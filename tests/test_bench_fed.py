@@ -46,6 +46,7 @@ def test_label_skew_regime_runs_ten_dirichlet_clients_and_coverage_era_for_feddi
     # Assert
     assert (cfg.partitioner, cfg.dirichlet_alpha, cfg.num_partitions) == ("dirichlet", 0.1, 10)
     assert (cfg.strategy, cfg.consensus) == ("feddistill", "coverage-era")
+    assert cfg.server_distill_rounds == 5
     assert (cfg.num_server_rounds, cfg.seed) == (20, 3)
 
 

@@ -14,7 +14,8 @@ feddistill and fedavg for `--scale-rounds` rounds,
 reporting peak resident memory of the whole process tree and the first round (and
 in-run seconds) at which each reaches `--scale-target` accuracy (scale.md).
 
-`--regime label-skew` runs feddistill (``coverage-era`` consensus), feddistill-domain
+`--regime label-skew` runs feddistill (``coverage-era`` consensus, server distillation in
+rounds 1-5), feddistill-domain
 (the default consensus), fedavg and fedavg-compressed on 10 Dirichlet(0.1) label-skewed
 clients for 20 rounds, in process
 (:mod:`feddistill.benchmarks.fed_label_skew`); with `--seeds` once per seed.
