@@ -96,6 +96,14 @@ def test_scale_runs_give_teachers_the_same_fixed_steps_as_students() -> None:
     assert (cfg.num_partitions, cfg.fraction_train, cfg.num_server_rounds) == (100, 0.1, 30)
 
 
+def test_scale_feddistill_distills_on_the_server_in_rounds_1_to_3_only() -> None:
+    # Prepare / Execute
+    feddistill = load_config(None, _bench().scale_overrides("feddistill", 30, 20, 0, []))
+    fedavg = load_config(None, _bench().scale_overrides("fedavg", 30, 20, 0, []))
+    # Assert: fedavg keeps the default (it does not distill anyway)
+    assert (feddistill.server_distill_rounds, fedavg.server_distill_rounds) == (3, 0)
+
+
 def test_only_empty_runs_none_of_the_main_strategies(tmp_path, monkeypatch) -> None:
     # Prepare: record the runs instead of running them (regression: '' meant "all")
     bench = _bench()
