@@ -103,13 +103,39 @@ def test_reused_run_reports_its_recorded_cost(tmp_path):
     from feddistill.config import from_mapping
 
     summary = {"status": "completed", "final_target_accuracy": 0.5}
+    cfg = from_mapping({"out-dir": str(tmp_path)})
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     (tmp_path / bench.COST_FILE).write_text('{"cpu_seconds": 12.5, "wall_seconds": 30.0}')
-    cfg = from_mapping({"out-dir": str(tmp_path)})
+    (tmp_path / bench.CONFIG_FILE).write_text(json.dumps(bench.config_record(cfg)))
     # Execute
     got = bench.run_one(cfg, "fedavg")
     # Assert
-    assert got == {**summary, "cpu_seconds": 12.5, "bench_wall_seconds": 30.0}
+    assert got == {**summary, "cpu_seconds": 12.5, "bench_wall_seconds": 30.0, "reused": True}
+
+
+def test_finished_run_of_another_config_is_run_again(tmp_path, monkeypatch):
+    # Prepare: a finished 1-round run; now 2 rounds are asked for (regression: it was reused)
+    bench = _bench()
+    from feddistill import inprocess
+    from feddistill.config import from_mapping
+
+    one = from_mapping({"out-dir": str(tmp_path), "num-server-rounds": 1})
+    two = from_mapping({"out-dir": str(tmp_path), "num-server-rounds": 2})
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "completed"}))
+    (tmp_path / bench.CONFIG_FILE).write_text(json.dumps(bench.config_record(one)))
+    ran = []
+
+    def fake_run(cfg):  # a real run makes its out-dir
+        ran.append(cfg.num_server_rounds)
+        tmp_path.mkdir()
+        return {"status": "completed"}
+
+    monkeypatch.setattr(inprocess, "run_in_process", fake_run)
+    # Execute
+    got = bench.run_one(two, "fedavg")
+    # Assert: it ran with 2 rounds and recorded that config
+    assert ran == [2] and got["reused"] is False
+    assert json.loads((tmp_path / bench.CONFIG_FILE).read_text()) == bench.config_record(two)
 
 
 def test_cost_table_gives_mean_cpu_per_run_and_the_totals():
@@ -160,10 +186,37 @@ def test_parallel_runs_give_the_same_rows_as_one_after_another(tmp_path):
     assert rows["two"] == rows["one"]
 
 
-def test_jobs_below_one_is_refused(capsys):
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--jobs", "0"], "--jobs must be an integer >= 1, got 0"),
+        (["--rounds", "0"], "--rounds must be an integer >= 1, got 0"),
+        (["--methods", ""], "--methods is empty; give a comma list from: feddistill,"),
+        (["--suites", " "], "--suites is empty; give a comma list from: rotated, digits"),
+        (["--targets", ""], "--targets is empty; give 'all' or a comma list of 0-5"),
+        (
+            ["--set", "target-domains=1", "--set", "seed=3"],
+            "--set seed, target-domains: set by the benchmark for each run",
+        ),
+    ],
+)
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, capsys, argv, message):
     # Prepare
     bench = _bench()
+    out = tmp_path / "out"
     # Execute / Assert
     with pytest.raises(SystemExit):
-        bench.main(["--jobs", "0"])
-    assert "--jobs must be an integer >= 1, got 0" in capsys.readouterr().err
+        bench.main([*argv, "--out", str(out)])
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, capsys):
+    # Prepare
+    bench = _bench()
+    path = tmp_path / "file"
+    path.write_text("x")
+    # Execute / Assert
+    with pytest.raises(SystemExit):
+        bench.main(["--out", str(path)])
+    assert f"--out '{path}' is a file; give a folder" in capsys.readouterr().err

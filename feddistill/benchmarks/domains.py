@@ -30,8 +30,9 @@ usable cores, at most 4; one process and one torch thread per run). Measured on 
 measured CPU seconds per run and the totals.
 
 Every (task, method, seed) writes its run folder under ``<out>/runs`` with its cost
-(``bench_cost.json``); finished runs are reused when the benchmark is started again,
-and the runs go seed by seed, so an interrupted benchmark has whole seeds. Outputs:
+(``bench_cost.json``) and config (``bench_config.json``); a finished run is reused when
+the benchmark is started again with the same config for it, and the runs go seed by
+seed, so an interrupted benchmark keeps every finished run. Outputs:
 ``results.csv`` (one row per run), ``results.md`` (mean ± std over seeds per task, the
 average over target domains, uplink / downlink MB per run, CPU seconds per run and the
 totals of wall and CPU time) and ``target_accuracy.png``.
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -102,6 +104,18 @@ COMMON = {
 }
 
 
+# Keys each run gets from the benchmark itself (suite, task, method, seed, --rounds): a
+# `--set` of one of them would relabel the rows, so it is refused.
+PER_RUN_KEYS = (
+    "dataset",
+    "num-partitions",
+    "target-domains",
+    "num-server-rounds",
+    "seed",
+    "strategy",
+    "consensus",
+    "out-dir",
+)
 # Cut to fit 60 minutes on 2 cores (see the module docstring for the measurements).
 DEFAULT_ROUNDS = 5
 DEFAULT_TARGETS = "0,2,5"
@@ -169,37 +183,52 @@ def cpu_seconds() -> float:
 COST_FILE = "bench_cost.json"  # per run folder: {"cpu_seconds", "wall_seconds"} of the run
 
 
+CONFIG_FILE = "bench_config.json"  # per run folder: the run's whole config, for reuse
+
+
+def config_record(cfg: RunConfig) -> dict[str, Any]:
+    """The run's config as JSON values: a finished run is reused only if this matches."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), sort_keys=True))
+
+
 def run_one(cfg: RunConfig, method: str) -> dict[str, Any]:
-    """One run, reused if its folder already holds a completed summary.json.
+    """One run, reused if its folder holds a completed summary.json of the same config.
+
+    The config a finished run had is kept in ``bench_config.json``; a folder without it
+    or with another config (other ``--rounds``, another ``--set``) is run again.
 
     Returns the run's summary plus ``cpu_seconds`` and ``bench_wall_seconds`` (measured
-    around the run and kept in ``bench_cost.json``, so a reused run reports its cost too;
-    0.0 for a run finished before this file existed).
+    around the run and kept in ``bench_cost.json``, so a reused run reports its cost
+    too) and ``reused`` (True when nothing ran).
     """
     from feddistill.inprocess import run_in_process
 
     out = Path(cfg.out_dir)
-    done = out / "summary.json"
-    if done.is_file():
+    done, config_path = out / "summary.json", out / CONFIG_FILE
+    if done.is_file() and config_path.is_file():
         summary = json.loads(done.read_text())
-        if summary.get("status") == "completed":
+        same = json.loads(config_path.read_text()) == config_record(cfg)
+        if summary.get("status") == "completed" and same:
             cost_path = out / COST_FILE
             cost = json.loads(cost_path.read_text()) if cost_path.is_file() else {}
             return {
                 **summary,
                 "cpu_seconds": cost.get("cpu_seconds", 0.0),
                 "bench_wall_seconds": cost.get("wall_seconds", 0.0),
+                "reused": True,
             }
     if out.exists():
-        shutil.rmtree(out)  # an interrupted run of this benchmark: start it again
+        shutil.rmtree(out)  # interrupted, or run with another config: start it again
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     summary = run_oracle(cfg) if method == "oracle" else run_in_process(cfg)
     cost = {"cpu_seconds": cpu_seconds() - cpu0, "wall_seconds": time.perf_counter() - wall0}
     (out / COST_FILE).write_text(json.dumps(cost) + "\n")
+    (out / CONFIG_FILE).write_text(json.dumps(config_record(cfg), sort_keys=True) + "\n")
     return {
         **summary,
         "cpu_seconds": cost["cpu_seconds"],
         "bench_wall_seconds": cost["wall_seconds"],
+        "reused": False,
     }
 
 
@@ -385,6 +414,7 @@ def result_row(suite: str, task: str, method: str, seed: int, summary: dict) -> 
         "wall_seconds": summary.get("wall_seconds", 0.0),
         "cpu_seconds": summary["cpu_seconds"],
         "bench_wall_seconds": summary["bench_wall_seconds"],
+        "reused": summary.get("reused", False),
     }
 
 
@@ -445,7 +475,7 @@ def run_plan(
         ctx = multiprocessing.get_context("spawn")
         # each worker dies with this process, even on kill -9 (feddistill.lifeline)
         with ProcessPoolExecutor(
-            max_workers=jobs,
+            max_workers=max(1, min(jobs, len(plan))),  # no idle workers
             mp_context=ctx,
             initializer=die_with_parent,
             initargs=(os.getpid(),),
@@ -467,7 +497,8 @@ def _progress(row: dict[str, Any]) -> None:
     print(
         f"{row['suite']} {row['task']} seed {row['seed']} {row['method']}: target "
         f"{100 * row['target_accuracy']:.1f}% source {100 * row['source_accuracy']:.1f}% "
-        f"({row['cpu_seconds']:.0f} CPU-s, {row['bench_wall_seconds']:.0f} s wall)",
+        f"({row['cpu_seconds']:.0f} CPU-s, {row['bench_wall_seconds']:.0f} s wall"
+        f"{'; reused, not run again' if row.get('reused') else ''})",
         file=sys.stderr,
         flush=True,
     )
@@ -481,16 +512,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=DEFAULT_ROUNDS, help=f"default {DEFAULT_ROUNDS} (cut from 10)"
     )
-    parser.add_argument("--suites", default="rotated,digits")
+    parser.add_argument(
+        "--suites",
+        default="rotated,digits",
+        help=f"comma list of suites (default rotated,digits; from: {', '.join(SUITES)})",
+    )
     parser.add_argument(
         "--targets",
         default=DEFAULT_TARGETS,
         help=f"rotated suite: comma list of target domains 0-5 (default {DEFAULT_TARGETS}: "
         "0, 30 and 75 degrees, cut from all 6; 'all' for every one)",
     )
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma list of methods (default all: {', '.join(METHODS)})",
+    )
     parser.add_argument("--out", default="results/bench-domains")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key of every run (repeatable); not the keys the benchmark "
+        f"sets per run ({', '.join(PER_RUN_KEYS)})",
+    )
     parser.add_argument(
         "--jobs",
         type=int,
@@ -501,23 +547,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be an integer >= 1, got {args.jobs}")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be an integer >= 1, got {args.rounds}")
     try:
         seeds = parse_seeds(args.seeds)
     except ValueError as exc:
         parser.error(str(exc))
-    methods = [m for m in args.methods.split(",") if m]
-    suites = [s for s in args.suites.split(",") if s]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    suites = [s.strip() for s in args.suites.split(",") if s.strip()]
     for name, allowed, kind in ((methods, METHODS, "method"), (suites, SUITES, "suite")):
+        if not name:
+            parser.error(f"--{kind}s is empty; give a comma list from: {', '.join(allowed)}")
         bad = [n for n in name if n not in allowed]
         if bad:
             parser.error(f"unknown {kind}(s) {bad}; choose from {', '.join(allowed)}")
     names = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.targets != "all" and not all(t in map(str, range(6)) for t in names):
         parser.error(f"--targets must be 'all' or a comma list of 0-5, got {args.targets!r}")
+    if "rotated" in suites and args.targets != "all" and not names:
+        parser.error("--targets is empty; give 'all' or a comma list of 0-5")
     rotated_targets = set(range(6)) if args.targets == "all" else {int(t) for t in names}
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out '{out}' is a file; give a folder")
     extra = parse_overrides(args.set)
+    taken = sorted(set(extra) & set(PER_RUN_KEYS))
+    if taken:
+        parser.error(
+            f"--set {', '.join(taken)}: set by the benchmark for each run; use --seeds, "
+            "--rounds, --suites, --targets or --methods instead"
+        )
+    out.mkdir(parents=True, exist_ok=True)
     plan: list[tuple[str, str, str, int, dict[str, Any]]] = []
     for seed, suite, task, target in tasks(seeds, suites, rotated_targets):
         spec = SUITES[suite]
