@@ -601,7 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(rows, methods)
     verdict = check_targets(rows)
     text = (
-        f"## feddistill bench domains ({args.rounds} rounds, cnn-small teachers and student)\n\n"
+        f"## feddistill bench domains ({args.rounds} round{'' if args.rounds == 1 else 's'}, "
+        "cnn-small teachers and student)\n\n"
         + table
         + ("\nTargets (average over target domains):\n\n" if verdict else "")
         + "".join(f"- {v}\n" for v in verdict)
