@@ -33,8 +33,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check feddistill tests
 	$(VENV)/bin/mypy feddistill
 
+# The suite runs on PYTEST_WORKERS pytest-xdist workers. --dist loadgroup keeps the tests
+# of one xdist_group (a module-scoped fixture: one deployment, one Ray instance) on one
+# worker; tests/conftest.py schedules the slow ones first so the workers end together.
+PYTEST_WORKERS ?= 2
 test: lint system-deps
-	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -ra -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/feddistill bench compression

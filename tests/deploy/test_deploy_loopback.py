@@ -29,7 +29,8 @@ from feddistill.config import from_mapping
 from feddistill.engine import app_dir, flower_env
 from feddistill.proxy import REFUSED_DETAIL
 
-pytestmark = pytest.mark.slow
+# one worker runs this module: one deployment serves it (make test: xdist --dist loadgroup)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("deploy-loopback")]
 
 SMALL = {
     "dataset": "digits",

@@ -17,6 +17,9 @@ from feddistill.config import from_mapping
 from feddistill.inprocess import run_rounds
 from feddistill.server.results import write_report
 
+# one worker runs this module: its module-scoped fixture is built once (make test: xdist)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("malicious-runs")]  # ~50 s
+
 CASE = {
     "teacher-models": "cnn-small",
     "student-model": "cnn-small",
