@@ -33,12 +33,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check feddistill tests
 	$(VENV)/bin/mypy feddistill
 
-# The suite runs on PYTEST_WORKERS pytest-xdist workers. --dist loadgroup keeps the tests
-# of one xdist_group (a module-scoped fixture: one deployment, one Ray instance) on one
-# worker; tests/conftest.py schedules the slow ones first so the workers end together.
+# The suite runs on PYTEST_WORKERS pytest-xdist workers. --dist loadfile gives each test
+# file to one worker, so a module-scoped fixture (one deployment, one Ray instance) is
+# built once; tests/conftest.py hands out the files holding slow tests first, so the
+# workers end together. (Not loadgroup: with pytest 9.2 it silently stops grouping,
+# pytest-xdist issue #1386.)
 PYTEST_WORKERS ?= 2
 test: lint system-deps
-	$(VENV)/bin/pytest -q -ra -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/feddistill bench compression

@@ -12,9 +12,6 @@ from torch import nn
 from feddistill.learn import SGDSpec
 from feddistill.server.remote import distill_on_gpu_node, run_on_gpu_node, should_run_remote
 
-# one worker runs this module: its module-scoped fixture is built once (make test: xdist)
-pytestmark = pytest.mark.xdist_group("local-ray")
-
 
 def _pid_plus(x: int) -> tuple[int, int]:
     return os.getpid(), x + 1

@@ -14,9 +14,6 @@ from torch import Tensor, nn
 from feddistill.compression import export_student, load_student, quantize_int8
 from feddistill.compression.ptq import STUDENT_FILE, accuracy, latency_ms, save_int8
 
-# one worker runs this module: its module-scoped fixture is built once (make test: xdist)
-pytestmark = pytest.mark.xdist_group("ptq-student")
-
 
 @pytest.fixture(scope="module")
 def export(

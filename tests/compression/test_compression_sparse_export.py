@@ -15,9 +15,6 @@ from feddistill.compression import export_student, load_student
 from feddistill.compression.masks import apply_masks, global_magnitude_mask, maskable_keys
 from feddistill.compression.ptq import STUDENT_FILE, STUDENT_ZLIB_FILE
 
-# one worker runs this module: its module-scoped fixture is built once (make test: xdist)
-pytestmark = pytest.mark.xdist_group("sparse-export")
-
 
 def sparse_copy(model: nn.Module, sparsity: float) -> nn.Module:
     """``model`` with the global magnitude mask of ``sparsity`` applied (a copy)."""

@@ -29,8 +29,7 @@ from feddistill.config import from_mapping
 from feddistill.engine import app_dir, flower_env
 from feddistill.proxy import REFUSED_DETAIL
 
-# one worker runs this module: one deployment serves it (make test: xdist --dist loadgroup)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("deploy-loopback")]
+pytestmark = pytest.mark.slow
 
 SMALL = {
     "dataset": "digits",

@@ -15,9 +15,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-# one worker runs this module: one fork server serves it (make test: xdist --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("layers-fork-server")
-
 LAUNCHERS = (
     "feddistill.engine",
     "feddistill.inprocess",

@@ -17,8 +17,7 @@ from feddistill.config import from_mapping
 from feddistill.inprocess import run_rounds
 from feddistill.server.results import write_report
 
-# one worker runs this module: its module-scoped fixture is built once (make test: xdist)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("malicious-runs")]  # ~50 s
+pytestmark = pytest.mark.slow  # ~50 s: two 4-client runs on mnist5k, in process
 
 CASE = {
     "teacher-models": "cnn-small",

@@ -15,9 +15,6 @@ from feddistill.server.aggregate import apply_update
 from feddistill.server.checkpoint import load_latest_checkpoint
 from feddistill.server.strategy import FedDistill
 
-# one worker runs this module: its module-scoped fixture is built once (make test: xdist)
-pytestmark = pytest.mark.xdist_group("masked-runs")
-
 TEMPLATE = {"w": torch.zeros(2, 3), "b": torch.zeros(3)}
 MASKS = {"w": torch.tensor([[True, False, True], [False, False, True]])}
 

@@ -19,9 +19,6 @@ from feddistill.server import app as server_app
 from feddistill.server import recorder, results
 from feddistill.server.loop import FederationRun
 
-# one worker runs this module: its module-scoped fixture is built once (make test: xdist)
-pytestmark = pytest.mark.xdist_group("report-run")
-
 SMALL = {
     "dataset": "digits",
     "num-partitions": 3,

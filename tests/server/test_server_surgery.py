@@ -14,9 +14,6 @@ from feddistill.server.checkpoint import load_latest_checkpoint
 from feddistill.server.strategy import FedDistill
 from feddistill.server.surgery import consensus_kd_gradients, importance_gradients, retarget
 
-# one worker runs this module: its module-scoped fixture is built once (make test: xdist)
-pytestmark = pytest.mark.xdist_group("pruned-runs")
-
 
 def old_shape_reply() -> Message:
     request = Message(RecordDict({P.CONFIG: ConfigRecord({"x": 1})}), 1, MessageType.TRAIN)
