@@ -3,6 +3,7 @@ deterministic); `--hypothesis-seed` or HYPOTHESIS_PROFILE=explore explore furthe
 
 import os
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("default", derandomize=True)
@@ -20,3 +21,18 @@ def pytest_collection_modifyitems(items):
     """
     slow_modules = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_modules)
+
+
+@pytest.fixture
+def data_checks_recorded(monkeypatch):
+    """`feddistill run`'s data checks recorded instead of run: the configs they were given.
+
+    For tests of the CLI's wiring around a faked ``run_job``: the real checks start a
+    child that imports torch and loads the data (~10 s each on 2 cores); they are tested
+    in tests/test_preflight.py and run for real in every e2e test.
+    """
+    from feddistill import preflight
+
+    seen: list = []
+    monkeypatch.setattr(preflight, "run_data_checks", lambda cfg, **kw: seen.append(cfg))
+    return seen
