@@ -1,5 +1,6 @@
 """Suite-wide settings: property tests draw the same examples on every run (CI stays
-deterministic); `--hypothesis-seed` or HYPOTHESIS_PROFILE=explore explore further."""
+deterministic); `--hypothesis-seed` or HYPOTHESIS_PROFILE=explore explore further.
+Modules with slow tests are collected first (for the parallel workers of `make test`)."""
 
 import os
 
