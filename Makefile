@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: setup system-deps run test lint bench clean
+.PHONY: setup system-deps run test suite lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,8 +33,20 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check feddistill tests
 	$(VENV)/bin/mypy feddistill
 
-test: lint system-deps
-	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)
+# The suite runs on PYTEST_WORKERS pytest-xdist workers. --dist loadfile gives each test
+# file to one worker, so a module-scoped fixture (one deployment, one Ray instance) is
+# built once; tests/conftest.py hands out the files holding slow tests first, so the
+# workers end together. (Not loadgroup: with pytest 9.2 it silently stops grouping,
+# pytest-xdist issue #1386.)
+# `make test` runs lint and the suite side by side (-j2): mypy is one process, so the
+# cores are shared instead of one idling through lint (their few lines may interleave).
+# Either failing fails `make test`.
+PYTEST_WORKERS ?= 2
+test: $(STAMP) system-deps
+	$(MAKE) --no-print-directory -j2 lint suite
+
+suite: $(STAMP)
+	$(VENV)/bin/pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/feddistill bench compression

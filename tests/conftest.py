@@ -1,10 +1,39 @@
 """Suite-wide settings: property tests draw the same examples on every run (CI stays
-deterministic); `--hypothesis-seed` or HYPOTHESIS_PROFILE=explore explore further."""
+deterministic); `--hypothesis-seed` or HYPOTHESIS_PROFILE=explore explore further.
+Modules with slow tests are collected first (for the parallel workers of `make test`)."""
 
 import os
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("default", derandomize=True)
 settings.register_profile("explore", max_examples=2000, derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_collection_modifyitems(items):
+    """Modules holding a `slow` test run first, each module's tests kept in their order.
+
+    Under pytest-xdist (``make test``: 2 workers, ``--dist loadfile``) files are handed
+    out in this order, so the long runs start early and the short tests fill in at the
+    end: the workers finish close together instead of one waiting on the other's last
+    long file. Whole modules move, so a module-scoped fixture is still set up once.
+    """
+    slow_modules = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_modules)
+
+
+@pytest.fixture
+def data_checks_recorded(monkeypatch):
+    """`feddistill run`'s data checks recorded instead of run: the configs they were given.
+
+    For tests of the CLI's wiring around a faked ``run_job``: the real checks start a
+    child that imports torch and loads the data (~10 s each on 2 cores); they are tested
+    in tests/test_preflight.py and run for real in every e2e test.
+    """
+    from feddistill import preflight
+
+    seen: list = []
+    monkeypatch.setattr(preflight, "run_data_checks", lambda cfg, **kw: seen.append(cfg))
+    return seen

@@ -1,8 +1,11 @@
 """`feddistill bench robustness --quick`: the suite's run of the robustness benchmark."""
 
+import pytest
+
 from feddistill.cli import main
 
 
+@pytest.mark.slow  # ~60 s: six in-process runs
 def test_bench_robustness_quick_prints_defaults_and_fedavg_per_attack(capsys):
     # Execute: 1 malicious client of 4, 2 rounds, scaled-update and shifted-logits
     code = main(["bench", "robustness", "--quick"])

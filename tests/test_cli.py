@@ -163,7 +163,9 @@ def _fake_job(summary):
     return run_job
 
 
-def test_run_into_a_finished_run_says_it_replaces_it(tmp_path, capsys, monkeypatch):
+def test_run_into_a_finished_run_says_it_replaces_it(
+    tmp_path, capsys, monkeypatch, data_checks_recorded
+):
     # Prepare: a folder holding a finished 3-round fedavg run
     from feddistill import cli as cli_module
 
@@ -187,9 +189,12 @@ def test_run_into_a_finished_run_says_it_replaces_it(tmp_path, capsys, monkeypat
     assert (out / "command.txt").read_text() == (
         f"feddistill run --out {out} --set dataset=digits --set strategy=centralized\n"
     )
+    assert [cfg.out_dir for cfg in data_checks_recorded] == [str(out.resolve())]
 
 
-def test_resumed_run_says_from_which_round_it_continues(tmp_path, capsys, monkeypatch):
+def test_resumed_run_says_from_which_round_it_continues(
+    tmp_path, capsys, monkeypatch, data_checks_recorded
+):
     # Prepare: an interrupted 4-round run with a checkpoint after round 2
     from feddistill import cli as cli_module
 
@@ -208,6 +213,7 @@ def test_resumed_run_says_from_which_round_it_continues(tmp_path, capsys, monkey
     lines = capsys.readouterr().out.splitlines()
     assert code == 0
     assert f"resuming {out}: continuing from round 3 of 4 (checkpoint after round 2)" in lines
+    assert [cfg.num_server_rounds for cfg in data_checks_recorded] == [4]
 
 
 def test_phases_and_rounds_are_plain_lines_when_piped(tmp_path, capsys, monkeypatch):

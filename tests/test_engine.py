@@ -58,7 +58,9 @@ def test_load_run_config_needs_checkpoint_and_config(tmp_path):
         load_run_config(tmp_path)
 
 
-def test_resume_uses_the_interrupted_runs_config_then_overrides(tmp_path, monkeypatch):
+def test_resume_uses_the_interrupted_runs_config_then_overrides(
+    tmp_path, monkeypatch, data_checks_recorded
+):
     # Prepare: a run started with 4 rounds on digits, checkpointed
     prepare_out_dir(RunConfig(out_dir=str(tmp_path), num_server_rounds=4, dataset="digits"))
     (tmp_path / "checkpoints").mkdir()
@@ -71,13 +73,15 @@ def test_resume_uses_the_interrupted_runs_config_then_overrides(tmp_path, monkey
     cfg = seen[0]
     assert (cfg.num_server_rounds, cfg.dataset, cfg.alpha, cfg.resume) == (4, "digits", 0.5, True)
     assert cfg.out_dir == str(tmp_path.resolve())
+    assert data_checks_recorded == [cfg]  # the data checks saw the config that runs
 
 
-def test_fresh_run_never_resumes(tmp_path, monkeypatch):
+def test_fresh_run_never_resumes(tmp_path, monkeypatch, data_checks_recorded):
     seen = []
     monkeypatch.setattr(cli, "run_job", lambda cfg, **kw: seen.append(cfg) or {"status": "failed"})
     assert cli.main(["run", "--out", str(tmp_path / "new"), "--set", "resume=true"]) == 1
     assert seen[0].resume is False
+    assert data_checks_recorded == seen
 
 
 def test_ray_placement_failure_in_this_attempts_log_is_permanent(tmp_path):

@@ -8,6 +8,8 @@ the test's markers (its tmp_path, a cluster's temp root), or a PID the test reco
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 
 import psutil
@@ -80,12 +82,22 @@ def local_ray():
 
     It declares 2 CPUs and 1 logical GPU (Ray schedules on declared resources; no
     physical GPU is touched), so GPU-reserving tasks can be tested on a CPU machine.
+    Its session lives in a fresh short folder, not the machine-wide /tmp/ray, whose
+    ``ray_current_cluster`` file other Ray jobs (a parallel test worker) may write; the
+    folder is removed afterwards.
     """
     ray = pytest.importorskip("ray")
+    root = tempfile.mkdtemp(prefix="fdr-", dir="/tmp")  # short: Ray's socket paths
     ray.init(
-        num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False
+        num_cpus=2,
+        num_gpus=1,
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+        _temp_dir=root,
     )
     try:
         yield ray
     finally:
         ray.shutdown()
+        shutil.rmtree(root, ignore_errors=True)

@@ -44,7 +44,7 @@ def test_job_attached_to_two_node_cluster_places_clients_on_both(tmp_path, no_le
         for pair in SMALL:
             args += ["--set", pair]
         # Execute
-        done = subprocess.run(args, capture_output=True, text=True, timeout=150)
+        done = subprocess.run(args, capture_output=True, text=True, timeout=300)
         no_leftover_processes.pids.update(cluster.pids())
     # Assert: completed, and the placement record shows both nodes
     log = (out / "flower.log").read_text() if (out / "flower.log").is_file() else ""

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 
+@pytest.mark.slow  # ~60 s: trains two models and times every codec setting
 def test_quick_json_prints_only_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Prepare
     from feddistill.benchmarks import compression as bench

@@ -45,9 +45,21 @@ def _fake_mnist_and_usps(root: Path) -> None:
         fh.write(line(1, -1.0))
 
 
-def test_digits_mix_shape_domains_and_labels():
-    # Execute
-    ds = load_domain_dataset("digits-mix")
+@pytest.fixture(scope="module")
+def digits_mix():
+    """`digits-mix`, built once (~6 s on 2 cores) for the module's read-only checks."""
+    return load_domain_dataset("digits-mix")
+
+
+@pytest.fixture(scope="module")
+def mnist5k_rotated():
+    """`mnist5k-rotated`, built once (~6 s on 2 cores) for the module's read-only checks."""
+    return load_domain_dataset("mnist5k-rotated")
+
+
+def test_digits_mix_shape_domains_and_labels(digits_mix):
+    # Prepare
+    ds = digits_mix
     # Assert: 5,000 mnist5k images, then 1,797 digits, all 1x28x28
     assert ds.x.shape == (6797, 1, 28, 28) and ds.x.dtype == torch.float32
     assert np.bincount(ds.domains).tolist() == [5000, 1797]
@@ -55,10 +67,9 @@ def test_digits_mix_shape_domains_and_labels():
     assert torch.equal(ds.y[5000:], load_dataset("digits").y)
 
 
-def test_digits_mix_digits_sit_in_a_20x20_box_padded_to_28():
-    # Execute
-    ds = load_domain_dataset("digits-mix")
-    digits = ds.x[5000:]
+def test_digits_mix_digits_sit_in_a_20x20_box_padded_to_28(digits_mix):
+    # Prepare
+    digits = digits_mix.x[5000:]
     # Assert: the 4-pixel border is exactly 0 (normalized), the box is not empty
     border = torch.ones(28, 28, dtype=torch.bool)
     border[4:24, 4:24] = False
@@ -85,20 +96,19 @@ def test_digits_to_mnist_layout_rejects_other_shapes():
         digits_to_mnist_layout(torch.zeros(2, 1, 28, 28))
 
 
-def test_mnist5k_rotated_has_six_disjoint_domains_of_833_or_834():
-    # Execute
-    ds = load_domain_dataset("mnist5k-rotated")
+def test_mnist5k_rotated_has_six_disjoint_domains_of_833_or_834(mnist5k_rotated):
+    # Prepare
+    ds = mnist5k_rotated
     # Assert: 5000 = 2 * 834 + 4 * 833, every image in exactly one domain
     assert ds.x.shape == (5000, 1, 28, 28)
     assert np.bincount(ds.domains).tolist() == [834, 834, 833, 833, 833, 833]
     assert ds.domain_names == ("0deg", "15deg", "30deg", "45deg", "60deg", "75deg")
 
 
-def test_mnist5k_rotated_domain_0_is_unrotated_and_others_differ():
+def test_mnist5k_rotated_domain_0_is_unrotated_and_others_differ(mnist5k_rotated):
     # Prepare
     plain = load_dataset("mnist5k").x
-    # Execute
-    ds = load_domain_dataset("mnist5k-rotated")
+    ds = mnist5k_rotated
     # Assert
     zero = torch.from_numpy(ds.domains == 0)
     torch.testing.assert_close(ds.x[zero], plain[zero], atol=1e-4, rtol=0)
@@ -106,9 +116,9 @@ def test_mnist5k_rotated_domain_0_is_unrotated_and_others_differ():
     assert (ds.x[far] - plain[far]).abs().mean().item() > 0.3
 
 
-def test_domain_datasets_are_deterministic():
-    # Execute
-    a, b = load_domain_dataset("mnist5k-rotated"), load_domain_dataset("mnist5k-rotated")
+def test_domain_datasets_are_deterministic(mnist5k_rotated):
+    # Execute: a second build, compared with the module's first one
+    a, b = mnist5k_rotated, load_domain_dataset("mnist5k-rotated")
     # Assert
     assert torch.equal(a.x, b.x) and np.array_equal(a.domains, b.domains)
 

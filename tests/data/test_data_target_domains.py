@@ -17,9 +17,15 @@ from feddistill.data.target_domains import check_targets, domain_partition, targ
 MIX = DataSpec(dataset="digits-mix", partitioner="domain", num_partitions=2)
 
 
-def test_no_target_label_reaches_a_client_and_proxy_is_target_inputs():
+@pytest.fixture(scope="module")
+def digits_mix():
+    """`digits-mix`, built once (~6 s on 2 cores): the expected rows are read from it."""
+    return load_domain_dataset("digits-mix")
+
+
+def test_no_target_label_reaches_a_client_and_proxy_is_target_inputs(digits_mix):
     # Prepare: digits (domain 1) is the target; recompute the split independently
-    ds = load_domain_dataset("digits-mix")
+    ds = digits_mix
     train, _, test = split_indices(len(ds), 0.2, 0.2, seed=0)
     source_rows = train[ds.domains[train] == 0]
     target_rows = train[ds.domains[train] == 1]
@@ -35,9 +41,9 @@ def test_no_target_label_reaches_a_client_and_proxy_is_target_inputs():
     assert np.array_equal(data.test_domains, ds.domains[test])
 
 
-def test_proxy_set_public_keeps_the_public_proxy_split():
+def test_proxy_set_public_keeps_the_public_proxy_split(digits_mix):
     # Prepare
-    ds = load_domain_dataset("digits-mix")
+    ds = digits_mix
     _, proxy, _ = split_indices(len(ds), 0.2, 0.2, seed=0)
     # Execute
     data = prepare_federated_data(dataclasses.replace(MIX, target_domains=(1,), proxy_set="public"))
@@ -112,9 +118,9 @@ def test_holding_out_every_domain_is_refused():
         check_targets((0, 1), 2)
 
 
-def test_target_oracle_set_is_the_target_training_rows():
+def test_target_oracle_set_is_the_target_training_rows(digits_mix):
     # Prepare
-    ds = load_domain_dataset("digits-mix")
+    ds = digits_mix
     train, _, _ = split_indices(len(ds), 0.2, 0.2, seed=0)
     rows = train[ds.domains[train] == 1]
     # Execute

@@ -1,4 +1,4 @@
-"""Hard kill: `kill -9` of `feddistill run` mid-round leaves no process, and resume works.
+"""Stopped runs: SIGTERM, then `kill -9` mid-round, leave no process; resume works each time.
 
 One small job (digits, 2 clients, mlp models, 6 rounds), as in test_e2e_run.py.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -66,9 +67,25 @@ def run_processes(tag: str) -> list[psutil.Process]:
     return found
 
 
-def test_sigkill_mid_round_leaves_no_process_and_resume_matches_an_uninterrupted_run(
+def wait_for_rows(path: Path, count: int, proc: subprocess.Popen, timeout_s: float) -> None:
+    """Wait until ``metrics.jsonl`` at `path` holds `count` rows (or `proc` ended)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.is_file() and len(path.read_text().splitlines()) >= count:
+            return
+        time.sleep(0.1)
+
+
+def test_sigterm_then_sigkill_mid_run_leave_no_process_and_resume_matches_an_uninterrupted_run(
     tmp_path, test_env
 ):
+    """One run is stopped twice, the ways a run ends early; each time it resumes.
+
+    SIGTERM once round 1 is checkpointed (exit 143), ``--resume``; then SIGKILL of the
+    resumed run mid-round (nothing left 10 s later, the lock refused a second writer
+    while it lived), ``--resume`` again: the metrics are the uninterrupted run's. (Two
+    tests before, with a start-up each: the SIGTERM one was in test_e2e_run.py.)
+    """
     # Prepare: the uninterrupted reference run, in process (both engines give the same
     # metrics: tests/e2e/test_e2e_run.py)
     ref, part = tmp_path / "ref", tmp_path / "part"
@@ -76,19 +93,22 @@ def test_sigkill_mid_round_leaves_no_process_and_resume_matches_an_uninterrupted
         "run", "--engine", "inprocess", "--out", str(ref), "--quiet", *ARGS, env=test_env
     )
     assert reference.returncode == 0, reference.stdout + reference.stderr
-    # Execute: the same job, killed with SIGKILL once round 2 is written (mid-round 3 of 6)
-    top = subprocess.Popen(
-        [sys.executable, "-m", "feddistill.cli", "run", "--out", str(part), "--quiet", *ARGS],
-        env=test_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    metrics = part / "metrics.jsonl"
+    run_args = [sys.executable, "-m", "feddistill.cli", "run", "--out", str(part), "--quiet"]
+    quiet = {"env": test_env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    # Execute 1: SIGTERM once round 1 is checkpointed
+    first = subprocess.Popen([*run_args, *ARGS], **quiet)
+    latest = part / "checkpoints" / "latest"
     deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and top.poll() is None:
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
-            break
+    while not latest.is_file() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
+    first.send_signal(signal.SIGTERM)
+    sigterm_code = first.wait(timeout=120)
+    done_at_sigterm = len(rows(part))
+    # Execute 2: resume; SIGKILL once it has written a round of its own (mid-round)
+    top = subprocess.Popen(
+        [sys.executable, "-m", "feddistill.cli", "run", "--resume", str(part), "--quiet"], **quiet
+    )
+    wait_for_rows(part / "metrics.jsonl", done_at_sigterm + 1, top, timeout_s=400)
     during = run_processes(test_env[TAG])
     homes = {p.environ().get("FLWR_HOME") for p in during} - {None}
     try:  # a second writer (`--resume`, `flwr run`) is refused while the run lives
@@ -98,15 +118,22 @@ def test_sigkill_mid_round_leaves_no_process_and_resume_matches_an_uninterrupted
         refusal = str(exc)
     top.kill()
     top.wait()
-    rounds_done = len(rows(part))
-    time.sleep(10)
+    done_at_sigkill = len(rows(part))
+    deadline = time.monotonic() + 10  # every process dies within 10 s (README, "Hard kills")
+    while time.monotonic() < deadline and (
+        run_processes(test_env[TAG]) or [h for h in homes if Path(h).exists()]
+    ):
+        time.sleep(0.2)
     left = [f"{p.pid} {' '.join(p.cmdline())[:100]}" for p in run_processes(test_env[TAG])]
+    homes_left = [h for h in homes if Path(h).exists()]
+    # Execute 3: resume to the end
     resumed = feddistill("run", "--resume", str(part), "--quiet", env=test_env)
     # Assert
+    assert sigterm_code == 143
+    assert 1 <= done_at_sigterm < done_at_sigkill < 6
     assert len(during) >= 10  # CLI, watchdog, SuperLink, SuperExec, flwr, simulation, Ray...
     assert f"in use by a live run (PID {top.pid}," in refusal
-    assert 2 <= rounds_done < 6
     assert left == []
-    assert homes and not [h for h in homes if Path(h).exists()]
+    assert homes and homes_left == []
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert without_timing(rows(part)) == without_timing(rows(ref))

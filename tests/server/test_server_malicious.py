@@ -17,6 +17,8 @@ from feddistill.config import from_mapping
 from feddistill.inprocess import run_rounds
 from feddistill.server.results import write_report
 
+pytestmark = pytest.mark.slow  # ~50 s: two 4-client runs on mnist5k, in process
+
 CASE = {
     "teacher-models": "cnn-small",
     "student-model": "cnn-small",
