@@ -163,9 +163,10 @@ def test_cost_table_gives_mean_cpu_per_run_and_the_totals():
 
 @pytest.mark.slow
 def test_parallel_runs_give_the_same_rows_as_one_after_another(tmp_path):
-    # Prepare: one seed, one round, the digits suite's two tasks, two cheap methods
+    # Prepare: one seed, one round, the digits suite's two tasks, FedAvg (the cheapest
+    # method that goes through the in-process engine)
     bench = _bench()
-    argv = ["--seeds", "0", "--rounds", "1", "--suites", "digits", "--methods", "fedavg,oracle"]
+    argv = ["--seeds", "0", "--rounds", "1", "--suites", "digits", "--methods", "fedavg"]
     measured = ("wall_seconds", "cpu_seconds", "bench_wall_seconds")
     # Execute
     assert bench.main([*argv, "--jobs", "1", "--out", str(tmp_path / "one")]) == 0
@@ -179,9 +180,7 @@ def test_parallel_runs_give_the_same_rows_as_one_after_another(tmp_path):
             ]
     assert [(r["task"], r["method"]) for r in rows["one"]] == [
         ("mnist5k->digits", "fedavg"),
-        ("mnist5k->digits", "oracle"),
         ("digits->mnist5k", "fedavg"),
-        ("digits->mnist5k", "oracle"),
     ]
     assert rows["two"] == rows["one"]
 
