@@ -13,6 +13,10 @@ def _bench():
     return importlib.import_module("feddistill.benchmarks.domains")
 
 
+def _runs():
+    return importlib.import_module("feddistill.benchmarks.domain_runs")
+
+
 def _row(method, task, seed, target, up=0):
     return {
         "suite": "digits",
@@ -99,30 +103,30 @@ def test_tasks_run_seed_by_seed_over_the_chosen_rotated_targets():
 
 def test_reused_run_reports_its_recorded_cost(tmp_path):
     # Prepare: a finished run folder with its cost file; nothing may run again
-    bench = _bench()
+    runs = _runs()
     from feddistill.config import from_mapping
 
     summary = {"status": "completed", "final_target_accuracy": 0.5}
     cfg = from_mapping({"out-dir": str(tmp_path)})
     (tmp_path / "summary.json").write_text(json.dumps(summary))
-    (tmp_path / bench.COST_FILE).write_text('{"cpu_seconds": 12.5, "wall_seconds": 30.0}')
-    (tmp_path / bench.CONFIG_FILE).write_text(json.dumps(bench.config_record(cfg)))
+    (tmp_path / runs.COST_FILE).write_text('{"cpu_seconds": 12.5, "wall_seconds": 30.0}')
+    (tmp_path / runs.CONFIG_FILE).write_text(json.dumps(runs.config_record(cfg)))
     # Execute
-    got = bench.run_one(cfg, "fedavg")
+    got = runs.run_one(cfg, "fedavg")
     # Assert
     assert got == {**summary, "cpu_seconds": 12.5, "bench_wall_seconds": 30.0, "reused": True}
 
 
 def test_finished_run_of_another_config_is_run_again(tmp_path, monkeypatch):
     # Prepare: a finished 1-round run; now 2 rounds are asked for (regression: it was reused)
-    bench = _bench()
+    runs = _runs()
     from feddistill import inprocess
     from feddistill.config import from_mapping
 
     one = from_mapping({"out-dir": str(tmp_path), "num-server-rounds": 1})
     two = from_mapping({"out-dir": str(tmp_path), "num-server-rounds": 2})
     (tmp_path / "summary.json").write_text(json.dumps({"status": "completed"}))
-    (tmp_path / bench.CONFIG_FILE).write_text(json.dumps(bench.config_record(one)))
+    (tmp_path / runs.CONFIG_FILE).write_text(json.dumps(runs.config_record(one)))
     ran = []
 
     def fake_run(cfg):  # a real run makes its out-dir
@@ -132,10 +136,10 @@ def test_finished_run_of_another_config_is_run_again(tmp_path, monkeypatch):
 
     monkeypatch.setattr(inprocess, "run_in_process", fake_run)
     # Execute
-    got = bench.run_one(two, "fedavg")
+    got = runs.run_one(two, "fedavg")
     # Assert: it ran with 2 rounds and recorded that config
     assert ran == [2] and got["reused"] is False
-    assert json.loads((tmp_path / bench.CONFIG_FILE).read_text()) == bench.config_record(two)
+    assert json.loads((tmp_path / runs.CONFIG_FILE).read_text()) == runs.config_record(two)
 
 
 def test_cost_table_gives_mean_cpu_per_run_and_the_totals():

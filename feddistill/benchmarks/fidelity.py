@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from feddistill.benchmarks.domains import cpu_seconds
+from feddistill.benchmarks.domain_runs import cpu_seconds
 from feddistill.config import from_mapping
 from feddistill.config_load import parse_overrides
 from feddistill.seeds import format_mean_std, mean_std, parse_seeds
