@@ -201,6 +201,7 @@ def test_parallel_runs_give_the_same_rows_as_one_after_another(tmp_path):
             ["--set", "target-domains=1", "--set", "seed=3"],
             "--set seed, target-domains: set by the benchmark for each run",
         ),
+        (["--set", "target_domains=1"], "--set target-domains: set by the benchmark for each run"),
     ],
 )
 def test_bad_options_are_refused_before_anything_is_written(tmp_path, capsys, argv, message):

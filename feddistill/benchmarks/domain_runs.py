@@ -89,8 +89,6 @@ def cpu_seconds() -> float:
 
 
 COST_FILE = "bench_cost.json"  # per run folder: {"cpu_seconds", "wall_seconds"} of the run
-
-
 CONFIG_FILE = "bench_config.json"  # per run folder: the run's whole config, for reuse
 
 

@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists() and not out.is_dir():
         parser.error(f"--out '{out}' is a file; give a folder")
     extra = parse_overrides(args.set)
-    taken = sorted(set(extra) & set(PER_RUN_KEYS))
+    taken = sorted({k.replace("_", "-") for k in extra} & set(PER_RUN_KEYS))  # either spelling
     if taken:
         parser.error(
             f"--set {', '.join(taken)}: set by the benchmark for each run; use --seeds, "
