@@ -15,7 +15,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 def pytest_collection_modifyitems(items):
     """Modules holding a `slow` test run first, each module's tests kept in their order.
 
-    Under pytest-xdist (``make test``: 2 workers, ``--dist loadfile``) files are handed
+    Under pytest-xdist (``make test``: 3 workers, ``--dist loadfile``) files are handed
     out in this order, so the long runs start early and the short tests fill in at the
     end: the workers finish close together instead of one waiting on the other's last
     long file. Whole modules move, so a module-scoped fixture is still set up once.
