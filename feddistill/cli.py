@@ -204,6 +204,7 @@ BENCHMARKS = {  # name -> module of feddistill.benchmarks
     "fidelity": "fidelity",
     "comm": "comm_settings",
     "memory": "memory",
+    "gpu": "gpu",
 }
 BENCHMARK_HELP = {
     "compression": "codec settings (top-k density x bit width): compression ratio, "
@@ -228,6 +229,8 @@ BENCHMARK_HELP = {
     "targets, or --setting): final/best accuracy, uplink/downlink MB, ratios vs fp32 FedAvg",
     "memory": "one `feddistill run` in a subprocess: peak RSS of its whole process tree, per "
     "process role (SuperLink, flwr-simulation, Ray, workers), CUDA/torch library share",
+    "gpu": "the default and resnet18-student jobs on CUDA and on the CPU: round time, peak "
+    "GPU memory and RSS; a packed run with the GPU fraction `feddistill plan` chose",
 }
 
 

@@ -86,6 +86,29 @@ def client_memory_bytes(cfg: RunConfig) -> int:
     return teacher_bytes + student_bytes - CUDA_CONTEXT_BYTES
 
 
+def server_memory_bytes(cfg: RunConfig) -> int:
+    """GPU memory the server's work holds on a GPU: training the student (FedDF
+    distillation) plus one CUDA context; 0 with ``device=cpu``.
+
+    With ``device=auto`` the ServerApp uses a GPU it sees (a single-machine simulation
+    shares the clients' GPU), and a ServerApp without one sends its distillation to a
+    GPU node as a Ray task; either way a GPU holds this beside the clients.
+
+    Raises:
+        ValueError: if the dataset has no known input shape.
+    """
+    from feddistill.cluster.planner import training_memory_bytes
+    from feddistill.models.registry import build_model
+
+    if cfg.device == "cpu":
+        return 0
+    if cfg.dataset not in DATASET_SHAPES:
+        raise ValueError(f"dataset must be one of {sorted(DATASET_SHAPES)}, got {cfg.dataset!r}")
+    in_shape, num_classes = DATASET_SHAPES[cfg.dataset]
+    student = build_model(cfg.student_model, in_shape, num_classes, seed=0)
+    return training_memory_bytes(student, in_shape, cfg.batch_size)
+
+
 def run_plan(args: argparse.Namespace) -> int:
     """Run ``feddistill plan``; print the plan (a table, or JSON with ``--json``).
 
@@ -112,6 +135,7 @@ def run_plan(args: argparse.Namespace) -> int:
         int(args.gpu_memory_gb * 1e9) if args.gpu_memory_gb else int(found["gpu_memory_bytes"])
     )
     per_client = client_memory_bytes(cfg)
+    server = server_memory_bytes(cfg)
     plan = plan_resources(
         cluster_cpus=cpus,
         cluster_gpus=gpus,
@@ -120,10 +144,12 @@ def run_plan(args: argparse.Namespace) -> int:
         num_clients=cfg.num_partitions,
         requested_num_gpus=args.num_gpus,
         client_num_cpus=cfg.client_num_cpus,
+        server_bytes=server,
     )
     report = {
         "cluster": {"cpus": cpus, "gpus": gpus, "gpu_memory_bytes": gpu_memory},
         "per_client_bytes": per_client,
+        "server_bytes": server,
         "num_clients": cfg.num_partitions,
         **asdict(plan),
         "federation_config": plan.federation_config(),
@@ -134,6 +160,7 @@ def run_plan(args: argparse.Namespace) -> int:
     rows = [
         ("cluster", f"{cpus} CPUs, {gpus} GPUs x {gpu_memory / 1e9:.3g} GB"),
         ("one client's training memory", f"{per_client / 1e9:.3g} GB"),
+        ("server's GPU memory (kept free)", f"{server / 1e9:.3g} GB"),
         ("client-num-cpus", str(plan.client_num_cpus)),
         ("client-num-gpus", f"{plan.client_num_gpus:.4g}"),
         ("clients per GPU", str(plan.clients_per_gpu)),

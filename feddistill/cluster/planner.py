@@ -19,7 +19,14 @@ from torch import nn
 # Training memory = weights + gradients + optimizer state + activations (+ workspace).
 OPTIMIZER_STATES = {"sgd": 0, "sgd-momentum": 1, "adam": 2}
 WORKSPACE_FACTOR = 1.2  # CUDA context, allocator slack and cuDNN workspace
-CUDA_CONTEXT_BYTES = 500 * 1024**2  # each process that touches a GPU pays this once
+# GPU memory each process that touches a GPU holds beyond its tensors: the CUDA context,
+# the kernels of torch's CUDA libraries, cuBLAS / cuDNN workspaces and the caching
+# allocator's slack. Measured (`feddistill bench gpu`, H200, torch 2.11 + CUDA 13): 14
+# processes of the default job (13 client actors and the ServerApp) held 12750 MiB
+# together, 911 MiB each, of which ~100 MB were the models' training memory. The old
+# figure, 500 MiB, let `feddistill plan` pack 13 clients on an "8 GB" GPU that then held
+# 13.4 GB.
+CUDA_CONTEXT_BYTES = 900 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -152,12 +159,14 @@ def plan_resources(
     num_clients: int,
     requested_num_gpus: float | None = None,
     client_num_cpus: int = 1,
+    server_bytes: int = 0,
 ) -> ResourcePlan:
     """Choose each client's GPU fraction and report how many clients run at once.
 
-    Without a request, the fraction is ``1 / k`` with ``k = floor(gpu_memory_bytes /
-    per_client_bytes)`` clients per GPU (so k clients fit in one GPU's memory), capped
-    at 1. Concurrency is the minimum of the clients, the CPU slots
+    Without a request, the fraction is ``1 / k`` with ``k = floor((gpu_memory_bytes -
+    server_bytes) / per_client_bytes)`` clients per GPU (so k clients fit in one GPU's
+    memory beside the server's work), capped at 1. Ray applies one fraction to every
+    GPU, so the server's share is kept free on each. Concurrency is the minimum of the clients, the CPU slots
     ``floor(cluster_cpus / client_num_cpus)`` and, with GPUs, the GPU slots
     ``cluster_gpus * floor(1 / fraction)``. Ray rounds nothing: a request whose packed
     clients ``floor(1 / fraction) * per_client_bytes`` exceed a GPU's memory is
@@ -177,6 +186,9 @@ def plan_resources(
         requested_num_gpus: a fraction in (0, 1] to check instead of choosing one;
             None chooses.
         client_num_cpus: CPUs per client (>= 1).
+        server_bytes: GPU memory the server's own work holds on a GPU (>= 0): the
+            ServerApp's process when it sees the GPU (evaluation and FedDF
+            distillation of the student), or its distillation task on a GPU node.
 
     Returns:
         The :class:`ResourcePlan`.
@@ -191,6 +203,7 @@ def plan_resources(
         ("num_clients", num_clients, 1),
         ("client_num_cpus", client_num_cpus, 1),
         ("per_client_bytes", per_client_bytes, 1),
+        ("server_bytes", server_bytes, 0),
     ):
         if value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
@@ -213,21 +226,23 @@ def plan_resources(
             )
             return ResourcePlan(client_num_cpus, requested_num_gpus, 0, 0, warnings)
         return ResourcePlan(client_num_cpus, 0.0, max(0, min(num_clients, cpu_slots)), 0, warnings)
-    fit_per_gpu = gpu_memory_bytes // per_client_bytes
+    free_bytes = gpu_memory_bytes - server_bytes  # what the clients may share on one GPU
+    fit_per_gpu = max(0, free_bytes) // per_client_bytes
+    beside = f" beside the server's {_gb(server_bytes)}" if server_bytes else ""
     if requested_num_gpus is None:
         if fit_per_gpu < 1:
             warnings.append(
-                f"one client needs {_gb(per_client_bytes)} but a GPU has {_gb(gpu_memory_bytes)}: "
-                "it will run out of GPU memory; use a smaller batch or model"
+                f"one client needs {_gb(per_client_bytes)} but a GPU has {_gb(gpu_memory_bytes)}"
+                f"{beside}: it will run out of GPU memory; use a smaller batch or model"
             )
         fraction = 1.0 / max(1, fit_per_gpu)
     else:
         fraction = float(requested_num_gpus)
     per_gpu = int(math.floor(1.0 / fraction + 1e-9))  # what Ray packs onto one GPU
-    if requested_num_gpus is not None and per_gpu * per_client_bytes > gpu_memory_bytes:
+    if requested_num_gpus is not None and per_gpu * per_client_bytes > free_bytes:
         warnings.append(
             f"num-gpus={fraction} packs {per_gpu} clients x {_gb(per_client_bytes)} = "
-            f"{_gb(per_gpu * per_client_bytes)} onto a {_gb(gpu_memory_bytes)} GPU: "
+            f"{_gb(per_gpu * per_client_bytes)} onto a {_gb(gpu_memory_bytes)} GPU{beside}: "
             "Ray does not cap GPU memory, expect CUDA out-of-memory; use num-gpus >= "
             f"{1.0 / max(1, fit_per_gpu):.4g}"
         )

@@ -93,6 +93,7 @@ def test_more_cpus_per_client_than_cluster_warns():
         ({"num_clients": 0}, "num_clients must be >= 1, got 0"),
         ({"client_num_cpus": 0}, "client_num_cpus must be >= 1, got 0"),
         ({"per_client_bytes": 0}, "per_client_bytes must be >= 1, got 0"),
+        ({"server_bytes": -1}, "server_bytes must be >= 0, got -1"),
         ({"gpu_memory_bytes": 0}, "gpu_memory_bytes must be > 0 with GPUs, got 0"),
         ({"requested_num_gpus": 0.0}, r"requested_num_gpus must be in \(0, 1\], got 0.0"),
         ({"requested_num_gpus": 1.5}, r"requested_num_gpus must be in \(0, 1\], got 1.5"),
@@ -109,6 +110,28 @@ def test_plan_rejects_out_of_range(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         plan_resources(**args)
+
+
+def test_server_memory_is_kept_free_on_each_gpu():
+    # Prepare: 8 GB GPU, 1 GB per client, the server's work holds 2 GB
+    # Execute
+    plan = plan_resources(16, 1, 8 * GB, GB, num_clients=16, server_bytes=2 * GB)
+    # Assert: (8 - 2) // 1 = 6 clients per GPU -> fraction 1/6, 6 at once
+    assert plan.clients_per_gpu == 6
+    assert plan.client_num_gpus == 1 / 6
+    assert plan.concurrency == 6
+    assert plan.warnings == []
+
+
+def test_requested_fraction_that_over_packs_beside_the_server_warns():
+    # Execute: 0.125 -> 8 clients x 1 GB = 8 GB, but only 8 - 2 = 6 GB are free
+    plan = plan_resources(
+        16, 1, 8 * GB, GB, num_clients=16, requested_num_gpus=0.125, server_bytes=2 * GB
+    )
+    # Assert
+    (warning,) = plan.warnings
+    assert "packs 8 clients x 1 GB = 8 GB onto a 8 GB GPU beside the server's 2 GB" in warning
+    assert "use num-gpus >= 0.1667" in warning
 
 
 def test_training_memory_estimate_by_hand():

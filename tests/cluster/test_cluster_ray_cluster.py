@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from feddistill.cluster import probe, ray_cluster
-from feddistill.cluster.cli_plan import add_plan_parser, client_memory_bytes
+from feddistill.cluster.cli_plan import add_plan_parser, client_memory_bytes, server_memory_bytes
 from feddistill.cluster.probe import probe_cluster, resolve_address
 from feddistill.cluster.ray_cluster import LocalRayCluster, LocalRayNode, NodeSpec, ray_executable
 from feddistill.config import RunConfig
@@ -174,6 +174,36 @@ def test_plan_cli_prints_json_with_the_warning(capsys):
     assert report["client_num_gpus"] == 0.05
     assert report["concurrency"] == 20
     assert report["per_client_bytes"] == client_memory_bytes(RunConfig(num_partitions=20))
+
+
+def test_plan_for_an_8_gb_gpu_fits_the_footprint_measured_on_an_h200(capsys):
+    # Prepare: `feddistill bench gpu` on an H200 (torch 2.11, CUDA 13): 14 processes of
+    # the default job (13 client actors + the ServerApp) held 12750 MiB, 911 MiB each,
+    # when the plan (then 500 MiB per CUDA context) packed 13 clients on an "8 GB" GPU.
+    measured_per_process = 12750 * 1024**2 / 14
+    args = _plan(["--cpus", "16", "--gpus", "1", "--gpu-memory-gb", "8", "--json"])
+    args.set = ["num-partitions=16"]
+    # Execute
+    assert args.func(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    # Assert: the packed clients and the server's process fit in 8 GB at that footprint
+    processes = report["clients_per_gpu"] + 1
+    assert report["server_bytes"] == server_memory_bytes(RunConfig())
+    assert processes * measured_per_process <= 8e9
+    assert report["clients_per_gpu"] >= 1
+
+
+def test_server_memory_is_zero_when_the_server_runs_on_the_cpu():
+    assert server_memory_bytes(RunConfig(device="cpu")) == 0
+    assert server_memory_bytes(RunConfig(device="cuda")) > 0
+
+
+def test_server_memory_needs_a_known_dataset(monkeypatch):
+    from feddistill.cluster import cli_plan
+
+    monkeypatch.setattr(cli_plan, "DATASET_SHAPES", {})
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        server_memory_bytes(RunConfig())
 
 
 def test_plan_cli_table_for_this_machine(capsys, monkeypatch):
