@@ -61,6 +61,17 @@ def add_plan_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def dataset_shape(cfg: RunConfig) -> tuple[tuple[int, int, int], int]:
+    """(one sample's shape, number of classes) of the config's dataset.
+
+    Raises:
+        ValueError: if the dataset has no known input shape.
+    """
+    if cfg.dataset not in DATASET_SHAPES:
+        raise ValueError(f"dataset must be one of {sorted(DATASET_SHAPES)}, got {cfg.dataset!r}")
+    return DATASET_SHAPES[cfg.dataset]
+
+
 def client_memory_bytes(cfg: RunConfig) -> int:
     """Training memory of the hungriest client: its teacher plus the student, bytes.
 
@@ -72,9 +83,7 @@ def client_memory_bytes(cfg: RunConfig) -> int:
     from feddistill.cluster.planner import CUDA_CONTEXT_BYTES, training_memory_bytes
     from feddistill.models.registry import build_model
 
-    if cfg.dataset not in DATASET_SHAPES:
-        raise ValueError(f"dataset must be one of {sorted(DATASET_SHAPES)}, got {cfg.dataset!r}")
-    in_shape, num_classes = DATASET_SHAPES[cfg.dataset]
+    in_shape, num_classes = dataset_shape(cfg)
     student = build_model(cfg.student_model, in_shape, num_classes, seed=0)
     student_bytes = training_memory_bytes(student, in_shape, cfg.batch_size)
     teacher_bytes = max(
@@ -102,9 +111,7 @@ def server_memory_bytes(cfg: RunConfig) -> int:
 
     if cfg.device == "cpu":
         return 0
-    if cfg.dataset not in DATASET_SHAPES:
-        raise ValueError(f"dataset must be one of {sorted(DATASET_SHAPES)}, got {cfg.dataset!r}")
-    in_shape, num_classes = DATASET_SHAPES[cfg.dataset]
+    in_shape, num_classes = dataset_shape(cfg)
     student = build_model(cfg.student_model, in_shape, num_classes, seed=0)
     return training_memory_bytes(student, in_shape, cfg.batch_size)
 
