@@ -140,6 +140,8 @@ def test_bench_gpu_without_cuda_exits_2_and_says_what_to_run(
         (["--jobs", ""], "--jobs must name some of"),
         (["--resnet18-rounds", "0"], "--resnet18-rounds must be >= 1, got 0"),
         (["--plan-gpu-memory-gb", "-1"], "--plan-gpu-memory-gb must be >= 0, got -1.0"),
+        (["--timeout", "0"], "--timeout must be > 0 seconds, got 0.0"),
+        (["--plan-clients", "0"], "--plan-clients must be >= 1, got 0"),
     ],
 )
 def test_bench_gpu_rejects_bad_arguments(

@@ -301,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("resnet18_rounds", "plan_clients", "plan_rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.timeout <= 0:
+        parser.error(f"--timeout must be > 0 seconds, got {args.timeout}")
     if args.plan_gpu_memory_gb < 0:
         parser.error(f"--plan-gpu-memory-gb must be >= 0, got {args.plan_gpu_memory_gb}")
     import torch  # the benchmark's own question: is there a GPU
