@@ -70,6 +70,7 @@ class RunConfig:
     client_num_cpus: int = 1  # Ray resources per client (Flower wants an integer)
     client_num_gpus: float = 0.0  # fraction of one GPU per client, in [0, 1]
     device: str = "auto"  # auto = cuda when present
+    deterministic: bool = True  # CUDA: deterministic kernels (same seed -> same metrics)
     # --- models and local training ---
     teacher_models: str = "cnn"  # comma list, one per client or one for all
     student_model: str = "cnn-small"

@@ -154,14 +154,14 @@ def test_bench_gpu_rejects_bad_arguments(
 
 
 @pytest.mark.slow
-def test_cpu_only_bench_measures_a_real_run(
+def test_cpu_only_bench_measures_a_real_run_and_repeats_it_identically(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Prepare: the smallest job (digits, mlp teacher and student, 1 round)
     argv = ["--out", str(tmp_path), "--jobs", "default", "--devices", "cpu"]
     argv += ["--plan-gpu-memory-gb", "0", "--set", 'dataset="digits"']
     argv += ["--set", 'teacher-models="mlp"', "--set", 'student-model="mlp"']
-    argv += ["--set", "num-server-rounds=1", "--seed", "3", "--timeout", "600"]
+    argv += ["--set", "num-server-rounds=1", "--seed", "3", "--timeout", "600", "--repeat"]
     # Execute
     code = gpu.main(argv)
     # Assert: one completed row, read back from results.json
@@ -172,7 +172,11 @@ def test_cpu_only_bench_measures_a_real_run(
     assert row["rounds"] == 1 and row["round_seconds"] == [row["first_round_s"]]
     assert row["peak_rss_bytes"] > 0 and 0.0 <= row["final_accuracy"] <= 1.0
     assert "seed=3" in row["sets"] and "device=cpu" in row["sets"]
-    assert "| default cpu | 1 |" in (tmp_path / "results.md").read_text()
+    assert results["repeat"]["identical"] is True
+    assert results["repeat"]["run"]["label"] == "default cpu, again"
+    text = (tmp_path / "results.md").read_text()
+    assert "| default cpu | 1 |" in text
+    assert "metrics.csv identical to the first run (timing aside): yes" in text
 
 
 def test_gpu_is_a_registered_benchmark() -> None:

@@ -20,8 +20,12 @@ Every run is one ``feddistill run`` in a subprocess, as a user runs it (the runn
   check holds when the run completes with no failed client and the GPU memory in use
   stays under B GB while up to ``1 / client-num-gpus`` client actors share the GPU.
 
+``--repeat`` runs the first job on the first device a second time and compares both
+metrics.csv (timing columns aside): same seed, same config, same metrics, on a GPU too.
+
 Usage: feddistill bench gpu [--out results/bench-gpu] [--jobs default,resnet18]
-       [--devices cuda,cpu] [--resnet18-rounds 2] [--plan-gpu-memory-gb 8] [--set KEY=VALUE]
+       [--devices cuda,cpu] [--resnet18-rounds 2] [--plan-gpu-memory-gb 8] [--repeat]
+       [--set KEY=VALUE]
 Writes ``results.json`` (after every run, so a stopped benchmark keeps what it measured)
 and ``results.md`` to ``--out`` and prints the tables. Exit status 1 when a run failed or
 the plan check did not hold, 2 when ``cuda`` is asked for and torch sees no CUDA device.
@@ -42,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from feddistill.atomic import atomic_write_text
-from feddistill.benchmarks.overhead import run_engine
+from feddistill.benchmarks.overhead import metrics_without_timing, run_engine
 
 JOBS = {"default": [], "resnet18": ["student-model=resnet18"]}
 DEVICES = ("cuda", "cpu")
@@ -175,6 +179,14 @@ def measure_run(
     return row
 
 
+def job_sets(job: str, args: argparse.Namespace) -> list[str]:
+    """The ``--set`` pairs of `job`: the user's, the job's own, resnet18's rounds."""
+    sets = [*args.set, *JOBS[job]]
+    if job == "resnet18":
+        sets.append(f"num-server-rounds={args.resnet18_rounds}")
+    return sets
+
+
 def device_sets(sets: list[str], device: str) -> list[str]:
     """`sets` for a run on `device`; on the CPU each client gets every core.
 
@@ -235,6 +247,18 @@ def markdown(results: dict[str, Any]) -> str:
             )
     if ratios:
         lines += ["", "CPU / CUDA, same job, same benchmark run:", *ratios]
+    repeat = results.get("repeat")
+    if repeat:
+        run = repeat["run"]
+        accuracy = (
+            f"{100 * run['final_accuracy']:.2f}%" if run["status"] == "completed" else run["status"]
+        )
+        lines += [
+            "",
+            f"Repeat: {repeat['job']} on {repeat['device']} again (final accuracy {accuracy}): "
+            f"metrics.csv identical to the first run (timing aside): "
+            f"{'yes' if repeat['identical'] else 'NO'}",
+        ]
     plan = results.get("plan")
     if plan:
         lines += ["", *plan_lines(plan)]
@@ -284,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--plan-clients", type=int, default=16, help="clients of the plan check")
     parser.add_argument("--plan-rounds", type=int, default=2, help="rounds of the plan check")
+    parser.add_argument(
+        "--repeat",
+        action="store_true",
+        help="run the first job on the first device again and compare metrics.csv (determinism)",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seed", type=int, default=None, help="the jobs' seed (config key seed)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
@@ -329,9 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
 
     for job in jobs:
-        sets = [*args.set, *JOBS[job]]
-        if job == "resnet18":
-            sets.append(f"num-server-rounds={args.resnet18_rounds}")
+        sets = job_sets(job, args)
         for device in devices:
             label = f"{job} {device}"
             print(f"running {label} ...", flush=True)
@@ -341,7 +368,11 @@ def main(argv: list[str] | None = None) -> int:
             results["runs"].append(row)
             save()
             print(fmt_row(row), flush=True)
+    if args.repeat:
+        results["repeat"] = repeat_check(jobs[0], devices[0], args, out)
+        save()
     ok = all(r["status"] == "completed" for r in results["runs"])
+    ok = ok and results.get("repeat", {}).get("identical", True)
     if args.plan_gpu_memory_gb > 0:
         results["plan"] = plan_check(args, out)
         save()
@@ -351,6 +382,22 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"results written to {out / 'results.json'} and {out / 'results.md'}")
     return 0 if ok else 1
+
+
+def repeat_check(job: str, device: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Run `job` on `device` again and compare both metrics.csv, timing columns aside."""
+    print(f"running {job} {device} again ...", flush=True)
+    first, second = out / f"{job}-{device}", out / f"{job}-{device}-repeat"
+    row = measure_run(
+        f"{job} {device}, again",
+        "inprocess",
+        second,
+        device_sets(job_sets(job, args), device),
+        args.timeout,
+    )
+    same = row["status"] == "completed" and (first / "metrics.csv").is_file()
+    same = same and metrics_without_timing(first) == metrics_without_timing(second)
+    return {"job": job, "device": device, "run": row, "identical": same}
 
 
 def plan_check(args: argparse.Namespace, out: Path) -> dict[str, Any]:

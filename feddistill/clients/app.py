@@ -110,7 +110,7 @@ def train(msg: Message, context: Context) -> Message:
         consensus,
         server_round,
         client_state_dir(cfg, context),
-        resolve_device(cfg.device),
+        resolve_device(cfg.device, cfg.deterministic),
         downlink,
         mask_blob=cast(bytes, config[P.MASK]) if P.MASK in config else None,
         mask_version=int(cast(int, config.get(P.MASK_VERSION, 0))),

@@ -23,7 +23,7 @@ def run_centralized(cfg: RunConfig, on_row: Any = None) -> dict[str, Any]:
     recorder = RunRecorder(cfg)
     data = prepare_federated_data(cfg.data_spec())
     splits = data.splits
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, cfg.deterministic)
     student = build_model(cfg.student_model, splits.in_shape, splits.num_classes, seed=cfg.seed)
     t_start = time.perf_counter()
     recorder.open_tracking()

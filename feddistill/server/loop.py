@@ -136,7 +136,7 @@ class FederationRun:
         with timed("data_loading"):
             self.data: FederatedData = prepare_federated_data(cfg.data_spec())
             share_client_data(cfg, self.data)
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(cfg.device, cfg.deterministic)
         plan = P.plan_for(cfg)  # which local models the clients train
         few = few_steps_warning(
             [len(p) for p in self.data.partitions],

@@ -104,8 +104,9 @@ def _distill_task(
 ) -> tuple[dict[str, torch.Tensor], float]:
     """Ray task body: distill a copy of `model` where it runs; CPU state dict + loss."""
     from feddistill.learn import distill_on_proxy
+    from feddistill.learn.specs import resolve_device
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto")  # deterministic kernels on a GPU node
     loss = distill_on_proxy(model, proxy_x, soft_labels, device=device, **kwargs)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return state, loss

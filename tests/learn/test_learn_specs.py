@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -58,3 +60,57 @@ def test_cuda_without_a_gpu_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None
     assert resolve_device("auto") == torch.device("cpu")
     with pytest.raises(ValueError, match="device='cuda' was asked for"):
         resolve_device("cuda")
+
+
+@pytest.fixture
+def restore_determinism(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Put torch's global determinism flags back after the test."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+
+
+def test_cuda_device_turns_on_deterministic_kernels(
+    monkeypatch: pytest.MonkeyPatch, restore_determinism: None
+) -> None:
+    # Prepare: a GPU that torch reports (no CUDA call is made by resolve_device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    torch.use_deterministic_algorithms(False)
+    # Execute
+    device = resolve_device("auto")
+    # Assert
+    assert device == torch.device("cuda")
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.is_deterministic_algorithms_warn_only_enabled()
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+def test_cpu_device_leaves_torch_determinism_flags_alone(restore_determinism: None) -> None:
+    # Prepare
+    torch.use_deterministic_algorithms(False)
+    # Execute
+    resolve_device("cpu")
+    # Assert
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_cuda_with_deterministic_false_keeps_the_fast_kernels(
+    monkeypatch: pytest.MonkeyPatch, restore_determinism: None
+) -> None:
+    # Prepare: config key deterministic=false
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    torch.use_deterministic_algorithms(False)
+    # Execute
+    device = resolve_device("cuda", deterministic=False)
+    # Assert
+    assert device == torch.device("cuda")
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
