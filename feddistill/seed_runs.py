@@ -222,7 +222,8 @@ def bench_seeds(which: str, main: Callable[[list[str]], int | None], rest: list[
     ``OUT/seeds.json`` / ``OUT/seeds.md`` with mean ± std of every number all seeds have.
 
     Returns:
-        0 if every seed's benchmark returned 0, else 1.
+        0 if every seed's benchmark returned 0, 2 if the first one refused to start
+        (returned 2: nothing runs and nothing is written), else 1.
 
     Raises:
         ValueError: on a malformed ``--seeds``, ``--seed`` given with it, or an ``--out``
@@ -241,6 +242,8 @@ def bench_seeds(which: str, main: Callable[[list[str]], int | None], rest: list[
     for seed in seeds:
         seed_out = out / f"seed-{seed}"
         status = int(main([*others, "--seed", str(seed), "--out", str(seed_out)]) or 0)
+        if status == 2 and not per_seed and not failed:
+            return 2  # the benchmark refused to start (usage, no GPU): the same for every seed
         results = seed_out / "results.json"
         if status == 0 and results.is_file():
             per_seed[seed] = numeric_leaves(json.loads(results.read_text()))

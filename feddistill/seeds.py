@@ -94,7 +94,7 @@ def numeric_leaves(obj: object, prefix: str = "") -> dict[str, float]:
     """Every finite number in a JSON value, keyed by its path (for any benchmark's results).
 
     Dict keys join with ``.``; a list item is named by its first string field among
-    ``name, setting, strategy, method, engine`` when it is a dict that has one, else by
+    ``label, name, setting, strategy, method, engine`` when it is a dict that has one, else by
     its index (``[3]``). Bools are not numbers here.
 
     Example: ``{"rows": [{"name": "a", "acc": 0.9}]}`` -> ``{"rows.a.acc": 0.9}``.
@@ -109,7 +109,7 @@ def numeric_leaves(obj: object, prefix: str = "") -> dict[str, float]:
         for i, item in enumerate(obj):
             label = f"[{i}]"
             if isinstance(item, dict):
-                for field in ("name", "setting", "strategy", "method", "engine"):
+                for field in ("label", "name", "setting", "strategy", "method", "engine"):
                     if isinstance(item.get(field), str):
                         label = str(item[field])
                         break
@@ -135,6 +135,8 @@ def seeds_markdown(
     Returns:
         Markdown text ending in a newline.
     """
+    if not seeds:
+        return f"{title}\n\nNo seed completed.\n"
     labels = labels or {}
     rows = []
     for key, agg in aggregated.items():

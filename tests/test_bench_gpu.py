@@ -1,4 +1,4 @@
-"""feddistill/benchmarks/gpu.py: GPU memory sampling, run rows, the plan check's verdict."""
+"""feddistill/benchmarks/gpu.py and gpu_memory.py: GPU memory sampling, run rows, the plan check."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from feddistill.benchmarks import gpu
+from feddistill.benchmarks import gpu, gpu_memory
 from feddistill.cli import BENCHMARK_HELP, BENCHMARKS
 
 
@@ -21,19 +21,19 @@ def _fake_smi(tmp_path: Path, body: str) -> str:
 
 def test_parse_memory_used_reads_one_value_per_gpu() -> None:
     # Execute
-    got = gpu.parse_memory_used("1024\n 2048 \n\n")
+    got = gpu_memory.parse_memory_used("1024\n 2048 \n\n")
     # Assert
     assert got == [1024, 2048]
 
 
 def test_parse_memory_used_rejects_a_line_that_is_not_mib() -> None:
     with pytest.raises(ValueError, match="must be an integer \\(MiB\\), got 'N/A'"):
-        gpu.parse_memory_used("N/A")
+        gpu_memory.parse_memory_used("N/A")
 
 
 def test_sampler_sums_the_gpus_nvidia_smi_reports(tmp_path: Path) -> None:
     # Prepare: two GPUs holding 1024 and 2048 MiB
-    sampler = gpu.GpuMemorySampler(command=_fake_smi(tmp_path, "printf '1024\\n2048\\n'"))
+    sampler = gpu_memory.GpuMemorySampler(command=_fake_smi(tmp_path, "printf '1024\\n2048\\n'"))
     # Execute
     used = sampler.read_mib()
     # Assert
@@ -42,7 +42,7 @@ def test_sampler_sums_the_gpus_nvidia_smi_reports(tmp_path: Path) -> None:
 
 def test_sampler_without_nvidia_smi_reads_nothing_and_counts_failures(tmp_path: Path) -> None:
     # Prepare
-    sampler = gpu.GpuMemorySampler(interval_s=0.01, command=str(tmp_path / "no-such-smi"))
+    sampler = gpu_memory.GpuMemorySampler(interval_s=0.01, command=str(tmp_path / "no-such-smi"))
     # Execute
     sampler.start()
     while sampler.failed_samples == 0:
@@ -95,6 +95,23 @@ def test_markdown_gives_cpu_over_cuda_ratios_and_dashes_without_samples() -> Non
     assert "| default cuda | 3 | 2.00 | 0.65 | 20.0 | 95.00 | 1024 | 900 |" in text
 
 
+def test_one_round_has_no_later_round_median() -> None:
+    # Prepare
+    row = {**_row("default cpu", 1.0, 40.0), "rounds": 1, "median_round_s": None}
+    # Execute
+    line = gpu.fmt_row(row)
+    # Assert
+    assert line.startswith("| default cpu | 1 | 2.00 | - | 40.0 |")
+
+
+def test_parse_args_drops_repeated_jobs_and_appends_the_seed() -> None:
+    # Execute
+    args = gpu.parse_args(["--jobs", "default,default", "--devices", "cpu", "--seed", "4"])
+    # Assert
+    assert args.jobs == ["default"] and args.devices == ["cpu"]
+    assert args.set == ["seed=4"]
+
+
 def test_plan_check_line_says_failed_when_the_peak_exceeds_the_plan() -> None:
     # Prepare: the finding that changed CUDA_CONTEXT_BYTES: 12750 MiB on an "8 GB" plan
     run = {**_row("plan check", 0.9, 60.0), "rounds": 2, "gpu_peak_mib": 12750}
@@ -135,16 +152,26 @@ def test_bench_gpu_without_cuda_exits_2_and_says_what_to_run(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--jobs", "vgg"], "--jobs must name some of"),
-        (["--devices", "tpu"], "--devices some of"),
-        (["--jobs", ""], "--jobs must name some of"),
+        (
+            ["--jobs", "vgg"],
+            "--jobs must be a comma list of default, resnet18; got 'vgg' (vgg unknown)",
+        ),
+        (
+            ["--devices", "cuda,tpu"],
+            "--devices must be a comma list of cuda, cpu; got 'cuda,tpu' (tpu",
+        ),
+        (["--jobs", ""], "--jobs must be a comma list of default, resnet18; got ''"),
+        (["--timeout", "nan"], "--timeout must be a number of seconds > 0, got nan"),
+        (["--plan-gpu-memory-gb", "nan"], "--plan-gpu-memory-gb must be a number >= 0, got nan"),
+        (["--set", "nosuchkey=1"], "--set for the default job: "),
+        (["--set", "num-partitions=0"], "num-partitions=0 is out of range"),
         (["--resnet18-rounds", "0"], "--resnet18-rounds must be >= 1, got 0"),
-        (["--plan-gpu-memory-gb", "-1"], "--plan-gpu-memory-gb must be >= 0, got -1.0"),
-        (["--timeout", "0"], "--timeout must be > 0 seconds, got 0.0"),
+        (["--plan-gpu-memory-gb", "-1"], "--plan-gpu-memory-gb must be a number >= 0, got -1.0"),
+        (["--timeout", "0"], "--timeout must be a number of seconds > 0, got 0.0"),
         (["--plan-clients", "0"], "--plan-clients must be >= 1, got 0"),
     ],
 )
-def test_bench_gpu_rejects_bad_arguments(
+def test_bench_gpu_rejects_bad_arguments_before_any_run(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exc:

@@ -184,6 +184,32 @@ def test_bench_seeds_counts_a_failed_seed_out(tmp_path):
     assert json.loads((tmp_path / "b" / "seeds.json").read_text())["failed"] == [1]
 
 
+def test_bench_seeds_stops_at_a_benchmark_that_refuses_to_start(tmp_path):
+    # Prepare: the regression guarded: bench gpu without a GPU returns 2; the runner
+    # printed the refusal once per seed, exited 1 and wrote a malformed seeds.md
+    calls: list[list[str]] = []
+
+    def refuses(argv):
+        calls.append(argv)
+        return 2
+
+    # Execute
+    code = bench_seeds("x", refuses, ["--seeds", "0,1,2", "--out", str(tmp_path / "b")])
+    # Assert
+    assert code == 2
+    assert len(calls) == 1
+    assert not (tmp_path / "b" / "seeds.md").exists()
+
+
+def test_bench_seeds_with_no_seed_done_says_so_in_seeds_md(tmp_path):
+    # Execute: every seed fails
+    code = bench_seeds("x", lambda argv: 1, ["--seeds", "0,1", "--out", str(tmp_path / "b")])
+    # Assert
+    assert code == 1
+    text = (tmp_path / "b" / "seeds.md").read_text()
+    assert "No seed completed." in text and "| quantity |" not in text
+
+
 def test_bench_without_native_seeds_goes_through_the_runner(monkeypatch, tmp_path):
     # Prepare: record what the runner is asked to do instead of running compression
     import feddistill.seed_runs as seed_runs

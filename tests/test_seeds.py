@@ -61,6 +61,21 @@ def test_aggregate_of_no_seed_is_an_error():
         aggregate({}, ["acc"])
 
 
+def test_numeric_leaves_name_bench_gpu_rows_by_label_not_by_their_common_engine():
+    # Prepare: the regression guarded: every bench gpu row is engine "inprocess", so
+    # rows named by engine overwrote each other in seeds.json
+    results = {
+        "runs": [
+            {"label": "default cuda", "engine": "inprocess", "acc": 0.9},
+            {"label": "default cpu", "engine": "inprocess", "acc": 0.5},
+        ]
+    }
+    # Execute
+    leaves = numeric_leaves(results)
+    # Assert
+    assert leaves == {"runs.default cuda.acc": 0.9, "runs.default cpu.acc": 0.5}
+
+
 def test_numeric_leaves_name_list_items_by_their_name_field():
     # Prepare
     results = {"rows": [{"name": "fedavg", "acc": 0.9}, {"x": 2}], "ok": True, "n": 3}

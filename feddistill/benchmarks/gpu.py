@@ -36,94 +36,22 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from feddistill.atomic import atomic_write_text
+from feddistill.benchmarks.gpu_memory import GpuMemorySampler
 from feddistill.benchmarks.overhead import metrics_without_timing, run_engine
 
 JOBS = {"default": [], "resnet18": ["student-model=resnet18"]}
 DEVICES = ("cuda", "cpu")
 MIB = 1024**2
-
-
-def parse_memory_used(text: str) -> list[int]:
-    """MiB in use per GPU from ``nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits``.
-
-    Args:
-        text: the command's output, one integer per line (one line per GPU).
-
-    Returns:
-        MiB in use, one entry per GPU in the order printed.
-
-    Raises:
-        ValueError: if a non-empty line is not an integer.
-    """
-    values = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        if not line.isdigit():
-            raise ValueError(f"nvidia-smi memory.used line must be an integer (MiB), got {line!r}")
-        values.append(int(line))
-    return values
-
-
-class GpuMemorySampler:
-    """Peak GPU memory in use (all GPUs summed), sampled with ``nvidia-smi``, in MiB.
-
-    ``baseline_mib`` is what was in use when :meth:`start` ran; ``peak_mib`` the highest
-    sum seen until :meth:`stop`. Samples that fail (no ``nvidia-smi``, a timeout) are
-    counted in ``failed_samples`` and skipped.
-    """
-
-    def __init__(self, interval_s: float = 0.2, command: str = "nvidia-smi") -> None:
-        self.interval_s, self.command = interval_s, command
-        self.baseline_mib = self.peak_mib = 0
-        self.samples = self.failed_samples = 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def read_mib(self) -> int | None:
-        """MiB in use now, summed over GPUs; None when ``nvidia-smi`` fails."""
-        try:
-            out = subprocess.run(
-                [self.command, "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout
-            return sum(parse_memory_used(out))
-        except (OSError, subprocess.SubprocessError, ValueError):
-            return None
-
-    def start(self) -> None:
-        """Read the baseline, then sample in a background thread."""
-        self.baseline_mib = self.peak_mib = self.read_mib() or 0
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop sampling; ``peak_mib`` keeps the peak."""
-        self._done.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
-        while not self._done.is_set():
-            used = self.read_mib()
-            if used is None:
-                self.failed_samples += 1
-            else:
-                self.samples += 1
-                self.peak_mib = max(self.peak_mib, used)
-            self._done.wait(self.interval_s)
 
 
 def round_seconds(out: Path) -> list[float]:
@@ -161,13 +89,12 @@ def measure_run(
     finally:
         sampler.stop()
     rounds = round_seconds(out)
-    later = rounds[1:] or rounds
     row.update(
         status="completed",
         rounds=len(rounds),
         round_seconds=rounds,
         first_round_s=rounds[0],
-        median_round_s=statistics.median(later),
+        median_round_s=statistics.median(rounds[1:]) if len(rounds) > 1 else None,
         command_s=run["command_s"],
         in_run_s=run["in_run_s"],
         final_accuracy=run["final_accuracy"],
@@ -218,9 +145,10 @@ def fmt_row(row: dict[str, Any]) -> str:
     """One markdown table row of a measured run."""
     if row["status"] != "completed":
         return f"| {row['label']} | {row['status']} | | | | | | |"
+    median = row["median_round_s"]
     return (
         f"| {row['label']} | {row['rounds']} | {row['first_round_s']:.2f} | "
-        f"{row['median_round_s']:.2f} | {row['command_s']:.1f} | "
+        f"{'-' if median is None else f'{median:.2f}'} | {row['command_s']:.1f} | "
         f"{100 * row['final_accuracy']:.2f} | {row['peak_rss_bytes'] / MIB:.0f} | "
         f"{row['gpu_peak_mib'] if row['gpu_samples'] else '-'} |"
     )
@@ -235,12 +163,13 @@ def markdown(results: dict[str, Any]) -> str:
         "| peak RSS of tree (MiB) | peak GPU memory (MiB) |",
         "|---|---|---|---|---|---|---|---|",
         *(fmt_row(r) for r in results["runs"]),
+        *([fmt_row(results["repeat"]["run"])] if results.get("repeat") else []),
     ]
     done = {r["label"]: r for r in results["runs"] if r["status"] == "completed"}
     ratios = []
     for job in JOBS:
         cpu, cuda = done.get(f"{job} cpu"), done.get(f"{job} cuda")
-        if cpu and cuda:
+        if cpu and cuda and cpu["median_round_s"] and cuda["median_round_s"]:
             ratios.append(
                 f"- {job}: median round {cpu['median_round_s'] / cuda['median_round_s']:.1f}x "
                 f"faster on CUDA, command {cpu['command_s'] / cuda['command_s']:.1f}x"
@@ -287,16 +216,27 @@ def plan_lines(plan: dict[str, Any]) -> list[str]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the GPU benchmark; print the tables and write results.json / results.md."""
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked: bad values exit 2 with a message naming them.
+
+    ``args.jobs`` and ``args.devices`` come back as lists (duplicates dropped) and
+    ``args.set`` with ``seed=N`` appended for ``--seed``; every job's settings are
+    checked as a config before anything runs.
+    """
     parser = argparse.ArgumentParser(
         prog="feddistill bench gpu",
         description=__doc__.split("\n\nUsage")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", default="results/bench-gpu", help="output folder")
-    parser.add_argument("--jobs", default="default,resnet18", help="comma list of " + str(JOBS))
-    parser.add_argument("--devices", default="cuda,cpu", help="comma list of cuda, cpu")
+    parser.add_argument(
+        "--jobs",
+        default="default,resnet18",
+        help=f"comma list of {', '.join(JOBS)} (default default,resnet18)",
+    )
+    parser.add_argument(
+        "--devices", default="cuda,cpu", help="comma list of cuda, cpu (default cuda,cpu)"
+    )
     parser.add_argument(
         "--resnet18-rounds", type=int, default=2, help="rounds of the resnet18 job (default 2)"
     )
@@ -306,34 +246,62 @@ def main(argv: list[str] | None = None) -> int:
         default=8.0,
         help="GPU memory feddistill plan is told, GB; 0 skips the plan check (default 8)",
     )
-    parser.add_argument("--plan-clients", type=int, default=16, help="clients of the plan check")
-    parser.add_argument("--plan-rounds", type=int, default=2, help="rounds of the plan check")
+    parser.add_argument(
+        "--plan-clients", type=int, default=16, help="clients of the plan check (default 16)"
+    )
+    parser.add_argument(
+        "--plan-rounds", type=int, default=2, help="rounds of the plan check (default 2)"
+    )
     parser.add_argument(
         "--repeat",
         action="store_true",
         help="run the first job on the first device again and compare metrics.csv (determinism)",
     )
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of every job (repeatable)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="the jobs' seed (config key seed)")
-    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
+    parser.add_argument(
+        "--timeout", type=float, default=1800.0, help="seconds per run (default 1800)"
+    )
     args = parser.parse_args(argv)
     if args.seed is not None:
         args.set = [*args.set, f"seed={args.seed}"]
-    jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
-    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
-    bad = [j for j in jobs if j not in JOBS] + [d for d in devices if d not in DEVICES]
-    if bad or not jobs or not devices:
-        parser.error(
-            f"--jobs must name some of {sorted(JOBS)} and --devices some of {list(DEVICES)}; "
-            f"got --jobs {args.jobs!r} --devices {args.devices!r}"
-        )
+    for flag, allowed in (("jobs", tuple(JOBS)), ("devices", DEVICES)):
+        given = getattr(args, flag)
+        names = list(dict.fromkeys(n.strip() for n in given.split(",") if n.strip()))
+        bad = [n for n in names if n not in allowed]
+        if bad or not names:
+            parser.error(
+                f"--{flag} must be a comma list of {', '.join(allowed)}; got {given!r}"
+                + (f" ({', '.join(bad)} unknown)" if bad else "")
+            )
+        setattr(args, flag, names)
     for name in ("resnet18_rounds", "plan_clients", "plan_rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.timeout <= 0:
-        parser.error(f"--timeout must be > 0 seconds, got {args.timeout}")
-    if args.plan_gpu_memory_gb < 0:
-        parser.error(f"--plan-gpu-memory-gb must be >= 0, got {args.plan_gpu_memory_gb}")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        parser.error(f"--timeout must be a number of seconds > 0, got {args.timeout}")
+    if not (math.isfinite(args.plan_gpu_memory_gb) and args.plan_gpu_memory_gb >= 0):
+        parser.error(f"--plan-gpu-memory-gb must be a number >= 0, got {args.plan_gpu_memory_gb}")
+    from feddistill.config_load import load_config
+
+    for job in args.jobs:
+        try:
+            load_config(None, job_sets(job, args))
+        except ValueError as exc:
+            parser.error(f"--set for the {job} job: {exc}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the GPU benchmark; print the tables and write results.json / results.md."""
+    args = parse_args(argv)
+    jobs, devices = args.jobs, args.devices
     import torch  # the benchmark's own question: is there a GPU
 
     has_cuda = torch.cuda.is_available()

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import asdict
 from typing import Any
 
 from feddistill.config import RunConfig
 from feddistill.config_load import load_config
+
+MAX_GPU_MEMORY_GB = 10_000.0  # a sanity bound: no single GPU has 10 TB
 
 # One sample's shape (C, H, W) and the classes of each dataset, without loading it.
 DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
@@ -130,8 +133,13 @@ def run_plan(args: argparse.Namespace) -> int:
     from feddistill.cluster.probe import cluster_resources
 
     cfg = load_config(args.config, list(args.set or []))
-    if args.gpu_memory_gb is not None and args.gpu_memory_gb <= 0:
-        raise ValueError(f"--gpu-memory-gb must be > 0, got {args.gpu_memory_gb}")
+    if args.gpu_memory_gb is not None and not (
+        math.isfinite(args.gpu_memory_gb) and 0 < args.gpu_memory_gb <= MAX_GPU_MEMORY_GB
+    ):
+        raise ValueError(
+            f"--gpu-memory-gb must be a number in (0, {MAX_GPU_MEMORY_GB}] (GB of one GPU), "
+            f"got {args.gpu_memory_gb}"
+        )
     if args.cpus is None or args.gpus is None or (args.gpus and args.gpu_memory_gb is None):
         found = cluster_resources(args.ray_address)
     else:
@@ -141,11 +149,16 @@ def run_plan(args: argparse.Namespace) -> int:
     gpu_memory = (
         int(args.gpu_memory_gb * 1e9) if args.gpu_memory_gb else int(found["gpu_memory_bytes"])
     )
+    if gpus > 0 and gpu_memory <= 0:
+        raise ValueError(
+            f"--gpus {gpus} needs --gpu-memory-gb: no GPU memory size was found "
+            f"({'the cluster' if args.ray_address else 'this machine'} reports none)"
+        )
     per_client = client_memory_bytes(cfg)
     server = server_memory_bytes(cfg)
     plan = plan_resources(
         cluster_cpus=cpus,
-        cluster_gpus=gpus,
+        cluster_gpus=0 if cfg.device == "cpu" else gpus,  # device=cpu: no client uses a GPU
         gpu_memory_bytes=gpu_memory,
         per_client_bytes=per_client,
         num_clients=cfg.num_partitions,

@@ -239,10 +239,16 @@ def plan_resources(
     else:
         fraction = float(requested_num_gpus)
     per_gpu = int(math.floor(1.0 / fraction + 1e-9))  # what Ray packs onto one GPU
-    if requested_num_gpus is not None and per_gpu * per_client_bytes > free_bytes:
+    if server_bytes >= gpu_memory_bytes:
         warnings.append(
-            f"num-gpus={fraction} packs {per_gpu} clients x {_gb(per_client_bytes)} = "
-            f"{_gb(per_gpu * per_client_bytes)} onto a {_gb(gpu_memory_bytes)} GPU{beside}: "
+            f"the server's work alone needs {_gb(server_bytes)} but a GPU has "
+            f"{_gb(gpu_memory_bytes)}: use a larger GPU, or device=cpu"
+        )
+    packed = min(per_gpu, num_clients)  # a GPU never holds more clients than there are
+    if requested_num_gpus is not None and packed * per_client_bytes > free_bytes:
+        warnings.append(
+            f"num-gpus={fraction} packs {packed} clients x {_gb(per_client_bytes)} = "
+            f"{_gb(packed * per_client_bytes)} onto a {_gb(gpu_memory_bytes)} GPU{beside}: "
             "Ray does not cap GPU memory, expect CUDA out-of-memory; use num-gpus >= "
             f"{1.0 / max(1, fit_per_gpu):.4g}"
         )
@@ -250,7 +256,7 @@ def plan_resources(
     if concurrency < num_clients and cpu_slots < cluster_gpus * per_gpu:
         warnings.append(
             f"CPUs limit concurrency to {cpu_slots} (GPU slots {cluster_gpus * per_gpu}); "
-            "add CPUs or lower client-resources-num-cpus"
+            "add CPUs or lower client-num-cpus"
         )
     return ResourcePlan(client_num_cpus, fraction, concurrency, per_gpu, warnings)
 

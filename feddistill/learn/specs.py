@@ -131,8 +131,9 @@ def deterministic_cuda() -> None:
 
     Measured without it (``feddistill bench gpu``, H200): two runs of the default job on
     CUDA ended at 95.10% and 95.00%; with it, two runs gave identical metrics.csv, with
-    rounds ~1.6x slower (median 1.64 s against 0.91-1.04 s). cuDNN's autotuner and some kernels (atomic adds in
-    backward passes, cuBLAS's split reductions) vary from run to run. This sets
+    rounds ~1.6x slower (median 1.64 s against 0.91-1.04 s). Without it cuDNN may pick
+    non-deterministic convolution algorithms and some kernels (atomic adds in backward
+    passes, cuBLAS's split reductions) vary from run to run. This sets
     ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (unless already set; cuBLAS reads it when the
     process first uses it), ``torch.backends.cudnn.deterministic = True``,
     ``torch.backends.cudnn.benchmark = False`` and

@@ -271,6 +271,7 @@ class FederationPolicy:
             batch_size=self.cfg.batch_size,
             device=self.device,
             seed=self.cfg.seed,
+            deterministic=self.cfg.deterministic,
         )
 
     def reference_logits(self, update: dict[str, Tensor]) -> Tensor:

@@ -73,6 +73,9 @@ def run_on_gpu_node(
         num_gpus: GPUs the task reserves, in [0, 1] for a fraction or an integer > 1.
         num_cpus: CPUs the task reserves (>= 0).
         timeout_s: how long to wait for the remote result (> 0), None for ever.
+        deterministic: the remote task picks deterministic CUDA kernels
+            (:func:`feddistill.learn.specs.deterministic_cuda`); the local path uses
+            whatever `device` was resolved with.
         **kwargs: keyword arguments for `fn`.
 
     Returns:
@@ -100,13 +103,17 @@ def run_on_gpu_node(
 
 
 def _distill_task(
-    model: torch.nn.Module, proxy_x: torch.Tensor, soft_labels: torch.Tensor, kwargs: dict[str, Any]
+    model: torch.nn.Module,
+    proxy_x: torch.Tensor,
+    soft_labels: torch.Tensor,
+    kwargs: dict[str, Any],
+    deterministic: bool = True,
 ) -> tuple[dict[str, torch.Tensor], float]:
     """Ray task body: distill a copy of `model` where it runs; CPU state dict + loss."""
     from feddistill.learn import distill_on_proxy
     from feddistill.learn.specs import resolve_device
 
-    device = resolve_device("auto")  # deterministic kernels on a GPU node
+    device = resolve_device("auto", deterministic)
     loss = distill_on_proxy(model, proxy_x, soft_labels, device=device, **kwargs)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return state, loss
@@ -118,6 +125,7 @@ def distill_on_gpu_node(
     soft_labels: torch.Tensor,
     num_gpus: float = 1.0,
     timeout_s: float | None = None,
+    deterministic: bool = True,
     **kwargs: Any,
 ) -> float:
     """FedDF server distillation of `model`, on a GPU node when this process has none.
@@ -135,6 +143,9 @@ def distill_on_gpu_node(
         soft_labels: consensus targets, shape (B, K).
         num_gpus: GPUs the remote task reserves (>= 0).
         timeout_s: how long to wait for the remote result (> 0), None for ever.
+        deterministic: the remote task picks deterministic CUDA kernels
+            (:func:`feddistill.learn.specs.deterministic_cuda`); the local path uses
+            whatever `device` was resolved with.
         **kwargs: ``temperature`` and ``sgd`` (:class:`feddistill.learn.SGDSpec`) for
             :func:`distill_on_proxy`; with the local path also ``device``.
 
@@ -156,6 +167,7 @@ def distill_on_gpu_node(
         proxy_x.cpu(),
         soft_labels.cpu(),
         kwargs,
+        deterministic,
         num_gpus=num_gpus,
         timeout_s=timeout_s,
     )

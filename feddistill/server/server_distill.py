@@ -73,6 +73,7 @@ def server_distill(
     batch_size: int,
     device: torch.device,
     seed: int,
+    deterministic: bool = True,
 ) -> float:
     """Distill `student` (in place) to `target` on `proxy_x`; on a GPU node if there is one.
 
@@ -88,6 +89,8 @@ def server_distill(
         batch_size: proxy samples per step.
         device: where to train when it stays in this process.
         seed: seeds the batch order.
+        deterministic: deterministic CUDA kernels on a GPU node (config key
+            ``deterministic``).
 
     Returns:
         The mean KD loss of the last epoch (0.0 when no row is kept).
@@ -100,6 +103,7 @@ def server_distill(
         proxy_x[keep],
         target[keep],
         num_gpus=SERVER_DISTILL_NUM_GPUS,
+        deterministic=deterministic,
         temperature=temperature,
         sgd=SGDSpec(
             learning_rate * SERVER_DISTILL_LR_FACTOR,

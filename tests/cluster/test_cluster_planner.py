@@ -134,6 +134,26 @@ def test_requested_fraction_that_over_packs_beside_the_server_warns():
     assert "use num-gpus >= 0.1667" in warning
 
 
+def test_over_packing_counts_only_the_clients_that_exist():
+    # Prepare: the regression guarded: 0.01 "packed 100 clients" when there were 4
+    # Execute: 4 clients x 1 GB + the server's 1 GB fit an 8 GB GPU at any fraction
+    plan = plan_resources(
+        16, 1, 8 * GB, GB, num_clients=4, requested_num_gpus=0.01, server_bytes=GB
+    )
+    # Assert
+    assert plan.warnings == []
+    assert plan.concurrency == 4
+
+
+def test_a_server_bigger_than_the_gpu_is_named_in_a_warning():
+    # Execute: the server's work needs 1 GB on a 0.5 GB GPU
+    plan = plan_resources(16, 1, GB // 2, GB, num_clients=4, server_bytes=GB)
+    # Assert
+    assert any(
+        "the server's work alone needs 1 GB but a GPU has 0.5 GB" in w for w in plan.warnings
+    )
+
+
 def test_training_memory_estimate_by_hand():
     # Prepare: Linear(4 -> 2): 10 fp32 params = 40 B; batch 3 -> output (3, 2) = 24 B
     model = nn.Sequential(nn.Linear(4, 2))

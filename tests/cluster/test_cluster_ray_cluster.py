@@ -214,10 +214,34 @@ def test_plan_cli_table_for_this_machine(capsys, monkeypatch):
     assert "| client-num-gpus |" in out and "use: --set client-num-gpus=" in out
 
 
-def test_plan_cli_rejects_bad_gpu_memory():
-    args = _plan(["--gpu-memory-gb", "0", "--cpus", "2", "--gpus", "1"])
-    with pytest.raises(ValueError, match="--gpu-memory-gb must be > 0, got 0.0"):
+@pytest.mark.parametrize("value", ["0", "inf", "nan", "-1", "1e30"])
+def test_plan_cli_rejects_bad_gpu_memory(value):
+    args = _plan(["--gpu-memory-gb", value, "--cpus", "2", "--gpus", "1"])
+    with pytest.raises(ValueError, match=r"--gpu-memory-gb must be a number in \(0, 10000.0\]"):
         args.func(args)
+
+
+def test_plan_cli_asks_for_gpu_memory_when_none_is_found(monkeypatch):
+    # Prepare: a machine that reports no GPU memory, and --gpus without --gpu-memory-gb
+    from feddistill.cluster import probe as probe_module
+
+    found = {"CPU": 2, "GPU": 0, "gpu_memory_bytes": 0, "nodes": 1}
+    monkeypatch.setattr(probe_module, "cluster_resources", lambda address: found)
+    args = _plan(["--cpus", "2", "--gpus", "1"])
+    # Execute / Assert
+    with pytest.raises(ValueError, match="--gpus 1 needs --gpu-memory-gb"):
+        args.func(args)
+
+
+def test_plan_cli_with_device_cpu_gives_clients_no_gpu(capsys):
+    # Execute: the clients train on the CPU, so the GPUs get no client
+    args = _plan(["--cpus", "16", "--gpus", "1", "--gpu-memory-gb", "8", "--json"])
+    args.set = ["device=cpu"]
+    assert args.func(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    # Assert
+    assert report["client_num_gpus"] == 0.0 and report["clients_per_gpu"] == 0
+    assert report["server_bytes"] == 0
 
 
 def test_client_memory_needs_a_known_dataset(monkeypatch):

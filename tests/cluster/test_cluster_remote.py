@@ -122,3 +122,57 @@ def test_distill_without_ray_is_distill_on_proxy():
 def test_rejects_bad_resources(kwargs, message):
     with pytest.raises(ValueError, match=message):
         run_on_gpu_node(_pid_plus, 1, **kwargs)
+
+
+def test_remote_distillation_task_resolves_its_device_with_the_configs_determinism(
+    monkeypatch,
+):
+    # Prepare: record how the task body resolves its device (a GPU node would say cuda)
+    from feddistill.learn import specs
+    from feddistill.server import remote
+
+    asked: list[tuple[str, bool]] = []
+
+    def fake_resolve(name: str, deterministic: bool = True) -> torch.device:
+        asked.append((name, deterministic))
+        return torch.device("cpu")
+
+    monkeypatch.setattr(specs, "resolve_device", fake_resolve)
+    model = nn.Linear(4, 3)
+    sgd = SGDSpec(0.1, batch_size=4, epochs=1, seed=0)
+    x, soft = torch.randn(8, 4), torch.full((8, 3), 1 / 3)
+    # Execute
+    state, loss = remote._distill_task(model, x, soft, {"temperature": 2.0, "sgd": sgd}, False)
+    # Assert
+    assert asked == [("auto", False)]
+    assert set(state) == {"weight", "bias"} and loss >= 0.0
+
+
+def test_distill_on_gpu_node_hands_deterministic_to_the_task(monkeypatch):
+    # Prepare: force the remote path and capture what would be sent to Ray
+    from feddistill.server import remote
+
+    sent: list[tuple] = []
+
+    def fake_run(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sent.append(args)
+        return {k: v.clone() for k, v in args[0].state_dict().items()}, 0.5
+
+    monkeypatch.setattr(remote, "should_run_remote", lambda num_gpus: True)
+    monkeypatch.setattr(remote, "run_on_gpu_node", fake_run)
+    model = nn.Linear(4, 3)
+    sgd = SGDSpec(0.1, batch_size=4, epochs=1, seed=0)
+    # Execute
+    loss = distill_on_gpu_node(
+        model,
+        torch.randn(8, 4),
+        torch.full((8, 3), 1 / 3),
+        num_gpus=0.1,
+        deterministic=False,
+        temperature=2.0,
+        sgd=sgd,
+    )
+    # Assert: (model, proxy_x, soft_labels, kwargs, deterministic)
+    (args,) = sent
+    assert args[4] is False and "deterministic" not in args[3]
+    assert loss == 0.5
