@@ -235,6 +235,7 @@ def waiting_run(deployment, tmp_path_factory):
         str(out / "run.toml"),
         "--format",
         "json",
+        timeout_s=180,  # builds and uploads the app; took over 60 s with two suites at load 10
     )
     assert started.returncode == 0, started.stdout + started.stderr
     run_id = int(json.loads(started.stdout)["run-id"])
