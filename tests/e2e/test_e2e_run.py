@@ -3,8 +3,6 @@
 Small jobs (digits, 2-3 clients, 2 rounds) so the whole file runs in a few minutes on
 2 cores. Every test checks that no Flower or Ray process is left running. A run stopped
 by SIGTERM and resumed: tests/e2e/test_e2e_hard_kill.py (with the `kill -9` case, one run).
-Logits-only with mixed models and a failing client: tests/e2e/test_e2e_logits_only.py
-(its own file, so that a second pytest-xdist worker runs it beside this one).
 """
 
 from __future__ import annotations
@@ -108,6 +106,37 @@ def test_run_writes_every_result_and_matches_the_inprocess_engine(tmp_path, test
     # deterministic, and the same metrics on both engines (timing aside)
     assert len(rows(b)) == 2
     assert without_timing(rows(a)) == without_timing(rows(b))
+
+
+def test_logits_only_with_mixed_models_and_a_failing_client_runs_on_the_simulation_engine(
+    tmp_path, test_env
+):
+    # Prepare: issue 11 - one architecture per client, top-2 logits, teachers frozen
+    # after round 1 (round 2 sends no logits: the server reuses its held ones); and
+    # partition 2 (an mlp client) raises in every round: 2 of 3 clients remain
+    # (min-train-nodes=2), the cnn-small one among them. (One simulation-engine start-up
+    # for both checks; they were two tests.)
+    out = tmp_path / "lo"
+    extra = (
+        'strategy="logits-only"',
+        'teacher-models="mlp,cnn-small,mlp"',
+        "logits-top-m=2",
+        "teacher-rounds=1",
+        'fail-partitions="2"',
+    )
+    # Execute
+    result = feddistill("run", "--out", str(out), "--quiet", *sets(*extra), env=test_env)
+    # Assert
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = rows(out)
+    # the failing client is counted and each round goes on without it
+    assert [int(r["failed"]) for r in table] == [1, 1]
+    assert [int(r["accepted"]) for r in table] == [2, 2]
+    # logits only: no update, logits in round 1, then the held logits are reused
+    assert [int(r["uplink_update_bytes"]) for r in table] == [0, 0]
+    assert int(table[0]["uplink_logits_bytes"]) > 0
+    assert [int(r["logits_reused"]) for r in table] == [0, 2]
+    assert int(table[1]["uplink_bytes"]) == 0
 
 
 def test_too_few_clients_fails_with_a_clear_message(tmp_path, test_env):
