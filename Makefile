@@ -10,10 +10,16 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 
 .PHONY: setup system-deps run test suite lint bench clean
 
+# The install runs through uv, with the sources and constraints pip is configured with
+# here (.ci/uv_install.py reads them from pip at run time): fresh clone on the 2-core
+# machine, 28 s (load 2) and 62 s (load 3, other developers' jobs) instead of 115 s
+# with pip (load 1), the same 143 package versions. uv's --compile-bytecode cost 92 s
+# (load 3), so Python writes the .pyc files of what it imports. uv is pinned to the
+# range flwr 1.42 requires (it is one of its dependencies). Plain pip if uv fails.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	{ $(PY) -m pip install -q 'uv>=0.13.5,<0.14' && $(PY) .ci/uv_install.py -q -e '.[dev]'; } \
+	  || { $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]'; }
 	touch $(STAMP)
 
 # nginx: the Fleet-only proxy of the deployment layout (deploy/proxy.sh, tests/deploy).
@@ -35,9 +41,13 @@ lint: $(STAMP)
 
 # The suite runs on PYTEST_WORKERS pytest-xdist workers. --dist loadfile gives each test
 # file to one worker, so a module-scoped fixture (one deployment, one Ray instance) is
-# built once; tests/conftest.py hands out the files holding slow tests first, so the
-# workers end together. (Not loadgroup: with pytest 9.2 it silently stops grouping,
-# pytest-xdist issue #1386.)
+# built once. (Not loadgroup: with pytest 9.2 it silently stops grouping, pytest-xdist
+# issue #1386.) Note: loadfile re-sorts files by their number of tests (xdist's
+# --loadscope-reorder, on by default), so tests/conftest.py's slow-files-first order does
+# not reach the workers and the single-test slow files run last. Longest-first with
+# --no-loadscope-reorder was tried (30 Nov, load 3-9): the Ray start-ups then ran side by
+# side and failed in both runs tried (-n 4: Ray's node start timed out; -n 3: hard-kill
+# test 900 s timeout, two-node cluster `ray start` exit 1), so it is not used.
 # `make test` runs lint and the suite side by side (-j2): mypy is one process, so the
 # cores are shared instead of one idling through lint (their few lines may interleave).
 # Either failing fails `make test`.

@@ -15,10 +15,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 def pytest_collection_modifyitems(items):
     """Modules holding a `slow` test run first, each module's tests kept in their order.
 
-    Under pytest-xdist (``make test``: 3 workers, ``--dist loadfile``) files are handed
-    out in this order, so the long runs start early and the short tests fill in at the
-    end: the workers finish close together instead of one waiting on the other's last
-    long file. Whole modules move, so a module-scoped fixture is still set up once.
+    Without pytest-xdist this is the run's order. Under ``make test`` (3 workers,
+    ``--dist loadfile``) xdist re-sorts the files by their number of tests
+    (``--loadscope-reorder``, on by default), so this order does not reach the workers
+    (see the Makefile's note). Whole modules move, so a module-scoped fixture is still
+    set up once.
     """
     slow_modules = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_modules)
