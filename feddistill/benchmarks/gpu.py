@@ -54,16 +54,12 @@ DEVICES = ("cuda", "cpu")
 MIB = 1024**2
 
 
-def round_seconds(out: Path) -> list[float]:
-    """``round_seconds`` of every row of ``<out>/metrics.csv``, in round order."""
+def round_seconds_and_failures(out: Path) -> tuple[list[float], int]:
+    """From ``<out>/metrics.csv`` (read once): every row's ``round_seconds`` in round
+    order, and the clients counted as failed over all rounds."""
     with (out / "metrics.csv").open() as fh:
-        return [float(row["round_seconds"]) for row in csv.DictReader(fh)]
-
-
-def failed_clients(out: Path) -> int:
-    """Clients counted as failed over all rounds of ``<out>/metrics.csv``."""
-    with (out / "metrics.csv").open() as fh:
-        return sum(int(row["failed"]) for row in csv.DictReader(fh))
+        rows = list(csv.DictReader(fh))
+    return [float(r["round_seconds"]) for r in rows], sum(int(r["failed"]) for r in rows)
 
 
 def measure_run(
@@ -88,7 +84,7 @@ def measure_run(
         return row
     finally:
         sampler.stop()
-    rounds = round_seconds(out)
+    rounds, failed = round_seconds_and_failures(out)
     row.update(
         status="completed",
         rounds=len(rounds),
@@ -98,7 +94,7 @@ def measure_run(
         command_s=run["command_s"],
         in_run_s=run["in_run_s"],
         final_accuracy=run["final_accuracy"],
-        failed_clients=failed_clients(out),
+        failed_clients=failed,
         peak_rss_bytes=run["peak_rss_bytes"],
         gpu_peak_mib=max(0, sampler.peak_mib - sampler.baseline_mib),
         gpu_samples=sampler.samples,
