@@ -19,6 +19,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from feddistill import protocol as P
+from feddistill.blas import single_threaded_blas
 from feddistill.clients.round import run_client_round
 from feddistill.compression.consensus_payload import decode_consensus
 from feddistill.compression.downlink import DownlinkPayload
@@ -31,6 +32,7 @@ from feddistill.run_folder import RunFolder
 from feddistill.timing import flush, timed
 
 logger = logging.getLogger(__name__)
+single_threaded_blas()  # no OpenBLAS workers for a fork to stop mid-call (feddistill.blas)
 app = ClientApp()
 
 

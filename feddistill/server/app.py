@@ -22,6 +22,7 @@ from flwr.app import Context
 from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid, ServerApp
 
+from feddistill.blas import single_threaded_blas
 from feddistill.config import RunConfig, from_mapping
 from feddistill.outdir_lock import OutDirLock
 from feddistill.run_folder import CHECKPOINT_MISMATCH, OUT_DIR_HOLDS_RUN, RunFolder
@@ -29,6 +30,9 @@ from feddistill.server.loop import CheckpointMismatch, FederationRun, OutDirInUs
 from feddistill.server.recorder import RunRecorder
 
 logger = logging.getLogger(__name__)
+# Ray starts its processes from this process's main thread with fork() while the
+# ServerApp runs: OpenBLAS must not have worker threads to lose (feddistill.blas).
+single_threaded_blas()
 app = ServerApp()
 
 
