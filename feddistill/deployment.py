@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from feddistill.deploy_files import (
     generate_tls_certificates,
     node_config,
 )
-from feddistill.engine import _wait_for_port, app_dir, flower_env, write_run_toml
+from feddistill.engine import _wait_for_port, flower_env, stage_app, write_run_toml
 from feddistill.lifeline import ProcessGroup, spawn
 from feddistill.ports import free_port
 from feddistill.progress import pump_without_ansi
@@ -348,7 +349,7 @@ class LocalDeployment:
                 [
                     str(Path(sys.executable).parent / "flwr"),
                     "run",
-                    str(app_dir()),
+                    str(stage_app(Path(tempfile.mkdtemp(dir=self.cli_home)) / "app")),
                     CONNECTION,
                     "--run-config",
                     str(run_toml),

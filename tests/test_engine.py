@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 
 import pytest
 
@@ -260,3 +262,28 @@ def test_missing_target_domain_fails_before_the_out_dir_is_touched(tmp_path, cap
     # Assert
     assert code == 2 and not out.exists()
     assert "target-domains [7] do not exist" in capsys.readouterr().err
+
+
+def test_staged_app_builds_a_fab_of_the_package_alone(tmp_path):
+    # Prepare: what `flwr run` builds from the staged copy (Flower's own builder)
+    from flwr.cli.build import build_fab_from_disk
+
+    from feddistill.engine import app_dir, stage_app
+
+    # Execute
+    staged = stage_app(tmp_path / "app")
+    fab = build_fab_from_disk(staged)
+    # Assert: the apps' code and pyproject.toml, nothing from the checkout around them
+    names = set(zipfile.ZipFile(io.BytesIO(fab)).namelist())
+    assert {"pyproject.toml", "feddistill/server/app.py", "feddistill/clients/app.py"} <= names
+    assert not [
+        n for n in names if n.split("/")[0] not in {"pyproject.toml", "feddistill", ".info"}
+    ]
+    assert not [n for n in names if "__pycache__" in n]
+    sources = {
+        p.relative_to(app_dir()).as_posix() for p in (app_dir() / "feddistill").rglob("*.py")
+    }
+    assert sources <= names
+    assert (staged / "pyproject.toml").read_bytes() == (app_dir() / "pyproject.toml").read_bytes()
+    with pytest.raises(FileExistsError):
+        stage_app(tmp_path / "app")
