@@ -192,8 +192,12 @@ def test_registering_a_key_twice_is_an_error(deployment):
 
 
 def test_run_without_summary_is_an_error(deployment, tmp_path, monkeypatch):
-    # Prepare: an app folder flwr cannot build, so the run never starts
-    monkeypatch.setattr(D, "app_dir", lambda: tmp_path / "no-app")
+    # Prepare: an empty app folder flwr cannot build, so the run never starts
+    def empty_app(dest: Path) -> Path:
+        dest.mkdir(parents=True)
+        return dest
+
+    monkeypatch.setattr(D, "stage_app", empty_app)
     cfg = from_mapping({**SMALL, "out-dir": str(tmp_path / "out")})
     # Execute / Assert
     with pytest.raises(RuntimeError, match="without writing"):
