@@ -69,6 +69,7 @@ class RunConfig:
     min_train_nodes: int = 2  # fewer successful clients than this fails the round
     client_num_cpus: int = 1  # Ray resources per client (Flower wants an integer)
     client_num_gpus: float = 0.0  # fraction of one GPU per client, in [0, 1]
+    server_num_cpus: int = 1  # torch threads of the ServerApp's own work in the rounds
     device: str = "auto"  # auto = cuda when present
     deterministic: bool = True  # CUDA: deterministic kernels (same seed -> same metrics)
     # --- models and local training ---
@@ -168,6 +169,7 @@ class RunConfig:
             "num_server_rounds",
             "min_train_nodes",
             "client_num_cpus",
+            "server_num_cpus",
             "batch_size",
             "min_partition_size",
         ):

@@ -68,6 +68,7 @@ def test_unknown_key_far_from_every_key_has_no_suggestion():
         ("proxy-fraction", 1.0, r"proxy-fraction=1.0 is out of range"),
         ("round-timeout-s", 0.0, r"round-timeout-s=0.0 is out of range"),
         ("server-distill-rounds", -1, r"server-distill-rounds=-1 is out of range"),
+        ("server-num-cpus", 0, r"server-num-cpus=0 is out of range; allowed: \[1, inf\)"),
     ],
 )
 def test_out_of_range_values_name_key_and_allowed(key, value, match):

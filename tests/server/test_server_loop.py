@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from feddistill import protocol as P
 from feddistill.config import from_mapping
@@ -224,3 +225,27 @@ def test_server_distill_rounds_stops_the_server_distillation_after_round_r(tmp_p
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [r["server_distill_loss"] for r in rows]
     assert losses[0] > 0.0 and losses[1:] == [0.0, 0.0]
+
+
+def test_server_work_runs_on_server_num_cpus_threads_and_restores_the_count(tmp_path, monkeypatch):
+    # Prepare: the process runs 2 torch threads; record the count in the server's step
+    cfg = make_cfg(tmp_path, **{"num-server-rounds": 1, "server-num-cpus": 1})
+    seen = []
+    real = FederationRun.run_round
+
+    def recording(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(FederationRun, "run_round", recording)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        # Execute
+        FederationRun(cfg).run(InProcessGrid(cfg))
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    # Assert
+    assert seen == [1]
+    assert after == 2
