@@ -153,15 +153,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             data_root=str(Path(cfg.data_root).resolve()),
             resume=False,
         )
-    # every check that can fail fast runs before the out-dir is touched
+    # every check that can fail fast runs before the out-dir is touched, cheapest first
     lock = OutDirLock(cfg.out_dir)
     lock.check_free()
+    if not args.resume:
+        check_out_dir(cfg)  # before the data checks, which take seconds to a minute
     if not args.ray_address and cfg.strategy != "centralized" and args.engine == "simulation":
         check_local_resources(cfg)
     # issue 13 hook: torch + data checks in a child, so this process stays small
     run_data_checks(cfg, check_cuda=not args.ray_address, in_child=args.engine != "inprocess")
-    if not args.resume:
-        check_out_dir(cfg)
     with lock:  # held for the whole run; the kernel drops it if this process dies
         if not args.resume:
             replaced = describe_previous_run(Path(cfg.out_dir))

@@ -149,9 +149,14 @@ def load_run_config(out: Path) -> dict[str, Any]:
     """The config a previous run in `out` was started with.
 
     Raises:
-        ValueError: if `out` holds no ``run-config.json`` or no checkpoint.
+        ValueError: if `out` is not a folder, or holds no ``run-config.json`` or no
+            checkpoint.
     """
     folder = RunFolder(out)
+    if not folder.root.is_dir():
+        raise ValueError(
+            f"--resume {str(out)!r}: no such folder; give the out-dir of an interrupted run"
+        )
     if not folder.has_checkpoint():
         raise ValueError(f"--resume {str(out)!r}: no checkpoint found there")
     if not folder.holds_run():

@@ -51,6 +51,26 @@ def test_out_dir_that_cannot_be_created_is_a_clear_error():
         prepare_out_dir(RunConfig(out_dir="/proc/feddistill-x"))
 
 
+def test_resume_of_a_missing_folder_says_there_is_no_such_folder(tmp_path):
+    with pytest.raises(ValueError, match=r"'.*missing': no such folder; give the out-dir"):
+        load_run_config(tmp_path / "missing")
+
+
+def test_out_dir_that_is_a_file_is_refused_before_the_data_checks(
+    tmp_path, data_checks_recorded, capsys
+):
+    # Prepare: the out-dir is a file; the data checks would take seconds to a minute
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    # Execute
+    code = cli.main(["run", "--out", str(target), "--engine", "inprocess"])
+    # Assert: refused by the cheap check, the data checks never ran
+    assert code == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
+    assert data_checks_recorded == []
+    assert target.read_text() == "x"
+
+
 def test_load_run_config_needs_checkpoint_and_config(tmp_path):
     with pytest.raises(ValueError, match="no checkpoint found there"):
         load_run_config(tmp_path)
