@@ -22,6 +22,7 @@ Which cluster a job attaches to, and what it offers, is :mod:`feddistill.cluster
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -270,7 +272,14 @@ class LocalRayCluster:
         self.wait_for_nodes(1)
         for node in self.nodes[1:]:
             node.start(self.address, env)
-        self.wait_for_nodes(len(self.nodes))
+        # a worker's `ray start` can give up on a busy machine (seen once in a full test
+        # run on 2 cores: exit code 1 while joining); each worker is started again once
+        restarts: dict[int, Callable[[], None]] = {
+            i: functools.partial(node.start, self.address, env)
+            for i, node in enumerate(self.nodes)
+            if i > 0
+        }
+        self.wait_for_nodes(len(self.nodes), restarts)
         for node in self.nodes:
             node.group.track(node.proc.pid)  # type: ignore[union-attr]
         self.start_seconds = time.monotonic() - t0
@@ -282,11 +291,19 @@ class LocalRayCluster:
         )
         return self.address
 
-    def wait_for_nodes(self, count: int) -> None:
+    def wait_for_nodes(
+        self, count: int, restarts: dict[int, Callable[[], None]] | None = None
+    ) -> None:
         """Block until `count` nodes are alive in the cluster.
 
+        Args:
+            count: nodes that must be alive.
+            restarts: node index -> how to start that node again; a node whose ``ray
+                start`` exits is stopped and restarted once through it (then removed
+                from the dict), within the same deadline.
+
         Raises:
-            RuntimeError: if a node process exits or the timeout passes.
+            RuntimeError: if a node process exits (again) or the timeout passes.
         """
         deadline = time.monotonic() + self.startup_timeout_s
         alive = 0
@@ -295,6 +312,16 @@ class LocalRayCluster:
                 if node.proc is not None:
                     node.group.track(node.proc.pid)
                 code = node.exited()
+                if code is not None and restarts and i in restarts:
+                    logger.warning(
+                        "ray start of node %d exited with code %d; starting it again (see %s)",
+                        i,
+                        code,
+                        node.log_path,
+                    )
+                    node.stop(grace_s=5.0)  # what the failed start left
+                    restarts.pop(i)()
+                    continue
                 if code is not None:
                     raise RuntimeError(
                         f"ray start of node {i} exited with code {code}; see {node.log_path}"
