@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import subprocess
 from pathlib import Path
 
 import psutil
@@ -262,10 +264,13 @@ def test_client_memory_is_teacher_plus_student(tmp_path: Path):
     assert 0 < small < big
 
 
-def _fake_node_cluster(tmp_path, monkeypatch, first_codes):
-    """Two nodes whose `ray start` processes are `sleep` (alive) or `false` (exits 1)."""
-    import subprocess
+@contextlib.contextmanager
+def _fake_node_cluster(monkeypatch, first_alive):
+    """Nodes whose `ray start` processes are `sleep` (alive) or `false` (exits 1).
 
+    Yields ``(cluster, launch)``; every process launched is killed and the cluster's
+    folder removed on exit.
+    """
     cluster = LocalRayCluster(nodes=[NodeSpec(), NodeSpec()], startup_timeout_s=20)
     cluster.address = "127.0.0.1:1"
     procs = []
@@ -278,7 +283,7 @@ def _fake_node_cluster(tmp_path, monkeypatch, first_codes):
             registered.add(proc.pid)
         return proc
 
-    for node, alive in zip(cluster.nodes, first_codes, strict=True):
+    for node, alive in zip(cluster.nodes, first_alive, strict=True):
         node.proc = launch(alive)
     # the probe counts the nodes whose current process is a `sleep`
     monkeypatch.setattr(ray_cluster, "listening", lambda host, port: True)
@@ -289,43 +294,37 @@ def _fake_node_cluster(tmp_path, monkeypatch, first_codes):
             "alive": sum(n.proc.pid in registered for n in cluster.nodes)  # type: ignore[union-attr]
         },
     )
-    return cluster, launch, procs
-
-
-def test_worker_whose_ray_start_exits_is_started_again_once(tmp_path, monkeypatch):
-    # Prepare: the worker's first `ray start` exits with code 1, the second one lives
-    cluster, launch, procs = _fake_node_cluster(tmp_path, monkeypatch, [True, False])
-    started = []
-
-    def restart():
-        started.append(1)
-        cluster.nodes[1].proc = launch(True)
-
     try:
-        # Execute
-        cluster.wait_for_nodes(2, {1: restart})
+        yield cluster, launch
     finally:
         for proc in procs:
             proc.kill()
             proc.wait()
         cluster.stop()
+
+
+def test_worker_whose_ray_start_exits_is_started_again_once(monkeypatch):
+    # Prepare: the worker's first `ray start` exits with code 1, the second one lives
+    started = []
+    with _fake_node_cluster(monkeypatch, [True, False]) as (cluster, launch):
+
+        def restart():
+            started.append(1)
+            cluster.nodes[1].proc = launch(True)
+
+        # Execute
+        cluster.wait_for_nodes(2, {1: restart})
     # Assert
     assert started == [1]
 
 
-def test_worker_whose_ray_start_exits_twice_is_an_error_naming_its_log(tmp_path, monkeypatch):
+def test_worker_whose_ray_start_exits_twice_is_an_error_naming_its_log(monkeypatch):
     # Prepare: both of the worker's `ray start` processes exit with code 1
-    cluster, launch, procs = _fake_node_cluster(tmp_path, monkeypatch, [True, False])
+    with _fake_node_cluster(monkeypatch, [True, False]) as (cluster, launch):
 
-    def restart():
-        cluster.nodes[1].proc = launch(False)
+        def restart():
+            cluster.nodes[1].proc = launch(False)
 
-    try:
         # Execute / Assert
         with pytest.raises(RuntimeError, match=r"ray start of node 1 exited with code 1; see"):
             cluster.wait_for_nodes(2, {1: restart})
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-        cluster.stop()
