@@ -11,6 +11,15 @@ settings.register_profile("default", derandomize=True)
 settings.register_profile("explore", max_examples=2000, derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+# Ray starts its worker processes (tasks, Flower's client actors) at nice 15
+# (`worker_niceness`), below its own daemons. In this suite the other pytest worker's
+# processes run beside them at nice 0, and a nice-15 worker then gets a few percent of
+# a core: with 8 busy loops on 2 cores the first task of a fresh Ray took 159 s instead
+# of 2.4 s (CI failed on it: test_gpu_task_runs_on_the_gpu_node, 120 s timeout). Every
+# Ray this suite starts (ray.init here, `ray start`, `flwr run`'s simulation) reads the
+# variable from the environment its daemons inherit.
+os.environ.setdefault("RAY_worker_niceness", "0")
+
 
 def pytest_collection_modifyitems(items):
     """Modules holding a `slow` test run first, each module's tests kept in their order.

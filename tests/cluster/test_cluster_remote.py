@@ -17,6 +17,10 @@ def _pid_plus(x: int) -> tuple[int, int]:
     return os.getpid(), x + 1
 
 
+def _niceness() -> int:
+    return os.nice(0)
+
+
 def test_without_ray_runs_here():
     # Execute
     pid, value = run_on_gpu_node(_pid_plus, 41, num_gpus=0)
@@ -32,6 +36,14 @@ def test_without_a_gpu_in_the_cluster_runs_here(local_ray, monkeypatch):
     pid, value = run_on_gpu_node(_pid_plus, 1, num_gpus=1)
     # Assert
     assert (pid, value) == (os.getpid(), 2)
+
+
+def test_ray_workers_run_at_the_suites_priority(local_ray):
+    # Execute: Ray's default would be nice 15 (see tests/conftest.py)
+    niceness = local_ray.get(local_ray.remote(num_cpus=0)(_niceness).remote(), timeout=120)
+    # Assert: the worker runs at this process's priority, so the parallel pytest worker
+    # cannot starve it
+    assert niceness == os.nice(0)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this process has a GPU: stays local")
