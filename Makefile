@@ -42,12 +42,12 @@ lint: $(STAMP)
 # The suite runs on PYTEST_WORKERS pytest-xdist workers. --dist loadfile gives each test
 # file to one worker, so a module-scoped fixture (one deployment, one Ray instance) is
 # built once. (Not loadgroup: with pytest 9.2 it silently stops grouping, pytest-xdist
-# issue #1386.) Note: loadfile re-sorts files by their number of tests (xdist's
-# --loadscope-reorder, on by default), so tests/conftest.py's slow-files-first order does
-# not reach the workers and the single-test slow files run last. Longest-first with
-# --no-loadscope-reorder was tried (30 Nov, load 3-9): the Ray start-ups then ran side by
-# side and failed in both runs tried (-n 4: Ray's node start timed out; -n 3: hard-kill
-# test 900 s timeout, two-node cluster `ray start` exit 1), so it is not used.
+# issue #1386.) --no-loadscope-reorder keeps tests/conftest.py's order, files holding a
+# slow test first, so the long single-test files (hard kill, e2e, two-node cluster) do
+# not run last, one worker alone. This failed on 30 Nov (Ray start-ups side by side
+# timed out); the cause was Ray's workers at nice 15 starved by the other pytest
+# workers, fixed by RAY_worker_niceness=0 in tests/conftest.py. Measured 30 Nov, same
+# clone, one after the other: 854 s of pytest with it, 1042 s without (both passed).
 # `make test` runs lint and the suite side by side (-j2): mypy is one process, so the
 # cores are shared instead of one idling through lint (their few lines may interleave).
 # Either failing fails `make test`.
@@ -58,7 +58,7 @@ test: $(STAMP) system-deps
 	$(MAKE) --no-print-directory -j2 lint suite
 
 suite: $(STAMP)
-	$(VENV)/bin/pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/feddistill bench compression

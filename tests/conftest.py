@@ -24,11 +24,11 @@ os.environ.setdefault("RAY_worker_niceness", "0")
 def pytest_collection_modifyitems(items):
     """Modules holding a `slow` test run first, each module's tests kept in their order.
 
-    Without pytest-xdist this is the run's order. Under ``make test`` (3 workers,
-    ``--dist loadfile``) xdist re-sorts the files by their number of tests
-    (``--loadscope-reorder``, on by default), so this order does not reach the workers
-    (see the Makefile's note). Whole modules move, so a module-scoped fixture is still
-    set up once.
+    Without pytest-xdist this is the run's order. ``make test`` (3 workers, ``--dist
+    loadfile --no-loadscope-reorder``) hands whole files to the workers in this order,
+    so the long single-test files start first instead of ending on one worker (see the
+    Makefile's note). Whole modules move, so a module-scoped fixture is still set up
+    once.
     """
     slow_modules = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_modules)
