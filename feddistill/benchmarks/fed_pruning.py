@@ -34,6 +34,7 @@ from feddistill.inprocess import run_rounds
 from feddistill.learn import KDSpec, KDTarget, SGDSpec, train_supervised
 from feddistill.models import build_model
 from feddistill.server.checkpoint import load_latest_checkpoint
+from feddistill.threads import torch_threads
 from feddistill.timing import read_timings
 
 
@@ -100,16 +101,12 @@ def student_train_seconds(
         seed=0,
     )
     best = {name: float("inf") for name in models}
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         for _ in range(repeats):
             for name, model in models.items():
                 t0 = time.perf_counter()
                 train_supervised(model, x, y, sgd, torch.device("cpu"), kd=kd)
                 best[name] = min(best[name], time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(previous)
     return best
 
 

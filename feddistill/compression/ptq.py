@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from feddistill.compression.pruning import prune_unstructured
 from feddistill.compression.report import state_dict_bytes
+from feddistill.threads import torch_threads
 
 STUDENT_FILE = "student_int8.pt"
 STUDENT_ZLIB_FILE = "student_int8.pt.zlib"  # the same file, zlib level 9 (sparse exports)
@@ -142,19 +143,14 @@ def latency_ms(
 
     The thread count is restored afterwards; ``warmup`` calls are not timed.
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.no_grad(), _quiet_deprecations():
-            for _ in range(warmup):
-                fn(x)
-            times = []
-            for _ in range(runs):
-                start = time.perf_counter()
-                fn(x)
-                times.append((time.perf_counter() - start) * 1e3)
-    finally:
-        torch.set_num_threads(previous)
+    with torch_threads(threads), torch.no_grad(), _quiet_deprecations():
+        for _ in range(warmup):
+            fn(x)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            fn(x)
+            times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
 

@@ -12,7 +12,6 @@ import logging
 import time
 from typing import Any, cast
 
-import torch
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
@@ -28,6 +27,7 @@ from feddistill.server.recorder import RunRecorder
 from feddistill.server.robust import robustness_columns
 from feddistill.server.round_metrics import RoundMetrics, federated_round_metrics
 from feddistill.server.teacher_logits import reused_count
+from feddistill.threads import torch_threads
 from feddistill.timing import reset, timed
 
 logger = logging.getLogger(__name__)
@@ -192,12 +192,8 @@ class FederationRun:
         # machine: its models are small, and with one thread per core a busy machine made
         # server distillation 3-12x slower (measured, README "Where the seconds go"); the
         # results no longer depend on the core count. Restored on return (in-process use).
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.cfg.server_num_cpus)
-        try:
+        with torch_threads(self.cfg.server_num_cpus):
             return self._run(grid)
-        finally:
-            torch.set_num_threads(threads)
 
     def _run(self, grid: Grid) -> dict[str, Any]:
         t_start = time.perf_counter() - self.wall_offset
