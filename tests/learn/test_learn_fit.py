@@ -58,8 +58,26 @@ def test_zero_epochs_trains_nothing_and_reports_zero_losses() -> None:
     )
 
     # Assert
-    assert stats == {"loss": 0.0, "ce": 0.0, "kd": 0.0}
+    assert stats == {"loss": 0.0, "ce": 0.0, "kd": 0.0, "accuracy": 0.0}
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+def test_train_accuracy_counts_the_last_epochs_samples_as_they_were_trained_on() -> None:
+    # Prepare: a model (learning rate 1e-9: its weights hardly move) that predicts the first pixel's
+    # class; 7 samples in batches of 3 (3 + 3 + 1), 5 of them labeled as predicted
+    x = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0]).view(7, 1, 1, 1)
+    y = torch.tensor([0, 1, 0, 1, 1, 0, 1])
+    model = nn.Sequential(Fixed(), nn.Linear(2, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(2))
+        model[1].bias.zero_()
+
+    # Execute
+    stats = train_supervised(model, x, y, SGDSpec(1e-9, 0.0, 3, epochs=2), CPU)
+
+    # Assert: 5 of 7, the share `evaluate` gives for the unchanged model
+    assert stats["accuracy"] == pytest.approx(5 / 7)
+    assert evaluate(model, x, y, CPU)["accuracy"] == pytest.approx(5 / 7)
 
 
 def test_evaluate_without_domains_gives_accuracy_and_loss_only() -> None:
