@@ -17,10 +17,15 @@ does not use:
   (default 0.3); Flower's messages (a student of tens of kB, logits) fit many times
   over in a small one;
 - ``RAY_USAGE_STATS_ENABLED=0``: no usage-stats reporting;
-- ``MALLOC_ARENA_MAX=2``, ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``
-  (glibc): fewer per-thread heaps, and freed blocks above 64 KiB go back to the OS
-  instead of staying in the process (measured: -70 MiB per client process after a
-  teacher round; ignored by other C libraries).
+- ``MALLOC_ARENA_MAX=2`` (glibc): fewer per-thread heaps (ignored by other C
+  libraries).
+
+Not set: glibc's ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``. Fixed at 64 and
+128 KiB they gave freed blocks back to the OS (-70 MiB per client process after a teacher
+round), but every tensor above 64 KiB was then a fresh ``mmap`` with its pages faulted
+in again: 60 SGD steps of the ``cnn`` teacher took 2.1 s instead of 1.2 s (one torch
+thread, either variable alone), and the actors of the default job spent ~1.8x the
+in-process engine's seconds on the same teacher training (issue 13, session 25).
 
 Attaching to an existing Ray cluster (``--ray-address``) leaves its settings alone.
 """
@@ -58,8 +63,6 @@ def lean_ray_env(num_actors: int) -> dict[str, str]:
         "RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION": str(OBJECT_STORE_PROPORTION),
         "RAY_USAGE_STATS_ENABLED": "0",
         "MALLOC_ARENA_MAX": "2",
-        "MALLOC_MMAP_THRESHOLD_": str(64 * 1024),
-        "MALLOC_TRIM_THRESHOLD_": str(128 * 1024),
     }
 
 

@@ -22,6 +22,9 @@ def test_lean_env_turns_off_worker_prestart_and_limits_idle_workers() -> None:
     assert env["RAY_enable_metrics_collection"] == "0"
     assert env["RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION"] == "0.02"
     assert env["MALLOC_ARENA_MAX"] == "2"
+    # fixed mmap / trim thresholds made every tensor above 64 KiB a fresh mmap (~1.8x
+    # slower training); glibc's dynamic thresholds are kept
+    assert "MALLOC_MMAP_THRESHOLD_" not in env and "MALLOC_TRIM_THRESHOLD_" not in env
 
 
 def test_lean_env_refuses_zero_actors() -> None:

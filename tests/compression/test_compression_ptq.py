@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from pathlib import Path
 
@@ -20,23 +19,22 @@ def export(
     tmp_path_factory: pytest.TempPathFactory,
     trained_student: nn.Module,
     mnist5k: tuple[Tensor, Tensor],
-) -> tuple[Path, dict, float]:
+) -> tuple[Path, dict]:
+    # (its seconds are a benchmark figure: "export" in `feddistill bench overhead`)
     x, y = mnist5k
     out = tmp_path_factory.mktemp("student")
-    start = time.perf_counter()
     report = export_student(trained_student, x[3000:4000], x[4000:], y[4000:], out, sparsity=0.5)
-    return out, report, time.perf_counter() - start
+    return out, report
 
 
-def test_export_writes_files_and_is_fast(export: tuple[Path, dict, float]) -> None:
-    out, report, seconds = export
+def test_export_writes_files(export: tuple[Path, dict]) -> None:
+    out, report = export
     assert (out / STUDENT_FILE).is_file() and (out / "README.md").is_file()
     assert json.loads((out / "metadata.json").read_text()) == report
-    assert seconds < 20.0
 
 
-def test_int8_is_smaller_and_about_as_accurate(export: tuple[Path, dict, float]) -> None:
-    _, report, _ = export
+def test_int8_is_smaller_and_about_as_accurate(export: tuple[Path, dict]) -> None:
+    _, report = export
     size, acc = report["bytes"], report["accuracy"]
     assert size["int8_torchscript"] < 0.4 * size["fp32_torchscript"]
     assert size["int8_torchscript"] == (export[0] / STUDENT_FILE).stat().st_size
