@@ -92,7 +92,7 @@ class RunFolder:
         COMMAND,
         CLIENT_DATA,
     )
-    RESULT_DIRS = (CHECKPOINTS, CLIENT_STATE, STUDENT, DEPLOYMENT, TENSORBOARD, MLRUNS)
+    RESULT_DIRS = (CHECKPOINTS, CLIENT_STATE, STUDENT, DEPLOYMENT, TENSORBOARD, MLRUNS, TIMINGS)
 
     def __init__(self, root: Path | str) -> None:
         object.__setattr__(self, "root", Path(root))

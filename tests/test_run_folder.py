@@ -52,6 +52,8 @@ def test_remove_results_keeps_foreign_files(tmp_path):
         (tmp_path / name).write_text("x")
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "latest").write_text("round-1.pt")
+    (tmp_path / "timings").mkdir()  # an earlier run's phase timers would add to the next's
+    (tmp_path / "timings" / "pid-1.json").write_text("{}")
     # Execute
     folder.remove_results()
     # Assert
