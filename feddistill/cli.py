@@ -116,6 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from feddistill.preflight import (
         check_local_resources,
         check_out_dir,
+        check_server_threads,
         load_run_config,
         prepare_out_dir,
         run_data_checks,
@@ -158,6 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     lock.check_free()
     if not args.resume:
         check_out_dir(cfg)  # before the data checks, which take seconds to a minute
+    check_server_threads(cfg)
     if not args.ray_address and cfg.strategy != "centralized" and args.engine == "simulation":
         check_local_resources(cfg)
     # issue 13 hook: torch + data checks in a child, so this process stays small

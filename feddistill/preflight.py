@@ -164,6 +164,24 @@ def load_run_config(out: Path) -> dict[str, Any]:
     return dict(json.loads(folder.run_config.read_text()))
 
 
+def check_server_threads(cfg: RunConfig) -> None:
+    """Fail before starting anything if ``server-num-cpus`` exceeds this machine's CPUs.
+
+    The ServerApp runs on this machine under every engine (with ``--ray-address`` too:
+    only the client actors go to the cluster) and asks torch for that many threads; a
+    value such as 1e9 made the run hang in thread creation instead of failing.
+
+    Raises:
+        ValueError: naming the key and the allowed range.
+    """
+    cpus = os.cpu_count() or 1
+    if cfg.server_num_cpus > cpus:
+        raise ValueError(
+            f"server-num-cpus={cfg.server_num_cpus} exceeds this machine's {cpus} CPUs, "
+            f"where the ServerApp runs; allowed: 1..{cpus}"
+        )
+
+
 def check_local_resources(cfg: RunConfig) -> None:
     """Fail before starting anything if one client cannot fit on this machine.
 

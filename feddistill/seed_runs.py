@@ -116,6 +116,7 @@ def run_seeds(
         check_device,
         check_local_resources,
         check_out_dir,
+        check_server_threads,
         prepare_out_dir,
     )
     from feddistill.server.provenance import save_command
@@ -123,6 +124,7 @@ def run_seeds(
     out, configs = seed_configs(args)
     check_seeds_out(out)
     first = configs[0]
+    check_server_threads(first)
     if not args.ray_address:
         check_device(first)
         if first.strategy != "centralized" and args.engine == "simulation":

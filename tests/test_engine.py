@@ -11,7 +11,12 @@ import pytest
 from feddistill import cli
 from feddistill.config import RunConfig
 from feddistill.engine import ProcessGroup, permanent_failure
-from feddistill.preflight import check_local_resources, load_run_config, prepare_out_dir
+from feddistill.preflight import (
+    check_local_resources,
+    check_server_threads,
+    load_run_config,
+    prepare_out_dir,
+)
 from feddistill.run_folder import CHECKPOINT_MISMATCH, RUN_FAILED, RunFolder
 
 
@@ -143,6 +148,14 @@ def test_resources_this_machine_lacks_fail_before_start(monkeypatch):
     monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
     with pytest.raises(ValueError, match="client-num-gpus=0.5 but this machine has no CUDA device"):
         check_local_resources(RunConfig(client_num_gpus=0.5))
+
+
+def test_more_server_threads_than_cpus_fail_before_start(monkeypatch):
+    # (server-num-cpus=1e9 was accepted and hung the run in thread creation)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"server-num-cpus=3 exceeds .* 2 CPUs.*allowed: 1..2"):
+        check_server_threads(RunConfig(server_num_cpus=3))
+    check_server_threads(RunConfig(server_num_cpus=2))
 
 
 def test_process_group_stops_what_it_tracked():
