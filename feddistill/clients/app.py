@@ -26,6 +26,7 @@ from feddistill.compression.downlink import DownlinkPayload
 from feddistill.config import RunConfig, from_mapping
 from feddistill.data import load_client_data
 from feddistill.distill.subset import proxy_subset
+from feddistill.heap import release_free_heap
 from feddistill.learn import resolve_device
 from feddistill.protocol import effective_config
 from feddistill.run_folder import RunFolder
@@ -127,6 +128,8 @@ def train(msg: Message, context: Context) -> Message:
     content = RecordDict(
         {P.METRICS: metrics, P.PAYLOAD: payload, P.PLACEMENT: ConfigRecord(cast(Any, placement()))}
     )
+    del global_state, downlink, consensus
+    release_free_heap()  # what the round freed (teacher, activations), before the next client
     try:
         flush(cfg.out_dir)  # this process's phase seconds, for `feddistill bench overhead`
     except OSError as exc:  # a SuperNode that cannot write there still trains

@@ -20,6 +20,7 @@ from feddistill.config import RunConfig
 from feddistill.data import FederatedData, prepare_federated_data, write_client_data
 from feddistill.data.spec import uses_domain_path
 from feddistill.distill import SharedFeatureSpace
+from feddistill.heap import release_free_heap
 from feddistill.learn import evaluate, few_steps_warning, resolve_device
 from feddistill.run_folder import RunFolder
 from feddistill.server.policy import FederationPolicy
@@ -258,6 +259,7 @@ class FederationRun:
         m.wall_seconds = time.perf_counter() - t_start
         placement = [{"partition_id": r.partition_id, **r.placement} for r in outcome.accepted]
         self.recorder.record_round(m, policy.checkpoint_state(), placement)
+        release_free_heap()  # what this round freed, before the clients' next round
         logger.info(
             "round %d: accuracy %.4f loss %.4f uplink %d B downlink %d B total %.1fx "
             "below fp32 FedAvg failed %d",
