@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_DISABLE_UPDATE_CHECK := 1
 # Python caches each module's bytecode (.pyc) beside it on first import, unless
-# PYTHONDONTWRITEBYTECODE is set, as it is in this machine's (and CI's) environment. The
+# PYTHONDONTWRITEBYTECODE is set, as it is in this machine's environment (CI's is alike). The
 # install below writes no .pyc either, so every process of a run or test compiled torch,
 # Ray and Flower from source: `import torch, flwr, ray, sklearn` 9.2 s of CPU instead of
 # 3.9, and a 2-round digits job on the simulation engine (a dozen Python processes) 84-90
