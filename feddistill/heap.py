@@ -11,19 +11,16 @@ process is idle, and costs milliseconds.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 from typing import Any
 
 
 @functools.cache
 def _libc() -> Any:
-    name = ctypes.util.find_library("c")
-    try:
-        lib = ctypes.CDLL(name) if name else None
-    except OSError:
-        lib = None
-    return lib if lib is not None and hasattr(lib, "malloc_trim") else None
+    # the symbols already loaded into this process (the C library among them): no
+    # `ctypes.util.find_library`, which runs `ldconfig` in a subprocess
+    lib = ctypes.CDLL(None)
+    return lib if hasattr(lib, "malloc_trim") else None
 
 
 def release_free_heap() -> bool:

@@ -142,8 +142,8 @@ def train_supervised(
     if not last:
         return {"loss": 0.0, "ce": 0.0, "kd": 0.0, "accuracy": 0.0}
     means = {k: sum(v[k] for _, v in last) / len(last) for k in ("loss", "ce", "kd")}
-    seen = sum(n for n, _ in last)
-    return {**means, "accuracy": sum(v["correct"] for _, v in last) / seen}
+    trained_on = sum(size for size, _ in last)
+    return {**means, "accuracy": sum(v["correct"] for _, v in last) / trained_on}
 
 
 def distill_on_proxy(
