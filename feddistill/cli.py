@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +44,21 @@ def _format_row(row: dict[str, Any], rounds: int) -> str:
 
 
 def run_job(
-    cfg: RunConfig, ray_address: str | None = None, quiet: bool = False, engine: str = "simulation"
+    cfg: RunConfig,
+    ray_address: str | None = None,
+    quiet: bool = False,
+    engine: str = "simulation",
+    enter_out_dir: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Run one job (federated through Flower, or the centralized baseline) with progress.
 
     `engine` is "simulation" (Flower's simulation runtime on Ray), "deployment" (a
     local SuperLink + SuperNodes with TLS and SuperNode auth) or "inprocess" (the same
     apps in this one process, no SuperLink or Ray: for debugging and as a baseline).
+
+    `enter_out_dir` (simulation engine only): called once the runtime is starting;
+    it blocks until the data checks passed (raising their error) and prepares the
+    out-dir. The ServerApp waits for it before it writes there.
 
     Returns:
         The run's summary.json as a dict.
@@ -92,7 +102,13 @@ def run_job(
             from feddistill.inprocess import run_inprocess_job
 
             return run_inprocess_job(cfg, on_row=on_row, on_phase=on_phase)
-        return run_simulation_job(cfg, on_row=on_row, ray_address=ray_address, on_phase=on_phase)
+        return run_simulation_job(
+            cfg,
+            on_row=on_row,
+            ray_address=ray_address,
+            on_phase=on_phase,
+            enter_out_dir=enter_out_dir,
+        )
 
 
 def run_local_deployment(cfg: RunConfig, on_row: Any) -> dict[str, Any]:
@@ -121,6 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         prepare_out_dir,
         run_data_checks,
         run_is_complete,
+        start_data_checks,
     )
 
     if getattr(args, "seeds", None) is not None:  # one full run per seed, then OUT/seeds.*
@@ -162,10 +179,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_server_threads(cfg)
     if not args.ray_address and cfg.strategy != "centralized" and args.engine == "simulation":
         check_local_resources(cfg)
-    # issue 13 hook: torch + data checks in a child, so this process stays small
-    run_data_checks(cfg, check_cuda=not args.ray_address, in_child=args.engine != "inprocess")
-    with lock:  # held for the whole run; the kernel drops it if this process dies
-        if not args.resume:
+    # torch + data checks in a child, so this process stays small (issue 13). On the
+    # simulation engine the child runs while the SuperLink, `flwr run` and Ray start,
+    # and the ServerApp touches the out-dir only once they passed; elsewhere first.
+    overlapped = args.engine == "simulation" and cfg.strategy != "centralized"
+    with contextlib.ExitStack() as stack:
+        checks = None
+        if overlapped:
+            checks = stack.enter_context(start_data_checks(cfg, check_cuda=not args.ray_address))
+        else:
+            run_data_checks(
+                cfg, check_cuda=not args.ray_address, in_child=args.engine != "inprocess"
+            )
+
+        def enter_out_dir() -> None:
+            """The data checks passed: lock the out-dir, replace a previous run there,
+            record the command. Nothing in the out-dir is touched before."""
+            if checks is not None:
+                checks.wait()
+            # held for the whole run; the kernel drops it if this process dies
+            stack.enter_context(lock)
+            if args.resume:
+                return
             replaced = describe_previous_run(Path(cfg.out_dir))
             prepare_out_dir(cfg)
             if replaced:
@@ -173,15 +208,26 @@ def cmd_run(args: argparse.Namespace) -> int:
             from feddistill.server.provenance import save_command
 
             save_command(Path(cfg.out_dir), ["feddistill", *getattr(args, "argv", [])])
-        return _run_and_report(cfg, args)
+
+        if checks is None:
+            enter_out_dir()
+            return _run_and_report(cfg, args)
+        return _run_and_report(cfg, args, enter_out_dir)
 
 
-def _run_and_report(cfg: RunConfig, args: argparse.Namespace) -> int:
+def _run_and_report(
+    cfg: RunConfig, args: argparse.Namespace, enter_out_dir: Callable[[], None] | None = None
+) -> int:
     console.print(
         f"feddistill: strategy={cfg.strategy} dataset={cfg.dataset} clients={cfg.num_partitions} "
         f"({cfg.partitioner}) rounds={cfg.num_server_rounds} -> {cfg.out_dir}"
     )
-    summary = run_job(cfg, ray_address=args.ray_address, quiet=args.quiet, engine=args.engine)
+    # enter_out_dir: the data checks still run; the simulation engine calls it once the
+    # runtime is starting, before the ServerApp may write the out-dir
+    extra = {} if enter_out_dir is None else {"enter_out_dir": enter_out_dir}
+    summary = run_job(
+        cfg, ray_address=args.ray_address, quiet=args.quiet, engine=args.engine, **extra
+    )
     if summary.get("status") != "completed":
         err_console.print(
             f"[red]run failed:[/] {escape(str(summary.get('error', 'unknown error')))}"

@@ -33,11 +33,15 @@ from feddistill.progress import emit_new_rows as _emit_new_rows
 from feddistill.progress import follow_progress, pump_without_ansi, read_new_phases
 from feddistill.ray_memory import lean_ray_env, num_client_actors
 from feddistill.run_folder import CHECKPOINT_MISMATCH, OUT_DIR_HOLDS_RUN, RunFolder
+from feddistill.server.admission import ADMIT_ENV
 
 logger = logging.getLogger(__name__)
 CONNECTION = "feddistill-local"
-# seconds the runtime gets to exit on SIGTERM once the run wrote summary.json
-FINISHED_GRACE_S = 1.0
+# seconds the runtime gets to exit on SIGTERM once the run wrote summary.json (or
+# before the ServerApp was let in: nothing of the run to save then)
+FINISHED_GRACE_S = 0.3
+# seconds between two looks at the run folder (progress, summary.json)
+POLL_S = 0.25
 
 
 def app_dir() -> Path:
@@ -135,6 +139,7 @@ def run_simulation_job(
     startup_timeout_s: float = 60.0,
     attempts: int = 3,
     on_phase: Callable[[str], None] | None = None,
+    enter_out_dir: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Run the job through a private SuperLink and ``flwr run``; return summary.json.
 
@@ -153,6 +158,12 @@ def run_simulation_job(
         attempts: submissions at most, >= 1.
         on_phase: called with each start-up phase ("starting SuperLink", ...) and each
             phase the ServerApp records in ``phases.jsonl`` ("loading data", ...).
+        enter_out_dir: when given, the out-dir may not be written yet (the data checks
+            still run): the first attempt starts the SuperLink, ``flwr run`` and Ray,
+            then calls it (it raises if the checks failed, and everything is stopped)
+            and only then lets the ServerApp start (``FEDDISTILL_ADMIT_FILE``, see
+            :func:`feddistill.server.admission.wait_for_admission`). Until then the
+            runtime's output is held in memory, not written to ``flower.log``.
 
     Returns:
         The parsed summary.json (``status`` is "completed" or "failed").
@@ -167,17 +178,30 @@ def run_simulation_job(
     if not (ray_address or os.environ.get("RAY_ADDRESS")):
         check_local_resources(cfg)
     folder = RunFolder(cfg.out_dir)
-    folder.root.mkdir(parents=True, exist_ok=True)
-    folder.summary.unlink(missing_ok=True)
-    seen_rows = _count_rows(folder.metrics_jsonl)
     log = folder.flower_log
+    entered = False
+    seen_rows, log_size = 0, 0
+
+    def enter() -> int:
+        """Touch the out-dir (once after `enter_out_dir`, if given; then per attempt);
+        return the metrics rows already shown."""
+        nonlocal entered, seen_rows, log_size
+        if not entered:
+            if enter_out_dir is not None:
+                enter_out_dir()
+            folder.root.mkdir(parents=True, exist_ok=True)
+            folder.summary.unlink(missing_ok=True)
+            seen_rows = _count_rows(folder.metrics_jsonl)
+            entered = True
+        folder.server_error.unlink(missing_ok=True)
+        log_size = log.stat().st_size if log.is_file() else 0
+        return seen_rows
+
     for attempt in range(1, attempts + 1):
         # a later attempt continues from the checkpoint the earlier one left
         attempt_cfg = cfg if attempt == 1 else dataclasses.replace(cfg, resume=True)
-        folder.server_error.unlink(missing_ok=True)
-        log_size = log.stat().st_size if log.is_file() else 0
         seen_rows = _submit_once(
-            attempt_cfg, on_row, ray_address, startup_timeout_s, seen_rows, on_phase
+            attempt_cfg, on_row, ray_address, startup_timeout_s, on_phase, enter
         )
         summary = folder.read_summary()
         if summary is not None:
@@ -242,10 +266,15 @@ def _submit_once(
     on_row: Callable[[dict[str, Any]], None] | None,
     ray_address: str | None,
     startup_timeout_s: float,
-    seen_rows: int,
-    on_phase: Callable[[str], None] | None = None,
+    on_phase: Callable[[str], None] | None,
+    enter: Callable[[], int],
 ) -> int:
-    """One private SuperLink, one ``flwr run``; everything stopped on return."""
+    """One private SuperLink, one ``flwr run``; everything stopped on return.
+
+    `enter` is called once the runtime is starting (it may block on the data checks,
+    and raise) and returns the metrics rows already shown; the ServerApp starts only
+    after it returned. Returns the rows shown in all.
+    """
     out = Path(cfg.out_dir)
     home = Path(tempfile.mkdtemp(prefix="feddistill-flwr-"))
     remove_on_exit(home)  # by the watchdog, should this process be killed
@@ -256,6 +285,8 @@ def _submit_once(
     )
     run_toml = write_run_toml(cfg, home / "run-config.toml")
     env = flower_env(home)
+    admit_file = home / "admitted"
+    env[ADMIT_ENV] = str(admit_file)  # the ServerApp waits for this file (enter() passed)
     bin_dir = Path(sys.executable).parent
     if ray_address:
         env["RAY_ADDRESS"] = ray_address
@@ -291,24 +322,30 @@ def _submit_once(
     group = ProcessGroup()
     log_path = RunFolder(out).flower_log
     summary_path = RunFolder(out).summary
-    _, seen_phases = read_new_phases(out, 0)  # phases of earlier attempts were shown
     phase = on_phase or (lambda text: None)
-    with log_path.open("ab") as log:
+    admitted = False
+    with HeldLog() as log:
         pumps: list[threading.Thread] = []
         try:
-            # new session, parent-death signal, watched (see feddistill.lifeline)
+            # new session, parent-death signal, watched (see feddistill.lifeline); the
+            # runtime's working folder is its home: the out-dir may not be touched yet
             popen: dict[str, Any] = dict(
-                env=env, cwd=out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )
             phase("starting SuperLink")
             superlink = spawn(superlink_cmd, **popen)
             group.track(superlink.pid)
             pumps.append(pump_without_ansi(superlink.stdout, log))
-            _wait_for_port(port, superlink, startup_timeout_s, log_path)
+            _wait_for_port(port, superlink, startup_timeout_s, lambda: f"its output:\n{log.tail()}")
             phase("starting Ray and the Flower simulation")
             flwr = spawn(flwr_cmd, **popen)
             group.track(flwr.pid)
             pumps.append(pump_without_ansi(flwr.stdout, log))
+            seen_rows = enter()  # the data checks passed (or raised): the out-dir is ours
+            log.write_to(log_path)
+            _, seen_phases = read_new_phases(out, 0)  # phases of earlier attempts were shown
+            admit_file.touch()
+            admitted = True
             while True:
                 group.track(superlink.pid)
                 seen_rows, seen_phases = follow_progress(out, seen_rows, seen_phases, on_row, phase)
@@ -318,29 +355,83 @@ def _submit_once(
                 # itself lives on in flwr-simulation, so follow that process instead.
                 if flwr.poll() is not None and not group.alive_named("flwr-simulation"):
                     break
-                time.sleep(0.5)
+                time.sleep(POLL_S)
             return _emit_new_rows(RunFolder(out).metrics_jsonl, seen_rows, on_row)
         finally:
             # After summary.json (the ServerApp's last write) the runtime has nothing left
             # to do for us, and flwr-simulation takes ~5 s to exit on SIGTERM: a short
             # grace, then SIGKILL. Otherwise (interrupt, crash) the usual grace.
-            group.stop(grace_s=FINISHED_GRACE_S if summary_path.is_file() else 10.0)
+            finished = not admitted or summary_path.is_file()
+            group.stop(grace_s=FINISHED_GRACE_S if finished else 10.0)
             for pump in pumps:
                 pump.join(timeout=10)
             shutil.rmtree(home, ignore_errors=True)
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float, log_path: Path) -> None:
+def _wait_for_port(
+    port: int, proc: subprocess.Popen, timeout_s: float, log_hint: Callable[[], str]
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(
-                f"flower-superlink exited with code {proc.returncode}; see {log_path}"
-            )
+            raise RuntimeError(f"flower-superlink exited with code {proc.returncode}; {log_hint()}")
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.2)
     raise RuntimeError(
-        f"flower-superlink did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s; see {log_path}"
+        f"flower-superlink did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s; "
+        f"{log_hint()}"
     )
+
+
+class HeldLog:
+    """A binary log for the runtime's output, held in memory until it may be written.
+
+    The simulation engine starts the runtime while the data checks still run, and the
+    out-dir (``flower.log``) may be written only once they passed; :meth:`write_to`
+    then appends what was held and everything after it to the file. Thread-safe:
+    one pump thread per child process writes here.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: list[bytes] = []
+        self._file: Any = None
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self._file is None:
+                self._held.append(data)
+            else:
+                self._file.write(data)
+                self._file.flush()
+
+    def flush(self) -> None:
+        """Nothing to do: :meth:`write` flushes."""
+
+    def write_to(self, path: Path) -> None:
+        """Append what was held to `path`, and from now on write there."""
+        with self._lock:
+            if self._file is None:
+                self._file = path.open("ab")
+                self._file.write(b"".join(self._held))
+                self._file.flush()
+                self._held.clear()
+
+    def tail(self, lines: int = 20) -> str:
+        """The last `lines` lines held (before :meth:`write_to`), as text."""
+        with self._lock:
+            text = b"".join(self._held).decode(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+
+    def __enter__(self) -> HeldLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -25,7 +25,8 @@ from feddistill.clients.app import app as client_app
 from feddistill.config import RunConfig
 from feddistill.progress import emit_new_rows, follow_progress, read_new_phases
 from feddistill.run_folder import RunFolder
-from feddistill.server.loop import FederationRun, discover_partitions
+from feddistill.server.discovery import discover_partitions
+from feddistill.server.loop import FederationRun
 
 
 class InProcessGrid:

@@ -232,7 +232,9 @@ def test_phases_and_rounds_are_plain_lines_when_piped(tmp_path, capsys, monkeypa
         "round_seconds": 3.0,
     }
 
-    def fake_job(cfg, on_row=None, ray_address=None, on_phase=None):
+    def fake_job(cfg, on_row=None, ray_address=None, on_phase=None, enter_out_dir=None):
+        if enter_out_dir is not None:
+            enter_out_dir()
         on_phase("starting SuperLink")
         on_phase("exporting student (mlp, int8 and pruned)")
         on_row(row)

@@ -1,140 +1,70 @@
-"""Flower ClientApp: unpack the message, run the client's round, pack the reply.
+"""Flower ClientApp: one train handler (the client's round) and one query (its partition).
 
 The partition id comes from the node config (``partition-id``), which Flower's
 simulation sets for each virtual SuperNode and a real SuperNode gets through
 ``--node-config "partition-id=0 num-partitions=2"``.
+
+This module imports Flower and nothing heavy: Flower's simulation loads the ClientApp in
+its driver process, to check that it loads, before it starts Ray, and with torch, the
+models and the data imported here that check put ~3 s on the path of every run's
+start-up (issue 13). The train handler lives in :mod:`feddistill.clients.handler`,
+imported on the first train message.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
-from functools import lru_cache
-from pathlib import Path
-from typing import Any, cast
+import importlib
+import sys
+import threading
+from typing import cast
 
-import torch
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from feddistill import protocol as P
 from feddistill.blas import single_threaded_blas
-from feddistill.clients.round import run_client_round
-from feddistill.compression.consensus_payload import decode_consensus
-from feddistill.compression.downlink import DownlinkPayload
-from feddistill.config import RunConfig, from_mapping
-from feddistill.data import load_client_data
-from feddistill.distill.subset import proxy_subset
-from feddistill.heap import release_free_heap
-from feddistill.learn import resolve_device
-from feddistill.protocol import effective_config
-from feddistill.run_folder import RunFolder
-from feddistill.timing import flush, timed
 
-logger = logging.getLogger(__name__)
 single_threaded_blas()  # no OpenBLAS workers for a fork to stop mid-call (feddistill.blas)
 app = ClientApp()
+HANDLER = "feddistill.clients.handler"
+_warm_up_started = threading.Event()
 
 
-@lru_cache(maxsize=8)
-def _config(items: tuple) -> RunConfig:
-    return effective_config(from_mapping(dict(items)))
+def _in_ray_actor() -> bool:
+    """True in a Ray worker of a Flower simulation (Ray is initialised, and this
+    module only runs handlers there, never in the driver)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
-def node_run_config(context: Context) -> RunConfig:
-    """The effective run config, with this node's own ``data-root`` if it has one.
+def _import_handler() -> None:
+    importlib.import_module(HANDLER)
+    # torch.optim imports torch._dynamo on the first optimizer (~0.85 s, measured);
+    # taken now, not in the first round's training
+    importlib.import_module("torch._dynamo")
 
-    Resolved once per process and run (cached): the strategy's overrides are applied
-    (:func:`feddistill.protocol.effective_config`), so the client reads one config.
+
+def warm_up() -> None:
+    """Import the train handler (torch, models, data) in a background thread, once.
+
+    Called on the partition query, which the ServerApp sends before it loads its own
+    modules and data: in a Ray actor the client's imports then overlap the server's
+    instead of delaying the first round (issue 13). Only in a Ray actor: a SuperNode's
+    ClientApp process ends after the query, and in the in-process engine the server's
+    thread imports the same modules.
     """
-    items = dict(context.run_config)
-    if context.node_config.get("data-root"):
-        items["data-root"] = str(context.node_config["data-root"])
-    return _config(tuple(sorted(items.items())))
-
-
-def client_state_dir(cfg: RunConfig, context: Context) -> Path:
-    """Per-client state directory: node-config ``state-dir`` if set, else <out-dir>/client-state."""
-    custom = context.node_config.get("state-dir")
-    return Path(str(custom)) if custom else Path(cfg.out_dir) / "client-state"
-
-
-def placement() -> dict[str, str | int]:
-    """Where this ClientApp runs: hostname, Ray node id and GPU ids (if under Ray), pid."""
-    ray_node, gpus = "", os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    try:
-        import ray
-
-        if ray.is_initialized():
-            ray_node = ray.get_runtime_context().get_node_id()
-            gpus = ",".join(str(g) for g in ray.get_gpu_ids())
-    except ImportError:  # a SuperNode without Ray
-        pass
-    return {
-        "hostname": socket.gethostname(),
-        "ray-node-id": ray_node,
-        "gpu-ids": gpus,
-        "pid": os.getpid(),
-    }
+    if _warm_up_started.is_set() or not _in_ray_actor():
+        return
+    _warm_up_started.set()
+    threading.Thread(target=_import_handler, name="feddistill-warm-up", daemon=True).start()
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Handle one FedDistill train message: unpack, :func:`run_client_round`, pack the reply."""
-    cfg = node_run_config(context)
-    torch.set_num_threads(max(1, cfg.client_num_cpus))
-    partition_id = int(cast(int, context.node_config[P.PARTITION_ID]))
-    config = msg.content.config_records[P.CONFIG]
-    server_round = int(cast(int, config[P.SERVER_ROUND]))
-    global_state = msg.content.array_records[P.ARRAYS].to_torch_state_dict()
-    downlink = None
-    if P.DOWNLINK_BASE in config:
-        downlink = DownlinkPayload(
-            int(cast(int, config[P.DOWNLINK_BASE])),
-            cast(bytes, config[P.DOWNLINK_PARAMS]),
-            cast(bytes, config[P.DOWNLINK_BUFFERS]),
-        )
-    with timed("data_loading"):  # cached per process: only the first call loads
-        data = load_client_data(cfg.data_spec(), str(RunFolder(cfg.out_dir).client_data))
-    consensus = None
-    if P.CONSENSUS in config:
-        blob = cast(bytes, config[P.CONSENSUS])
-        # built in the previous round on that round's proxy subset: (b, K)
-        rows = proxy_subset(len(data.splits.proxy_x), cfg.logits_subset, cfg.seed, server_round - 1)
-        shape = (len(rows), data.splits.num_classes)
-        with timed("decode"):
-            consensus = decode_consensus(blob, *shape)  # (b, K), rows sum to 1
-    reply = run_client_round(
-        cfg,
-        data,
-        partition_id,
-        global_state,
-        consensus,
-        server_round,
-        client_state_dir(cfg, context),
-        resolve_device(cfg.device, cfg.deterministic),
-        downlink,
-        mask_blob=cast(bytes, config[P.MASK]) if P.MASK in config else None,
-        mask_version=int(cast(int, config.get(P.MASK_VERSION, 0))),
-        logits_held=str(partition_id) in str(config.get(P.LOGITS_HELD, "")).split(","),
-    )
-    metrics = MetricRecord(
-        {P.NUM_EXAMPLES: reply.num_examples, P.PARTITION_ID: partition_id, **reply.metrics}
-    )
-    payload = ConfigRecord(
-        {P.UPDATE: reply.update, P.LOGITS: reply.logits, P.BUFFERS: reply.buffers}
-    )
-    content = RecordDict(
-        {P.METRICS: metrics, P.PAYLOAD: payload, P.PLACEMENT: ConfigRecord(cast(Any, placement()))}
-    )
-    del global_state, downlink, consensus
-    release_free_heap()  # what the round freed (teacher, activations), before the next client
-    try:
-        flush(cfg.out_dir)  # this process's phase seconds, for `feddistill bench overhead`
-    except OSError as exc:  # a SuperNode that cannot write there still trains
-        logger.debug("timings not written to %s: %s", cfg.out_dir, exc)
-    return Message(content=content, reply_to=msg)
+    """Handle one FedDistill train message (:func:`feddistill.clients.handler.handle_train`)."""
+    from feddistill.clients.handler import handle_train
+
+    return handle_train(msg, context)
 
 
 @app.query()
@@ -142,4 +72,5 @@ def query(msg: Message, context: Context) -> Message:
     """Report this node's partition id (the server maps node ids to partitions once)."""
     partition_id = int(cast(int, context.node_config[P.PARTITION_ID]))
     metrics = MetricRecord({P.PARTITION_ID: partition_id})
+    warm_up()
     return Message(content=RecordDict({P.METRICS: metrics}), reply_to=msg)

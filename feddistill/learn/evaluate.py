@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, x: Tensor, device: torch.device, batch_size: int = 512
+    model: nn.Module, x: Tensor, device: torch.device, batch_size: int = 128
 ) -> Tensor:
     """Logits of ``model`` in eval mode.
 
@@ -24,7 +24,9 @@ def predict_logits(
         model: maps (b, C, H, W) to (b, K); moved to ``device`` and left in eval mode.
         x: inputs, shape (n, C, H, W).
         device: where to compute.
-        batch_size: samples per forward pass.
+        batch_size: samples per forward pass. 128 rather than 512: the ``cnn`` teacher's
+            logits on 1,000 proxy samples took 0.30 s against 0.43 s on one CPU thread
+            (its activations stay in cache), bit-identical (issue 13).
 
     Returns:
         float32 logits on the CPU, shape (n, K) (an empty tensor when n = 0).

@@ -4,20 +4,17 @@ The config is parsed here as given; :class:`~feddistill.server.loop.FederationRu
 (the server's entry for every engine) resolves the strategy's overrides once
 (:func:`feddistill.protocol.effective_config`) and keeps the given config for the run
 folder (run-config.json).
+
+This module imports Flower and nothing heavy; the round loop (torch, the models, the
+data, scikit-learn) is imported when the ServerApp runs. Flower's simulation loads the
+ServerApp and the ClientApp (under one lock) before it starts Ray, so with those
+imports here every run's start-up waited ~3 s more for Ray (issue 13).
 """
 
 from __future__ import annotations
 
 import logging
 
-# Flower's simulation imports the ClientApp in another thread of this process while the
-# ServerApp runs. scikit-learn's submodules import each other: two threads entering it
-# through different submodules can each hold a module lock the other needs, and Python
-# then hands one of them a partially initialized module (ImportError, seen: 'sklearn.base').
-# The ServerApp fits the proxy set's PCA with sklearn.decomposition (distill.affinity,
-# which imports it lazily so that client actors reading client-data.npz never load
-# scikit-learn), so it enters scikit-learn there, once, when this module loads.
-import sklearn.decomposition  # noqa: F401
 from flwr.app import Context
 from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid, ServerApp
@@ -26,8 +23,8 @@ from feddistill.blas import single_threaded_blas
 from feddistill.config import RunConfig, from_mapping
 from feddistill.outdir_lock import OutDirLock
 from feddistill.run_folder import CHECKPOINT_MISMATCH, OUT_DIR_HOLDS_RUN, RunFolder
-from feddistill.server.loop import CheckpointMismatch, FederationRun, OutDirInUse
-from feddistill.server.recorder import RunRecorder
+from feddistill.server.admission import wait_for_admission
+from feddistill.server.discovery import Discovery
 
 logger = logging.getLogger(__name__)
 # Ray starts its processes from this process's main thread with fork() while the
@@ -47,15 +44,42 @@ def main(grid: Grid, context: Context) -> None:
     and not raised, so ``flwr run`` shows the message without a traceback.
     """
     cfg = from_mapping(context.run_config)
+    # the clients start (Ray's actors, their imports) while this thread imports the
+    # round loop and `feddistill run`'s data checks end (issue 13); the grid is not
+    # used until discovery is done, the out-dir not before the admission
+    discovery = Discovery(grid, cfg.num_partitions, cfg.round_timeout_s) if grid else None
+    _import_round_loop()
+    wait_for_admission()
     with OutDirLock(cfg.out_dir):
-        _run(grid, cfg)
+        _run(grid, cfg, discovery)
 
 
-def _run(grid: Grid, cfg: RunConfig) -> None:
+def _import_round_loop() -> None:
+    """scikit-learn first, whole, then the round loop (torch, the models, the data).
+
+    scikit-learn's submodules import each other, and a first import of it racing
+    another thread's (Flower's simulation runs the ServerApp in a thread) handed one
+    of them a partially initialized module ('sklearn.base', seen). The ServerApp fits
+    the proxy set's PCA with sklearn.decomposition; the ClientApp module imports
+    neither scikit-learn nor torch (feddistill.clients.app).
+    """
+    import sklearn.decomposition  # noqa: F401
+
+    import feddistill.server.loop  # noqa: F401
+
+
+def _run(grid: Grid, cfg: RunConfig, discovery: Discovery | None = None) -> None:
     """The ServerApp's body; every way it stops leaves an error code in the run folder
-    (``server-error.json``) or a summary.json, which the engines read."""
+    (``server-error.json``) or a summary.json, which the engines read.
+
+    ``discovery``: the node -> partition query, if :func:`main` started it already.
+    """
+    _import_round_loop()
+    from feddistill.server.loop import CheckpointMismatch, FederationRun, OutDirInUse
+    from feddistill.server.recorder import RunRecorder
+
     try:
-        FederationRun(cfg).run(grid)
+        FederationRun(cfg).run(grid, discovery)
     except OutDirInUse as exc:
         # Flower logs the full traceback of any exception a ServerApp raises (flwr's
         # simulation runtime calls log(ERROR, traceback.format_exc())) and offers no hook

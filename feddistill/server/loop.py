@@ -12,7 +12,6 @@ import logging
 import time
 from typing import Any, cast
 
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from feddistill import protocol as P
@@ -23,6 +22,7 @@ from feddistill.distill import SharedFeatureSpace
 from feddistill.heap import release_free_heap
 from feddistill.learn import evaluate, few_steps_warning, resolve_device
 from feddistill.run_folder import RunFolder
+from feddistill.server.discovery import Discovery
 from feddistill.server.policy import FederationPolicy
 from feddistill.server.recorder import RunRecorder
 from feddistill.server.robust import robustness_columns
@@ -32,7 +32,6 @@ from feddistill.threads import torch_threads
 from feddistill.timing import reset, timed
 
 logger = logging.getLogger(__name__)
-QUERY_PARTITION = "partition"
 
 
 class OutDirInUse(ValueError):
@@ -41,57 +40,6 @@ class OutDirInUse(ValueError):
 
 class CheckpointMismatch(OutDirInUse):
     """out-dir's checkpoint does not fit the configured student-model."""
-
-
-def discover_partitions(grid: Grid, num_partitions: int, timeout_s: float) -> dict[int, int]:
-    """Ask every connected node for its partition id: node id -> partition id.
-
-    Waits (up to `timeout_s`) until `num_partitions` nodes are connected.
-
-    Raises:
-        RuntimeError: if too few nodes connect or answer, or two claim one partition.
-    """
-    deadline = time.monotonic() + timeout_s
-    while len(list(grid.get_node_ids())) < num_partitions:
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"only {len(list(grid.get_node_ids()))} of num-partitions={num_partitions} "
-                f"nodes connected within {timeout_s:.0f} s"
-            )
-        time.sleep(0.5)
-    nodes = sorted(grid.get_node_ids())
-    messages = [
-        Message(
-            RecordDict({P.CONFIG: ConfigRecord({"ask": QUERY_PARTITION})}), n, MessageType.QUERY
-        )
-        for n in nodes
-    ]
-    mapping: dict[int, int] = {}
-    for reply in grid.send_and_receive(messages, timeout=timeout_s):
-        if reply.has_error():
-            logger.warning(
-                "node %d did not report its partition: %s",
-                reply.metadata.src_node_id,
-                (reply.error.reason or "")[:200],
-            )
-            continue
-        pid = int(reply.content[P.METRICS][P.PARTITION_ID])  # type: ignore[arg-type]
-        if not 0 <= pid < num_partitions:
-            logger.warning(
-                "node %d has partition-id %d outside [0, %d); it is not used",
-                reply.metadata.src_node_id,
-                pid,
-                num_partitions,
-            )
-            continue
-        if pid in mapping.values():
-            raise RuntimeError(
-                f"two nodes claim partition {pid}; give each SuperNode its own partition-id"
-            )
-        mapping[reply.metadata.src_node_id] = pid
-    if len(mapping) < num_partitions:
-        raise RuntimeError(f"only {len(mapping)} of {num_partitions} nodes reported a partition id")
-    return mapping
 
 
 def share_client_data(cfg: RunConfig, data: FederatedData) -> None:
@@ -187,21 +135,25 @@ class FederationRun:
         """The global student."""
         return self.policy.student
 
-    def run(self, grid: Grid) -> dict[str, Any]:
-        """Run rounds start_round+1..num_server_rounds, then end the run; return its summary."""
+    def run(self, grid: Grid, discovery: Discovery | None = None) -> dict[str, Any]:
+        """Run rounds start_round+1..num_server_rounds, then end the run; return its summary.
+
+        ``discovery``: the node -> partition query, if the caller started it already
+        (the ServerApp does, before it loads this module); else it runs here.
+        """
         # the server's torch threads come from the config (server-num-cpus), not from the
         # machine: its models are small, and with one thread per core a busy machine made
         # server distillation 3-12x slower (measured, README "Where the seconds go"); the
         # results no longer depend on the core count. Restored on return (in-process use).
         with torch_threads(self.cfg.server_num_cpus):
-            return self._run(grid)
+            return self._run(grid, discovery)
 
-    def _run(self, grid: Grid) -> dict[str, Any]:
+    def _run(self, grid: Grid, discovery: Discovery | None) -> dict[str, Any]:
         t_start = time.perf_counter() - self.wall_offset
         self.recorder.phase(f"waiting for {self.cfg.num_partitions} clients to connect")
-        self.strategy.node_partitions = discover_partitions(
-            grid, self.cfg.num_partitions, self.cfg.round_timeout_s
-        )
+        if discovery is None:
+            discovery = Discovery(grid, self.cfg.num_partitions, self.cfg.round_timeout_s)
+        self.strategy.node_partitions = discovery.result()
         self.recorder.open_tracking()
         try:
             for server_round in range(self.start_round + 1, self.cfg.num_server_rounds + 1):

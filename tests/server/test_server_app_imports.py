@@ -1,7 +1,11 @@
-"""The ServerApp module's imports (Flower loads the ClientApp in another thread meanwhile).
+"""What the ServerApp and ClientApp modules import when Flower loads them.
 
-Regression: a lazy first import of scikit-learn in the ServerApp raced another thread's
-('partially initialized module sklearn.base').
+Flower's simulation loads both apps in its driver process, under one lock, before it
+starts Ray; their heavy imports (torch, the data, scikit-learn) wait until they run
+(issue 13). Regression kept in view: a first import of scikit-learn racing another
+thread's ('partially initialized module sklearn.base'), which is why the ServerApp
+imports sklearn.decomposition first thing when it runs and the ClientApp never in the
+driver.
 """
 
 from __future__ import annotations
@@ -9,15 +13,41 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 
-def test_serverapp_imports_sklearn_when_it_loads() -> None:
-    # Prepare: a fresh interpreter, as flwr-simulation loads the ServerApp
+HEAVY = ("torch", "sklearn", "scipy", "flwr_datasets")
+
+
+@pytest.mark.parametrize("module", ["feddistill.server.app", "feddistill.clients.app"])
+def test_app_module_loads_without_torch_or_sklearn(module: str) -> None:
+    # Prepare: a fresh interpreter, as flwr-simulation loads the apps
+    code = f"import sys; import {module}; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    # Execute
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # Assert
+    assert out.stdout.strip() == "[]"
+
+
+def test_serverapp_body_imports_sklearn_before_the_round_loop() -> None:
+    # Prepare: the ServerApp's body with a round loop that records what was loaded
     code = (
-        "import sys; import feddistill.server.app; "
-        "print('sklearn.decomposition' in sys.modules, 'sklearn.base' in sys.modules)"
+        "import sys\n"
+        "import feddistill.server.loop as loop\n"
+        "from feddistill.config import RunConfig\n"
+        "from feddistill.server import app\n"
+        "class Stop(Exception): pass\n"
+        "def init(self, cfg):\n"
+        "    print('sklearn.base' in sys.modules, 'sklearn.decomposition' in sys.modules)\n"
+        "    raise Stop\n"
+        "loop.FederationRun.__init__ = init\n"
+        "import feddistill.server.recorder as rec\n"
+        "rec.RunRecorder.record_failure = lambda self, exc: None\n"
+        "try:\n"
+        "    app._run(None, RunConfig())\n"
+        "except Stop:\n"
+        "    pass\n"
     )
     # Execute
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    # Assert: scikit-learn is fully imported before the ServerApp runs (no lazy first
-    # import racing the ClientApp's in another thread: 'partially initialized sklearn.base')
+    # Assert: scikit-learn is fully imported before the round loop starts
     assert out.stdout.strip() == "True True"

@@ -11,7 +11,7 @@ from feddistill.config import RunConfig
 from feddistill.engine import run_simulation_job
 from feddistill.server.aggregate import RejectedUpdate
 from feddistill.server.checkpoint import load_latest_checkpoint
-from feddistill.server.loop import discover_partitions
+from feddistill.server.discovery import discover_partitions
 from feddistill.server.strategy import FedDistill, _as_bytes
 
 TEMPLATE = {"w": torch.zeros(2)}

@@ -16,7 +16,8 @@ import torch
 from feddistill import protocol as P
 from feddistill.config import from_mapping
 from feddistill.inprocess import InProcessGrid
-from feddistill.server.loop import FederationRun, OutDirInUse, discover_partitions
+from feddistill.server.discovery import discover_partitions
+from feddistill.server.loop import FederationRun, OutDirInUse
 from feddistill.server.strategy import FedDistill
 
 SMALL = {
@@ -160,11 +161,12 @@ def test_serverapp_failure_writes_failed_summary_and_error_code(tmp_path, monkey
     # Prepare: a round loop that fails in our own code
     from feddistill.run_folder import RUN_FAILED, RunFolder, ServerError
     from feddistill.server import app as server_app
+    from feddistill.server.loop import FederationRun
 
-    def boom(self, grid):
+    def boom(self, grid, discovery=None):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(server_app.FederationRun, "run", boom)
+    monkeypatch.setattr(FederationRun, "run", boom)
     cfg = make_cfg(tmp_path)
     # Execute
     with pytest.raises(RuntimeError, match="boom"):
