@@ -160,8 +160,9 @@ class LocalDeployment:
             ],
             self.workdir / "superlink-home",
         )
+        superlink_log = self.logs / "superlink.log"
         _wait_for_port(
-            self.port, self.superlink, self.startup_timeout_s, self.logs / "superlink.log"
+            self.port, self.superlink, self.startup_timeout_s, lambda: f"see {superlink_log}"
         )
         self._timed("superlink", t)
         t = time.monotonic()

@@ -33,7 +33,7 @@ from feddistill.progress import emit_new_rows as _emit_new_rows
 from feddistill.progress import follow_progress, pump_without_ansi, read_new_phases
 from feddistill.ray_memory import lean_ray_env, num_client_actors
 from feddistill.run_folder import CHECKPOINT_MISMATCH, OUT_DIR_HOLDS_RUN, RunFolder
-from feddistill.server.admission import ADMIT_ENV
+from feddistill.server.admission import ADMIT_ENV, CHECK_CUDA_ENV, CHECKS_ENV, read_data_checks
 
 logger = logging.getLogger(__name__)
 CONNECTION = "feddistill-local"
@@ -158,12 +158,13 @@ def run_simulation_job(
         attempts: submissions at most, >= 1.
         on_phase: called with each start-up phase ("starting SuperLink", ...) and each
             phase the ServerApp records in ``phases.jsonl`` ("loading data", ...).
-        enter_out_dir: when given, the out-dir may not be written yet (the data checks
-            still run): the first attempt starts the SuperLink, ``flwr run`` and Ray,
-            then calls it (it raises if the checks failed, and everything is stopped)
-            and only then lets the ServerApp start (``FEDDISTILL_ADMIT_FILE``, see
-            :func:`feddistill.server.admission.wait_for_admission`). Until then the
-            runtime's output is held in memory, not written to ``flower.log``.
+        enter_out_dir: when given, the data checks have not run and the out-dir may
+            not be written yet: the first attempt starts the SuperLink, ``flwr run``
+            and Ray, the ServerApp runs the checks (:mod:`feddistill.server.admission`),
+            and a failed check is raised here as its own error (ValueError,
+            FileNotFoundError) with everything stopped; once they passed this is
+            called, and then the ServerApp may start. Until then the runtime's output is
+            held in memory, not written to ``flower.log``.
 
     Returns:
         The parsed summary.json (``status`` is "completed" or "failed").
@@ -182,12 +183,15 @@ def run_simulation_job(
     entered = False
     seen_rows, log_size = 0, 0
 
-    def enter() -> int:
-        """Touch the out-dir (once after `enter_out_dir`, if given; then per attempt);
-        return the metrics rows already shown."""
+    def enter(checks_passed: Callable[[], bool]) -> int:
+        """Touch the out-dir (the first time once the data checks passed and
+        `enter_out_dir` ran, if given; then per attempt); return the metrics rows
+        already shown."""
         nonlocal entered, seen_rows, log_size
         if not entered:
             if enter_out_dir is not None:
+                while not checks_passed():
+                    time.sleep(0.05)
                 enter_out_dir()
             folder.root.mkdir(parents=True, exist_ok=True)
             folder.summary.unlink(missing_ok=True)
@@ -267,13 +271,14 @@ def _submit_once(
     ray_address: str | None,
     startup_timeout_s: float,
     on_phase: Callable[[str], None] | None,
-    enter: Callable[[], int],
+    enter: Callable[[Callable[[], bool]], int],
 ) -> int:
     """One private SuperLink, one ``flwr run``; everything stopped on return.
 
-    `enter` is called once the runtime is starting (it may block on the data checks,
-    and raise) and returns the metrics rows already shown; the ServerApp starts only
-    after it returned. Returns the rows shown in all.
+    `enter` is called once the runtime is starting, with a function that says whether
+    the ServerApp's data checks passed (it raises their error, or RuntimeError if the
+    runtime ended first); it may block on it, and returns the metrics rows already
+    shown. The ServerApp starts only after it returned. Returns the rows shown in all.
     """
     out = Path(cfg.out_dir)
     home = Path(tempfile.mkdtemp(prefix="feddistill-flwr-"))
@@ -285,8 +290,10 @@ def _submit_once(
     )
     run_toml = write_run_toml(cfg, home / "run-config.toml")
     env = flower_env(home)
-    admit_file = home / "admitted"
+    admit_file, checks_file = home / "admitted", home / "data-checks.json"
     env[ADMIT_ENV] = str(admit_file)  # the ServerApp waits for this file (enter() passed)
+    env[CHECKS_ENV] = str(checks_file)  # where the ServerApp writes its data checks
+    env[CHECK_CUDA_ENV] = "0" if (ray_address or env.get("RAY_ADDRESS")) else "1"
     bin_dir = Path(sys.executable).parent
     if ray_address:
         env["RAY_ADDRESS"] = ray_address
@@ -341,7 +348,22 @@ def _submit_once(
             flwr = spawn(flwr_cmd, **popen)
             group.track(flwr.pid)
             pumps.append(pump_without_ansi(flwr.stdout, log))
-            seen_rows = enter()  # the data checks passed (or raised): the out-dir is ours
+
+            def checks_passed() -> bool:
+                if read_data_checks(checks_file):
+                    return True
+                group.track(superlink.pid)  # learn flwr-simulation's PID once it runs
+                ended = superlink.poll() is not None or (
+                    flwr.poll() is not None and not group.alive_named("flwr-simulation")
+                )
+                if ended and not checks_file.is_file():
+                    raise RuntimeError(
+                        "the Flower runtime ended before the ServerApp checked the data; "
+                        f"its output:\n{log.tail()}"
+                    )
+                return False
+
+            seen_rows = enter(checks_passed)  # the checks passed: the out-dir is ours
             log.write_to(log_path)
             _, seen_phases = read_new_phases(out, 0)  # phases of earlier attempts were shown
             admit_file.touch()

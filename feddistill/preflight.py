@@ -12,9 +12,8 @@ clients, 509 MiB of it ``import torch`` of the CUDA build), while the run itself
 happens in other processes (SuperLink, ``flwr-simulation``, Ray workers).
 :func:`run_data_checks` runs them in a short-lived child process instead: the memory
 goes back when the checks end, and the errors come back unchanged (issue 13).
-:class:`DataChecks` starts that child and lets the caller wait later: the simulation
-engine starts the SuperLink, ``flwr run`` and Ray meanwhile (~4 s of every run's
-start-up, measured) and lets the ServerApp touch the out-dir only once they passed.
+:func:`data_check_failure` is the checks' body; the simulation engine has the
+ServerApp run it (:mod:`feddistill.server.admission`) while the runtime starts.
 """
 
 from __future__ import annotations
@@ -209,8 +208,14 @@ def check_local_resources(cfg: RunConfig) -> None:
             )
 
 
-def _data_checks(cfg: RunConfig, check_cuda: bool) -> tuple[str, str] | None:
-    """The torch + data checks: None, or (error type name, message) to send back."""
+def data_check_failure(cfg: RunConfig, check_cuda: bool) -> tuple[str, str] | None:
+    """Run the torch + data checks here: None if they pass, else (error type name,
+    message), to send to the process that raises it (see :data:`_CHECK_ERRORS`).
+
+    Args:
+        cfg: the run config.
+        check_cuda: also check that ``device=cuda`` has a CUDA device here.
+    """
     try:
         if check_cuda:
             check_device(cfg)
@@ -225,7 +230,7 @@ def _data_checks_child(cfg: RunConfig, check_cuda: bool, parent_pid: int, conn: 
     """The child's body: die with the parent, run the checks, send back the outcome."""
     die_with_parent(parent_pid)
     try:
-        conn.send(("done", _data_checks(cfg, check_cuda)))
+        conn.send(("done", data_check_failure(cfg, check_cuda)))
     except BaseException as exc:  # a bug, not a failed check: the parent re-raises it
         conn.send(("raised", exc))
     finally:
@@ -300,11 +305,6 @@ class DataChecks:
         self.close()
 
 
-def start_data_checks(cfg: RunConfig, check_cuda: bool = True) -> DataChecks:
-    """:class:`DataChecks` for `cfg`, started now (a seam the CLI's tests replace)."""
-    return DataChecks(cfg, check_cuda)
-
-
 def run_data_checks(cfg: RunConfig, check_cuda: bool = True, in_child: bool = True) -> None:
     """Run the device, dataset and data-split checks, by default in a child process.
 
@@ -324,7 +324,7 @@ def run_data_checks(cfg: RunConfig, check_cuda: bool = True, in_child: bool = Tr
         with DataChecks(cfg, check_cuda) as checks:
             checks.wait()
         return
-    failure = _data_checks(cfg, check_cuda)
+    failure = data_check_failure(cfg, check_cuda)
     if failure is not None:
         name, message = failure
         raise _CHECK_ERRORS[name](message)

@@ -48,3 +48,67 @@ def test_held_log_writes_nothing_before_it_is_given_its_file(tmp_path) -> None:
         log.write(b"simulation line\n")
     # Assert: what was held comes first, in order
     assert path.read_bytes() == b"superlink line\nsimulation line\n"
+
+
+def test_server_side_data_check_failure_reaches_the_engine_as_the_same_error(
+    tmp_path, monkeypatch
+) -> None:
+    # Prepare: the engine named the checks file; the data cannot give 500 partitions
+    from feddistill.config import RunConfig
+    from feddistill.server.admission import CHECKS_ENV, read_data_checks, report_data_checks
+
+    checks = tmp_path / "data-checks.json"
+    monkeypatch.setenv(CHECKS_ENV, str(checks))
+    cfg = RunConfig(dataset="digits", num_partitions=500, out_dir=str(tmp_path / "out"))
+    assert read_data_checks(checks) is False  # not reported yet
+    # Execute
+    passed = report_data_checks(cfg)
+    # Assert: the ServerApp stops, the engine raises the check's own error, no out-dir
+    assert passed is False
+    with pytest.raises(ValueError, match="num-partitions=500"):
+        read_data_checks(checks)
+    assert not (tmp_path / "out").exists()
+
+
+def test_server_side_data_checks_that_pass_are_reported(tmp_path, monkeypatch) -> None:
+    from feddistill.config import RunConfig
+    from feddistill.server.admission import CHECKS_ENV, read_data_checks, report_data_checks
+
+    checks = tmp_path / "data-checks.json"
+    monkeypatch.setenv(CHECKS_ENV, str(checks))
+    assert report_data_checks(RunConfig(dataset="digits", out_dir=str(tmp_path / "out")))
+    assert read_data_checks(checks) is True
+
+
+def test_without_the_engine_the_serverapp_checks_nothing(monkeypatch) -> None:
+    from feddistill.config import RunConfig
+    from feddistill.server.admission import CHECKS_ENV, report_data_checks
+
+    monkeypatch.delenv(CHECKS_ENV, raising=False)
+    assert report_data_checks(RunConfig(dataset="digits", num_partitions=500)) is True
+
+
+def test_the_simulation_runtime_is_told_where_to_report_and_wait(tmp_path, monkeypatch) -> None:
+    # Prepare: capture the SuperLink's environment (nothing is started)
+    from feddistill import engine
+    from feddistill.config import RunConfig
+    from feddistill.server.admission import CHECK_CUDA_ENV, CHECKS_ENV
+
+    seen: dict = {}
+
+    def fake_spawn(cmd, **kwargs):
+        seen.update(kwargs["env"], cwd=kwargs["cwd"])
+        raise RuntimeError("stop before starting anything")
+
+    monkeypatch.setattr(engine, "spawn", fake_spawn)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cfg = RunConfig(out_dir=str(tmp_path / "out"))
+    # Execute
+    with pytest.raises(RuntimeError, match="stop before"):
+        engine._submit_once(cfg, None, None, 1.0, None, lambda checks_passed: 0)
+    # Assert: both files in the runtime's own home, CUDA checked locally, and the
+    # runtime works in its home: the out-dir is not created before the admission
+    home = seen["FLWR_HOME"]
+    assert seen[ADMIT_ENV].startswith(home) and seen[CHECKS_ENV].startswith(home)
+    assert seen[CHECK_CUDA_ENV] == "1" and str(seen["cwd"]) == home
+    assert not (tmp_path / "out").exists()

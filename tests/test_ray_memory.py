@@ -52,7 +52,7 @@ def _capture_superlink_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **en
     monkeypatch.setattr(engine, "spawn", fake_spawn)
     cfg = RunConfig(out_dir=str(tmp_path), client_num_cpus=1)
     with pytest.raises(RuntimeError, match="stop before starting anything"):
-        engine._submit_once(cfg, None, None, 1.0, 0)
+        engine._submit_once(cfg, None, None, 1.0, None, lambda checks_passed: 0)
     return seen
 
 
