@@ -67,11 +67,11 @@ def _import_round_loop() -> None:
     """
     import sklearn.decomposition  # noqa: F401
 
-    import feddistill.server.loop  # noqa: F401
-
     # torch.optim imports torch._dynamo on the first optimizer: ~0.85 s of the server's
     # first distillation, while the clients wait; taken here, during start-up
     import torch._dynamo  # noqa: F401
+
+    import feddistill.server.loop  # noqa: F401
 
 
 def _run(grid: Grid, cfg: RunConfig, discovery: Discovery | None = None) -> None:
