@@ -158,21 +158,24 @@ def run_simulation_job(
         attempts: submissions at most, >= 1.
         on_phase: called with each start-up phase ("starting SuperLink", ...) and each
             phase the ServerApp records in ``phases.jsonl`` ("loading data", ...).
-        enter_out_dir: when given, the data checks have not run and the out-dir may
-            not be written yet: the first attempt starts the SuperLink, ``flwr run``
-            and Ray, the ServerApp runs the checks (:mod:`feddistill.server.admission`),
-            and a failed check is raised here as its own error (ValueError,
-            FileNotFoundError) with everything stopped; once they passed this is
-            called, and then the ServerApp may start. Until then the runtime's output is
-            held in memory, not written to ``flower.log``.
+        enter_out_dir: called once the ServerApp's data checks passed, before it may
+            write the out-dir (the CLI locks and prepares it there). The first attempt
+            starts the SuperLink, ``flwr run`` and Ray, the ServerApp runs the checks
+            (:mod:`feddistill.server.admission`), and a failed check is raised here as
+            its own error (ValueError, FileNotFoundError) with everything stopped. Until
+            they passed the runtime's output is held in memory, not written to
+            ``flower.log``.
 
     Returns:
         The parsed summary.json (``status`` is "completed" or "failed").
 
     Raises:
-        ValueError: if attempts < 1.
-        RuntimeError: if the SuperLink does not start, or every attempt ended without
-            a summary (the message points at ``flower.log``).
+        ValueError: if attempts < 1, or as a failed data check (the device, the
+            splits; same message as :func:`feddistill.preflight.run_data_checks`).
+        FileNotFoundError: as a failed data check (a missing dataset).
+        RuntimeError: if the SuperLink does not start, the runtime ends before the
+            ServerApp checked the data, or every attempt ended without a summary (the
+            message points at ``flower.log``).
     """
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1, got {attempts}")
@@ -189,9 +192,9 @@ def run_simulation_job(
         already shown."""
         nonlocal entered, seen_rows, log_size
         if not entered:
+            while not checks_passed():  # a failed check is raised (any caller)
+                time.sleep(0.05)
             if enter_out_dir is not None:
-                while not checks_passed():
-                    time.sleep(0.05)
                 enter_out_dir()
             folder.root.mkdir(parents=True, exist_ok=True)
             folder.summary.unlink(missing_ok=True)

@@ -112,3 +112,28 @@ def test_the_simulation_runtime_is_told_where_to_report_and_wait(tmp_path, monke
     assert seen[ADMIT_ENV].startswith(home) and seen[CHECKS_ENV].startswith(home)
     assert seen[CHECK_CUDA_ENV] == "1" and str(seen["cwd"]) == home
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_engine_raises_the_servers_failed_check_and_stops_the_runtime(tmp_path) -> None:
+    # Prepare: a config the data cannot give, sent straight to the engine (no CLI checks)
+    import psutil
+
+    from feddistill.config import RunConfig
+    from feddistill.engine import run_simulation_job
+
+    out = tmp_path / "out"
+    cfg = RunConfig(dataset="digits", num_partitions=500, out_dir=str(out))
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    # Execute
+    with pytest.raises(ValueError, match="num-partitions=500"):
+        run_simulation_job(cfg)
+    # Assert: the out-dir was never created, and nothing the engine started lives on
+    assert not out.exists()
+    left = [
+        " ".join(p.cmdline())
+        for p in psutil.Process().children(recursive=True)
+        if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE
+    ]
+    # (this test process's watchdog, feddistill.lifeline, lives as long as the process)
+    assert [c for c in left if "feddistill.lifeline" not in c] == []
