@@ -185,6 +185,7 @@ def run_simulation_job(
     log = folder.flower_log
     entered = False
     seen_rows, log_size = 0, 0
+    early: list[str] = []  # the held output of attempts that ended before the checks
 
     def enter(checks_passed: Callable[[], bool]) -> int:
         """Touch the out-dir (the first time once the data checks passed and
@@ -205,11 +206,14 @@ def run_simulation_job(
         return seen_rows
 
     for attempt in range(1, attempts + 1):
-        # a later attempt continues from the checkpoint the earlier one left
-        attempt_cfg = cfg if attempt == 1 else dataclasses.replace(cfg, resume=True)
+        # a later attempt continues from the checkpoint an earlier one left (if one got
+        # past the data checks; else it starts as the first did)
+        attempt_cfg = dataclasses.replace(cfg, resume=True) if entered else cfg
         seen_rows = _submit_once(
-            attempt_cfg, on_row, ray_address, startup_timeout_s, on_phase, enter
+            attempt_cfg, on_row, ray_address, startup_timeout_s, on_phase, enter, early
         )
+        if not entered:  # ended before the data checks: the out-dir holds nothing of ours
+            continue
         summary = folder.read_summary()
         if summary is not None:
             return summary
@@ -222,9 +226,19 @@ def run_simulation_job(
             attempts,
             log,
         )
+    if not entered:  # no attempt got as far as the data checks: flower.log was not written
+        output = early[-1] if early else ""
+        raise RuntimeError(
+            f"the Flower runtime ended before the ServerApp checked the data "
+            f"({attempts} attempts); its last output:\n{output}"
+        )
     raise RuntimeError(
         f"the run ended without writing {folder.summary} ({attempts} attempts); see {log}"
     )
+
+
+class _EndedEarly(Exception):
+    """The runtime ended before the ServerApp reported its data checks (the held output)."""
 
 
 # The ServerApp's error codes (server-error.json) that a new attempt cannot fix.
@@ -275,13 +289,16 @@ def _submit_once(
     startup_timeout_s: float,
     on_phase: Callable[[str], None] | None,
     enter: Callable[[Callable[[], bool]], int],
+    early_output: list[str] | None = None,
 ) -> int:
     """One private SuperLink, one ``flwr run``; everything stopped on return.
 
     `enter` is called once the runtime is starting, with a function that says whether
     the ServerApp's data checks passed (it raises their error, or RuntimeError if the
     runtime ended first); it may block on it, and returns the metrics rows already
-    shown. The ServerApp starts only after it returned. Returns the rows shown in all.
+    shown. The ServerApp starts only after it returned. Returns the rows shown in all
+    (0 if the runtime ended before the checks were reported: its output, held in
+    memory, is then appended to `early_output`).
     """
     out = Path(cfg.out_dir)
     home = Path(tempfile.mkdtemp(prefix="feddistill-flwr-"))
@@ -352,21 +369,42 @@ def _submit_once(
             group.track(flwr.pid)
             pumps.append(pump_without_ansi(flwr.stdout, log))
 
+            sim_seen, next_look = False, 0.0
+
             def checks_passed() -> bool:
+                """True once the ServerApp's checks passed; raises a failed check,
+                or _EndedEarly if the runtime ended before they were reported."""
+                nonlocal sim_seen, next_look
                 if read_data_checks(checks_file):
                     return True
+                if time.monotonic() < next_look:  # the process table: twice a second
+                    return False
+                next_look = time.monotonic() + 0.5
                 group.track(superlink.pid)  # learn flwr-simulation's PID once it runs
-                ended = superlink.poll() is not None or (
-                    flwr.poll() is not None and not group.alive_named("flwr-simulation")
+                sim_alive = bool(group.alive_named("flwr-simulation"))
+                sim_seen = sim_seen or sim_alive
+                ended = (
+                    superlink.poll() is not None
+                    or (sim_seen and not sim_alive)
+                    or (flwr.poll() is not None and not sim_alive)
                 )
                 if ended and not checks_file.is_file():
-                    raise RuntimeError(
-                        "the Flower runtime ended before the ServerApp checked the data; "
-                        f"its output:\n{log.tail()}"
-                    )
+                    raise _EndedEarly(log.tail())
                 return False
 
-            seen_rows = enter(checks_passed)  # the checks passed: the out-dir is ours
+            try:
+                seen_rows = enter(checks_passed)  # the checks passed: the out-dir is ours
+            except _EndedEarly as early:
+                # like a runtime that died mid-run: the caller may try again; the
+                # out-dir was not touched, so the output goes to the warning
+                logger.warning(
+                    "the Flower runtime ended before the ServerApp checked the data; "
+                    "its output:\n%s",
+                    early,
+                )
+                if early_output is not None:
+                    early_output.append(str(early))
+                return 0
             log.write_to(log_path)
             _, seen_phases = read_new_phases(out, 0)  # phases of earlier attempts were shown
             admit_file.touch()

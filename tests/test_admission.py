@@ -137,3 +137,36 @@ def test_engine_raises_the_servers_failed_check_and_stops_the_runtime(tmp_path) 
     ]
     # (this test process's watchdog, feddistill.lifeline, lives as long as the process)
     assert [c for c in left if "feddistill.lifeline" not in c] == []
+
+
+def test_runtime_that_ends_before_the_checks_is_retried_and_leaves_the_out_dir_alone(
+    tmp_path, monkeypatch
+) -> None:
+    # Prepare: an out-dir holding a finished run, and a runtime that always dies before
+    # the ServerApp reports its data checks
+    import json
+
+    from feddistill import engine
+    from feddistill.config import RunConfig
+
+    out = tmp_path / "out"
+    out.mkdir()
+    old = json.dumps({"status": "completed", "rounds": 3})
+    (out / "summary.json").write_text(old)
+    calls = []
+
+    def dies_early(cfg, on_row, ray_address, timeout, on_phase, enter, early):
+        calls.append(cfg.resume)
+        early.append("flwr-simulation: killed")
+        return 0
+
+    monkeypatch.setattr(engine, "_submit_once", dies_early)
+    monkeypatch.setattr(engine, "check_local_resources", lambda cfg: None)
+    # Execute
+    with pytest.raises(RuntimeError, match="before the ServerApp checked the data") as err:
+        engine.run_simulation_job(RunConfig(out_dir=str(out)), attempts=3)
+    # Assert: three fresh attempts, the output in the error, the old run untouched (its
+    # summary was neither read as this run's nor removed)
+    assert calls == [False, False, False]
+    assert "flwr-simulation: killed" in str(err.value)
+    assert (out / "summary.json").read_text() == old
