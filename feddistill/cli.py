@@ -408,6 +408,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``feddistill`` console script."""
+    started = time.time()
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -429,7 +430,14 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("interrupted; every process this run started was stopped.")
         out = getattr(args, "resume", None) or getattr(args, "out", None)
         summary = Path(out) / "summary.json" if out else None
-        if summary is not None and summary.is_file() and '"completed"' in summary.read_text():
+        # only this command's summary: the out-dir may still hold a previous run's
+        # (the simulation engine replaces it once the data checks passed)
+        if (
+            summary is not None
+            and summary.is_file()
+            and summary.stat().st_mtime >= started
+            and '"completed"' in summary.read_text()
+        ):
             err_console.print(f"the run had already completed; results in {out}")
         elif out and (Path(out) / "checkpoints" / "latest").is_file():
             err_console.print(f"continue with: feddistill run --resume {out}")

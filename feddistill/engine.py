@@ -213,6 +213,11 @@ def run_simulation_job(
             attempt_cfg, on_row, ray_address, startup_timeout_s, on_phase, enter, early
         )
         if not entered:  # ended before the data checks: the out-dir holds nothing of ours
+            logger.warning(
+                "attempt %d/%d: the Flower runtime ended before the ServerApp checked the data",
+                attempt,
+                attempts,
+            )
             continue
         summary = folder.read_summary()
         if summary is not None:
@@ -396,12 +401,7 @@ def _submit_once(
                 seen_rows = enter(checks_passed)  # the checks passed: the out-dir is ours
             except _EndedEarly as early:
                 # like a runtime that died mid-run: the caller may try again; the
-                # out-dir was not touched, so the output goes to the warning
-                logger.warning(
-                    "the Flower runtime ended before the ServerApp checked the data; "
-                    "its output:\n%s",
-                    early,
-                )
+                # out-dir was not touched, so the output goes back to the caller
                 if early_output is not None:
                     early_output.append(str(early))
                 return 0

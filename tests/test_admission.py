@@ -170,3 +170,53 @@ def test_runtime_that_ends_before_the_checks_is_retried_and_leaves_the_out_dir_a
     assert calls == [False, False, False]
     assert "flwr-simulation: killed" in str(err.value)
     assert (out / "summary.json").read_text() == old
+
+
+def test_a_crashing_check_reaches_the_engine_with_its_traceback(tmp_path, monkeypatch) -> None:
+    # Prepare: the checks themselves break (e.g. a corrupt dataset file)
+    from feddistill import preflight
+    from feddistill.config import RunConfig
+    from feddistill.server.admission import CHECKS_ENV, read_data_checks, report_data_checks
+
+    def broken(cfg, check_cuda):
+        raise AssertionError("corrupt idx file")
+
+    checks = tmp_path / "data-checks.json"
+    monkeypatch.setenv(CHECKS_ENV, str(checks))
+    monkeypatch.setattr(preflight, "data_check_failure", broken)
+    # Execute: the ServerApp re-raises; the engine raises RuntimeError with the trace
+    with pytest.raises(AssertionError):
+        report_data_checks(RunConfig(dataset="digits"))
+    with pytest.raises(RuntimeError) as err:
+        read_data_checks(checks)
+    # Assert
+    assert "AssertionError: corrupt idx file" in str(err.value)
+    assert "Traceback" in str(err.value) and "in broken" in str(err.value)
+
+
+def test_interrupt_does_not_report_a_previous_runs_summary_as_this_runs(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    # Prepare: the out-dir holds an older finished run; this run is interrupted before
+    # it replaced it
+    import json
+    import os
+
+    from feddistill import cli
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run-config.json").write_text("{}")
+    (out / "summary.json").write_text(json.dumps({"status": "completed", "rounds": 3}))
+    os.utime(out / "summary.json", (1_000_000_000, 1_000_000_000))
+
+    def interrupted(cfg, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_job", interrupted)
+    # Execute
+    code = cli.main(["run", "--out", str(out)])
+    # Assert
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted" in err
+    assert "already completed" not in err

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import traceback
 from pathlib import Path
 
 from feddistill.atomic import atomic_write_text
@@ -63,7 +64,9 @@ def report_data_checks(cfg: RunConfig) -> bool:
     try:
         failure = data_check_failure(cfg, check_cuda=os.environ.get(CHECK_CUDA_ENV, "1") == "1")
     except Exception as exc:
-        _write_outcome(Path(name), ("RuntimeError", f"{type(exc).__name__}: {exc}"))
+        # the engine shows this (the runtime's own log is not kept before the admission)
+        trace = traceback.format_exc()
+        _write_outcome(Path(name), ("RuntimeError", f"{type(exc).__name__}: {exc}\n{trace}"))
         raise
     _write_outcome(Path(name), failure)
     return failure is None

@@ -48,9 +48,11 @@ def main(grid: Grid, context: Context) -> None:
     # round loop and runs `feddistill run`'s data checks (issue 13); the grid is not
     # used until discovery is done, the out-dir not before the admission
     discovery = Discovery(grid, cfg.num_partitions, cfg.round_timeout_s) if grid else None
-    _import_round_loop()
+    import sklearn.decomposition  # noqa: F401  (first, whole: see _import_round_loop)
+
     if not report_data_checks(cfg):  # `feddistill run` raises the failure and stops us
         return
+    _import_round_loop()
     wait_for_admission()
     with OutDirLock(cfg.out_dir):
         _run(grid, cfg, discovery)
