@@ -56,9 +56,9 @@ def run_job(
     local SuperLink + SuperNodes with TLS and SuperNode auth) or "inprocess" (the same
     apps in this one process, no SuperLink or Ray: for debugging and as a baseline).
 
-    `enter_out_dir` (simulation engine only): the ServerApp runs the data checks, and
-    the engine calls this once they passed (their error is raised otherwise); it
-    prepares the out-dir. The ServerApp waits for it before it writes there.
+    `enter_out_dir` (simulation engine only): called once the runtime is starting;
+    it blocks until the data checks passed (raising their error) and prepares the
+    out-dir. The ServerApp waits for it before it writes there.
 
     Returns:
         The run's summary.json as a dict.
@@ -137,6 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         prepare_out_dir,
         run_data_checks,
         run_is_complete,
+        start_data_checks,
     )
 
     if getattr(args, "seeds", None) is not None:  # one full run per seed, then OUT/seeds.*
@@ -178,17 +179,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_server_threads(cfg)
     if not args.ray_address and cfg.strategy != "centralized" and args.engine == "simulation":
         check_local_resources(cfg)
-    # torch + data checks in a child, so this process stays small (issue 13); on the
-    # simulation engine the ServerApp runs them itself while the runtime starts, and
-    # the out-dir is touched only once they passed (feddistill.server.admission)
-    in_server = args.engine == "simulation" and cfg.strategy != "centralized"
-    if not in_server:
-        run_data_checks(cfg, check_cuda=not args.ray_address, in_child=args.engine != "inprocess")
+    # torch + data checks in a child, so this process stays small (issue 13). On the
+    # simulation engine the child runs while the SuperLink, `flwr run` and Ray start,
+    # and the ServerApp touches the out-dir only once they passed; elsewhere first.
+    overlapped = args.engine == "simulation" and cfg.strategy != "centralized"
     with contextlib.ExitStack() as stack:
+        checks = None
+        if overlapped:
+            checks = stack.enter_context(start_data_checks(cfg, check_cuda=not args.ray_address))
+        else:
+            run_data_checks(
+                cfg, check_cuda=not args.ray_address, in_child=args.engine != "inprocess"
+            )
 
         def enter_out_dir() -> None:
             """The data checks passed: lock the out-dir, replace a previous run there,
             record the command. Nothing in the out-dir is touched before."""
+            if checks is not None:
+                checks.wait()
             # held for the whole run; the kernel drops it if this process dies
             stack.enter_context(lock)
             if args.resume:
@@ -201,7 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             save_command(Path(cfg.out_dir), ["feddistill", *getattr(args, "argv", [])])
 
-        if not in_server:
+        if checks is None:
             enter_out_dir()
             return _run_and_report(cfg, args)
         return _run_and_report(cfg, args, enter_out_dir)
@@ -214,8 +222,8 @@ def _run_and_report(
         f"feddistill: strategy={cfg.strategy} dataset={cfg.dataset} clients={cfg.num_partitions} "
         f"({cfg.partitioner}) rounds={cfg.num_server_rounds} -> {cfg.out_dir}"
     )
-    # enter_out_dir: the simulation engine calls it once the ServerApp's data checks
-    # passed, before the ServerApp may write the out-dir
+    # enter_out_dir: the data checks still run; the simulation engine calls it once the
+    # runtime is starting, before the ServerApp may write the out-dir
     extra = {} if enter_out_dir is None else {"enter_out_dir": enter_out_dir}
     summary = run_job(
         cfg, ray_address=args.ray_address, quiet=args.quiet, engine=args.engine, **extra

@@ -33,7 +33,7 @@ from feddistill.progress import emit_new_rows as _emit_new_rows
 from feddistill.progress import follow_progress, pump_without_ansi, read_new_phases
 from feddistill.ray_memory import lean_ray_env, num_client_actors
 from feddistill.run_folder import CHECKPOINT_MISMATCH, OUT_DIR_HOLDS_RUN, RunFolder
-from feddistill.server.admission import ADMIT_ENV, CHECK_CUDA_ENV, CHECKS_ENV, read_data_checks
+from feddistill.server.admission import ADMIT_ENV
 
 logger = logging.getLogger(__name__)
 CONNECTION = "feddistill-local"
@@ -158,24 +158,22 @@ def run_simulation_job(
         attempts: submissions at most, >= 1.
         on_phase: called with each start-up phase ("starting SuperLink", ...) and each
             phase the ServerApp records in ``phases.jsonl`` ("loading data", ...).
-        enter_out_dir: called once the ServerApp's data checks passed, before it may
-            write the out-dir (the CLI locks and prepares it there). The first attempt
-            starts the SuperLink, ``flwr run`` and Ray, the ServerApp runs the checks
-            (:mod:`feddistill.server.admission`), and a failed check is raised here as
-            its own error (ValueError, FileNotFoundError) with everything stopped. Until
-            they passed the runtime's output is held in memory, not written to
-            ``flower.log``.
+        enter_out_dir: when given, the out-dir may not be written yet (the CLI's data
+            checks still run in their child): the first attempt starts the SuperLink,
+            ``flwr run`` and Ray, then calls it (it blocks until the checks end, raises
+            their error, with everything stopped, or locks and prepares the out-dir)
+            and only then lets the ServerApp start (``FEDDISTILL_ADMIT_FILE``, see
+            :mod:`feddistill.server.admission`). Until then the runtime's output is
+            held in memory, not written to ``flower.log``.
 
     Returns:
         The parsed summary.json (``status`` is "completed" or "failed").
 
     Raises:
-        ValueError: if attempts < 1, or as a failed data check (the device, the
-            splits; same message as :func:`feddistill.preflight.run_data_checks`).
-        FileNotFoundError: as a failed data check (a missing dataset).
-        RuntimeError: if the SuperLink does not start, the runtime ends before the
-            ServerApp checked the data, or every attempt ended without a summary (the
-            message points at ``flower.log``).
+        ValueError: if attempts < 1; whatever `enter_out_dir` raises (a failed data
+            check) is raised as it is.
+        RuntimeError: if the SuperLink does not start, or every attempt ended without
+            a summary (the message points at ``flower.log``).
     """
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1, got {attempts}")
@@ -185,16 +183,12 @@ def run_simulation_job(
     log = folder.flower_log
     entered = False
     seen_rows, log_size = 0, 0
-    early: list[str] = []  # the held output of attempts that ended before the checks
 
-    def enter(checks_passed: Callable[[], bool]) -> int:
-        """Touch the out-dir (the first time once the data checks passed and
-        `enter_out_dir` ran, if given; then per attempt); return the metrics rows
-        already shown."""
+    def enter() -> int:
+        """Touch the out-dir (the first time after `enter_out_dir`, if given; then per
+        attempt); return the metrics rows already shown."""
         nonlocal entered, seen_rows, log_size
         if not entered:
-            while not checks_passed():  # a failed check is raised (any caller)
-                time.sleep(0.05)
             if enter_out_dir is not None:
                 enter_out_dir()
             folder.root.mkdir(parents=True, exist_ok=True)
@@ -206,19 +200,11 @@ def run_simulation_job(
         return seen_rows
 
     for attempt in range(1, attempts + 1):
-        # a later attempt continues from the checkpoint an earlier one left (if one got
-        # past the data checks; else it starts as the first did)
+        # a later attempt continues from the checkpoint an earlier one left
         attempt_cfg = dataclasses.replace(cfg, resume=True) if entered else cfg
         seen_rows = _submit_once(
-            attempt_cfg, on_row, ray_address, startup_timeout_s, on_phase, enter, early
+            attempt_cfg, on_row, ray_address, startup_timeout_s, on_phase, enter
         )
-        if not entered:  # ended before the data checks: the out-dir holds nothing of ours
-            logger.warning(
-                "attempt %d/%d: the Flower runtime ended before the ServerApp checked the data",
-                attempt,
-                attempts,
-            )
-            continue
         summary = folder.read_summary()
         if summary is not None:
             return summary
@@ -231,19 +217,9 @@ def run_simulation_job(
             attempts,
             log,
         )
-    if not entered:  # no attempt got as far as the data checks: flower.log was not written
-        output = early[-1] if early else ""
-        raise RuntimeError(
-            f"the Flower runtime ended before the ServerApp checked the data "
-            f"({attempts} attempts); its last output:\n{output}"
-        )
     raise RuntimeError(
         f"the run ended without writing {folder.summary} ({attempts} attempts); see {log}"
     )
-
-
-class _EndedEarly(Exception):
-    """The runtime ended before the ServerApp reported its data checks (the held output)."""
 
 
 # The ServerApp's error codes (server-error.json) that a new attempt cannot fix.
@@ -293,17 +269,13 @@ def _submit_once(
     ray_address: str | None,
     startup_timeout_s: float,
     on_phase: Callable[[str], None] | None,
-    enter: Callable[[Callable[[], bool]], int],
-    early_output: list[str] | None = None,
+    enter: Callable[[], int],
 ) -> int:
     """One private SuperLink, one ``flwr run``; everything stopped on return.
 
-    `enter` is called once the runtime is starting, with a function that says whether
-    the ServerApp's data checks passed (it raises their error, or RuntimeError if the
-    runtime ended first); it may block on it, and returns the metrics rows already
-    shown. The ServerApp starts only after it returned. Returns the rows shown in all
-    (0 if the runtime ended before the checks were reported: its output, held in
-    memory, is then appended to `early_output`).
+    `enter` is called once the runtime is starting (it may block on the data checks,
+    and raise) and returns the metrics rows already shown; the ServerApp starts only
+    after it returned. Returns the rows shown in all.
     """
     out = Path(cfg.out_dir)
     home = Path(tempfile.mkdtemp(prefix="feddistill-flwr-"))
@@ -315,10 +287,8 @@ def _submit_once(
     )
     run_toml = write_run_toml(cfg, home / "run-config.toml")
     env = flower_env(home)
-    admit_file, checks_file = home / "admitted", home / "data-checks.json"
+    admit_file = home / "admitted"
     env[ADMIT_ENV] = str(admit_file)  # the ServerApp waits for this file (enter() passed)
-    env[CHECKS_ENV] = str(checks_file)  # where the ServerApp writes its data checks
-    env[CHECK_CUDA_ENV] = "0" if (ray_address or env.get("RAY_ADDRESS")) else "1"
     bin_dir = Path(sys.executable).parent
     if ray_address:
         env["RAY_ADDRESS"] = ray_address
@@ -374,37 +344,7 @@ def _submit_once(
             group.track(flwr.pid)
             pumps.append(pump_without_ansi(flwr.stdout, log))
 
-            sim_seen, next_look = False, 0.0
-
-            def checks_passed() -> bool:
-                """True once the ServerApp's checks passed; raises a failed check,
-                or _EndedEarly if the runtime ended before they were reported."""
-                nonlocal sim_seen, next_look
-                if read_data_checks(checks_file):
-                    return True
-                if time.monotonic() < next_look:  # the process table: twice a second
-                    return False
-                next_look = time.monotonic() + 0.5
-                group.track(superlink.pid)  # learn flwr-simulation's PID once it runs
-                sim_alive = bool(group.alive_named("flwr-simulation"))
-                sim_seen = sim_seen or sim_alive
-                ended = (
-                    superlink.poll() is not None
-                    or (sim_seen and not sim_alive)
-                    or (flwr.poll() is not None and not sim_alive)
-                )
-                if ended and not checks_file.is_file():
-                    raise _EndedEarly(log.tail())
-                return False
-
-            try:
-                seen_rows = enter(checks_passed)  # the checks passed: the out-dir is ours
-            except _EndedEarly as early:
-                # like a runtime that died mid-run: the caller may try again; the
-                # out-dir was not touched, so the output goes back to the caller
-                if early_output is not None:
-                    early_output.append(str(early))
-                return 0
+            seen_rows = enter()  # the data checks passed (or raised): the out-dir is ours
             log.write_to(log_path)
             _, seen_phases = read_new_phases(out, 0)  # phases of earlier attempts were shown
             admit_file.touch()

@@ -2,6 +2,7 @@
 deterministic); `--hypothesis-seed` or HYPOTHESIS_PROFILE=explore explore further.
 Modules with slow tests are collected first (for the parallel workers of `make test`)."""
 
+import contextlib
 import os
 
 import pytest
@@ -44,6 +45,14 @@ def data_checks_recorded(monkeypatch):
     """
     from feddistill import preflight
 
+    class Recorded(contextlib.nullcontext):
+        def wait(self) -> None:
+            pass
+
     seen: list = []
     monkeypatch.setattr(preflight, "run_data_checks", lambda cfg, **kw: seen.append(cfg))
+    # the simulation engine's checks run while the runtime starts (start_data_checks)
+    monkeypatch.setattr(
+        preflight, "start_data_checks", lambda cfg, **kw: seen.append(cfg) or Recorded()
+    )
     return seen

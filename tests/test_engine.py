@@ -92,23 +92,15 @@ def test_resume_uses_the_interrupted_runs_config_then_overrides(
     prepare_out_dir(RunConfig(out_dir=str(tmp_path), num_server_rounds=4, dataset="digits"))
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "latest").write_text("round-2.pt")
-    seen, entered = [], []
-
-    def run_job(cfg, **kw):
-        seen.append(cfg)
-        entered.append(kw.get("enter_out_dir"))
-        return {"status": "failed"}
-
-    monkeypatch.setattr(cli, "run_job", run_job)
+    seen = []
+    monkeypatch.setattr(cli, "run_job", lambda cfg, **kw: seen.append(cfg) or {"status": "failed"})
     # Execute
     cli.main(["run", "--resume", str(tmp_path), "--set", "alpha=0.5"])
     # Assert
     cfg = seen[0]
     assert (cfg.num_server_rounds, cfg.dataset, cfg.alpha, cfg.resume) == (4, "digits", 0.5, True)
     assert cfg.out_dir == str(tmp_path.resolve())
-    # the simulation engine's ServerApp checks the config that runs, before the engine
-    # calls enter_out_dir; the CLI ran no checks of its own
-    assert data_checks_recorded == [] and callable(entered[0])
+    assert data_checks_recorded == [cfg]  # the data checks saw the config that runs
 
 
 def test_fresh_run_never_resumes(tmp_path, monkeypatch, data_checks_recorded):
@@ -116,10 +108,7 @@ def test_fresh_run_never_resumes(tmp_path, monkeypatch, data_checks_recorded):
     monkeypatch.setattr(cli, "run_job", lambda cfg, **kw: seen.append(cfg) or {"status": "failed"})
     assert cli.main(["run", "--out", str(tmp_path / "new"), "--set", "resume=true"]) == 1
     assert seen[0].resume is False
-    assert data_checks_recorded == []  # the ServerApp runs them (simulation engine)
-    # Execute: the in-process engine checks first, in this process
-    assert cli.main(["run", "--out", str(tmp_path / "new2"), "--engine", "inprocess"]) == 1
-    assert data_checks_recorded == seen[1:]
+    assert data_checks_recorded == seen
 
 
 def test_ray_placement_failure_in_this_attempts_log_is_permanent(tmp_path):

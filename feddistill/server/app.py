@@ -23,7 +23,7 @@ from feddistill.blas import single_threaded_blas
 from feddistill.config import RunConfig, from_mapping
 from feddistill.outdir_lock import OutDirLock
 from feddistill.run_folder import CHECKPOINT_MISMATCH, OUT_DIR_HOLDS_RUN, RunFolder
-from feddistill.server.admission import report_data_checks, wait_for_admission
+from feddistill.server.admission import wait_for_admission
 from feddistill.server.discovery import Discovery
 
 logger = logging.getLogger(__name__)
@@ -45,15 +45,11 @@ def main(grid: Grid, context: Context) -> None:
     """
     cfg = from_mapping(context.run_config)
     # the clients start (Ray's actors, their imports) while this thread imports the
-    # round loop and runs `feddistill run`'s data checks (issue 13); the grid is not
+    # round loop and `feddistill run`'s data checks end (issue 13); the grid is not
     # used until discovery is done, the out-dir not before the admission
     discovery = Discovery(grid, cfg.num_partitions, cfg.round_timeout_s) if grid else None
-    import sklearn.decomposition  # noqa: F401  (first, whole: see _import_round_loop)
-
-    if not report_data_checks(cfg):  # `feddistill run` raises the failure and stops us
-        return
     _import_round_loop()
-    wait_for_admission()
+    wait_for_admission()  # the out-dir is ours once `feddistill run`'s data checks passed
     with OutDirLock(cfg.out_dir):
         _run(grid, cfg, discovery)
 
