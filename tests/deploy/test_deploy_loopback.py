@@ -26,7 +26,7 @@ from flwr.supercore.primitives.asymmetric import public_key_to_bytes, sign_messa
 from feddistill import deploy_files as F
 from feddistill import deployment as D
 from feddistill.config import from_mapping
-from feddistill.engine import app_dir, flower_env
+from feddistill.engine import flower_env, stage_app
 from feddistill.proxy import REFUSED_DETAIL
 
 pytestmark = pytest.mark.slow
@@ -233,7 +233,7 @@ def waiting_run(deployment, tmp_path_factory):
     D.write_run_toml(cfg, out / "run.toml")
     started = deployment.flwr(
         "run",
-        str(app_dir()),
+        str(stage_app(out / "app")),  # not the checkout: its FAB walk visits all of .venv
         D.CONNECTION,
         "--run-config",
         str(out / "run.toml"),
@@ -271,8 +271,12 @@ def test_outsider_cannot_submit_a_run(deployment, outsider, tmp_path):
     cfg = from_mapping({**SMALL, "out-dir": str(tmp_path / "out")})
     D.write_run_toml(cfg, tmp_path / "run.toml")
     # Execute
+    # the staged app, as `feddistill run` submits it: `flwr run` on the checkout itself
+    # walks all of .venv to build the FAB (~55,000 paths), which outran the timeout on a
+    # loaded machine (CI, 1 Dec)
+    app = stage_app(tmp_path / "app")
     proc = flwr_as(
-        outsider, "run", str(app_dir()), D.CONNECTION, "--run-config", str(tmp_path / "run.toml")
+        outsider, "run", str(app), D.CONNECTION, "--run-config", str(tmp_path / "run.toml")
     )
     # Assert
     assert proc.returncode != 0
