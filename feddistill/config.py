@@ -226,16 +226,6 @@ class RunConfig:
                 f"(downlink-density=1.0, downlink-bit-width=32), got {self.downlink_density} / "
                 f"{self.downlink_bit_width}: clients' replicas would not fit the new shapes"
             )
-        if self.teacher_rounds and self.logits_subset < 1.0:
-            raise ValueError(
-                f"teacher-rounds={self.teacher_rounds} resends cached logits of the whole proxy "
-                f"set; it needs logits-subset=1.0, got {self.logits_subset}"
-            )
-        if self.teacher_plateau_rounds and self.logits_subset < 1.0:
-            raise ValueError(
-                f"teacher-plateau-rounds={self.teacher_plateau_rounds} reuses logits of the "
-                f"whole proxy set; it needs logits-subset=1.0, got {self.logits_subset}"
-            )
         for key in ("learning_rate", "teacher_learning_rate", "temperature", "dirichlet_alpha"):
             _check_range(key, getattr(self, key), low=0.0, low_open=True)
         _check_range("alpha", self.alpha, low=0.0)

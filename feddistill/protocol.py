@@ -39,6 +39,9 @@ PLACEMENT = "placement"  # ConfigRecord: where the client ran (hostname, ray-nod
 NUM_EXAMPLES = "num-examples"
 PARTITION_ID = "partition-id"
 LOGITS_REUSED = "logits_reused"  # metric 1.0: a frozen teacher sent no logits on purpose
+# metric 1.0: the logits payload covers the whole proxy set, not this round's rows
+# (a frozen teacher resending its cache; differs only with logits-subset < 1)
+LOGITS_WHOLE_PROXY = "logits_whole_proxy"
 
 
 @dataclass(frozen=True)

@@ -229,9 +229,10 @@ def test_channel_pruning_with_a_compressed_downlink_is_refused():
         from_mapping({"channel-pruning-ratio": 0.5, "downlink-density": 0.1})
 
 
-def test_teacher_rounds_with_a_logits_subset_is_refused():
-    with pytest.raises(ValueError, match="teacher-rounds=2 resends cached logits"):
-        from_mapping({"teacher-rounds": 2, "logits-subset": 0.5})
+def test_frozen_teachers_with_a_logits_subset_are_accepted():
+    # a frozen teacher caches its logits on the whole proxy set (session 27)
+    cfg = from_mapping({"teacher-rounds": 2, "teacher-plateau-rounds": 1, "logits-subset": 0.5})
+    assert (cfg.teacher_rounds, cfg.teacher_plateau_rounds, cfg.logits_subset) == (2, 1, 0.5)
 
 
 def test_channel_pruning_after_the_last_round_is_refused():

@@ -240,9 +240,8 @@ def run_client_round(
     logits_payload = b""
     # this round's proxy rows (logits) and last round's (the consensus being learned)
     num_proxy = len(splits.proxy_x)
-    proxy_now = subset_rows(
-        splits.proxy_x, proxy_subset(num_proxy, cfg.logits_subset, cfg.seed, server_round)
-    )
+    rows_now = proxy_subset(num_proxy, cfg.logits_subset, cfg.seed, server_round)
+    proxy_now = subset_rows(splits.proxy_x, rows_now)
     proxy_prev = subset_rows(
         splits.proxy_x,
         proxy_subset(num_proxy, cfg.logits_subset, cfg.seed, max(1, server_round - 1)),
@@ -278,25 +277,44 @@ def run_client_round(
                 )
             # stored in client-state-dtype (fp16 halves client-state/, issue 13)
             new_state["teacher"] = to_storage(teacher.state_dict(), cfg.client_state_dtype)
+            # a teacher that may freeze caches its logits on the *whole* proxy set: its
+            # frozen rounds must serve every later round's rows (logits-subset < 1)
+            whole = plan.freezes_teachers and len(rows_now) < num_proxy
             with timed("logits_affinity"):
-                teacher_logits = predict_logits(teacher, proxy_now, device)  # (b, K)
                 space = (
                     SharedFeatureSpace.from_pca(*data.feature_space)  # the server's fit
                     if data.feature_space is not None
                     else _feature_space(splits.proxy_x, cfg.seed)
                 )
-                affinity = domain_affinity(space.transform(x), space.transform(proxy_now))  # (b,)
-                upload = TeacherUpload.from_teacher(teacher_logits, affinity, cfg.temperature)
-            if attacker:
-                upload = TeacherUpload(
-                    *attack_logits(
-                        upload.logits, upload.log_affinity, cfg.attack, cfg.temperature, attack_gen
+                logits_all = predict_logits(teacher, splits.proxy_x if whole else proxy_now, device)
+                features = space.transform(x)
+                uploads = [
+                    TeacherUpload.from_teacher(  # this round's rows (b, K), (b,)
+                        logits_all[rows_now] if whole else logits_all,
+                        domain_affinity(features, space.transform(proxy_now)),
+                        cfg.temperature,
                     )
-                )
+                ]
+                if whole:  # (B, K), (B,)
+                    affinity_all = domain_affinity(features, space.transform(splits.proxy_x))
+                    uploads.append(
+                        TeacherUpload.from_teacher(logits_all, affinity_all, cfg.temperature)
+                    )
+            if attacker:
+                uploads = [
+                    TeacherUpload(
+                        *attack_logits(
+                            u.logits, u.log_affinity, cfg.attack, cfg.temperature, attack_gen
+                        )
+                    )
+                    for u in uploads
+                ]
             with timed("encode"):
-                logits_payload = upload.encode(
-                    cfg.logits_bit_width, cfg.logits_top_m, cfg.temperature
-                )
+                payloads = [
+                    u.encode(cfg.logits_bit_width, cfg.logits_top_m, cfg.temperature)
+                    for u in uploads
+                ]
+            logits_payload, whole_payload = payloads[0], payloads[-1]
             # the running accuracy of its last epoch: a separate pass over x cost ~18% of
             # the default job's client compute (issue 13)
             metrics.update(teacher_loss=stats["loss"], teacher_train_accuracy=stats["accuracy"])
@@ -305,7 +323,7 @@ def run_client_round(
                 with timed("evaluation"):
                     test = evaluate(teacher, splits.test_x, splits.test_y, device)
                 metrics["client_test_accuracy"] = test["accuracy"]
-            freeze.trained_round(teacher, x, y, device, logits_payload, new_state, metrics)
+            freeze.trained_round(teacher, x, y, device, whole_payload, new_state, metrics)
         if plan.consensus in COVERAGE_MODES:  # the coverage consensus weighs teachers by class
             metrics.update(class_count_metrics(y.tolist(), splits.num_classes))
         if not plan.uploads_student:

@@ -1,13 +1,18 @@
 """When a client's teacher stops training, and what it uploads then (plain PyTorch).
 
-A teacher is *frozen* after ``teacher-rounds`` rounds, or when its accuracy on a
+A teacher is *frozen* once it has trained in ``teacher-rounds`` of the rounds its client
+was sampled in (a client's own count: with partial participation a client first
+sampled late still trains R times), or when its accuracy on a
 held-out share of the client's own data (``VALIDATION_FRACTION``) has not beaten its
 best for ``teacher-plateau-rounds`` trained rounds in a row (early stopping's patience
 rule: Prechelt, "Early Stopping - But When?", 1998). A frozen teacher's logits no longer
-change, so the client keeps its last upload and sends nothing new: an empty logits
-payload with ``logits_reused = 1``; the server reuses the logits it holds for that client
+change, so the client keeps them (on the whole proxy set, so that they serve every
+later round's ``logits-subset`` rows) and sends nothing new: an empty logits payload with
+``logits_reused = 1``; the server reuses the logits it holds for that client
 (:mod:`feddistill.server.teacher_logits`). When the server says it holds none (the
-client's last upload was lost or rejected) the client sends its cached payload once more.
+client's last upload was lost or rejected, or a ``logits-subset`` < 1 round carried only
+some rows) the client sends its cached whole-proxy payload once, marked
+``logits_whole_proxy = 1``.
 :class:`TeacherFreeze` is what :func:`~feddistill.clients.round.run_client_round` calls.
 """
 
@@ -20,10 +25,17 @@ from torch import Tensor
 
 from feddistill.config import RunConfig
 from feddistill.learn import evaluate
-from feddistill.protocol import LOGITS_REUSED, StrategyPlan
+from feddistill.protocol import LOGITS_REUSED, LOGITS_WHOLE_PROXY, StrategyPlan
 from feddistill.timing import timed
 
-__all__ = ["LOGITS_REUSED", "Plateau", "TeacherFreeze", "frozen_upload", "teacher_frozen"]
+__all__ = [
+    "LOGITS_REUSED",
+    "LOGITS_WHOLE_PROXY",
+    "Plateau",
+    "TeacherFreeze",
+    "frozen_upload",
+    "teacher_frozen",
+]
 
 VALIDATION_FRACTION = 0.1  # share of a client's samples held out to detect a plateau
 
@@ -58,21 +70,29 @@ class Plateau:
         return Plateau(float(state["best"]), int(state["stale"]))
 
 
+TRAINED_ROUNDS = "teacher_trained_rounds"  # client-state key: rounds the teacher trained in
+
+
 def teacher_frozen(cfg: RunConfig, state: dict, server_round: int) -> bool:
     """Whether this client's teacher is frozen in ``server_round``.
 
     Args:
         cfg: the run's config (``teacher-rounds``, ``teacher-plateau-rounds``).
-        state: the client's newest state (``teacher_cache``, ``teacher_plateau``).
-        server_round: the round, from 1.
+        state: the client's newest state (``teacher_cache``, ``teacher_trained_rounds``,
+            ``teacher_plateau``).
+        server_round: the round, from 1 (the freeze counts the client's own trained
+            rounds, not the server's).
 
     Returns:
-        True when a cached upload exists and either ``server_round > teacher-rounds``
-        (teacher-rounds > 0) or the plateau rule has fired.
+        True when a cached upload exists and either the teacher has trained in
+        ``teacher-rounds`` rounds (teacher-rounds > 0), or it was frozen before (its
+        weights are no longer kept), or the plateau rule has fired.
     """
     if state.get("teacher_cache") is None:
         return False
-    if cfg.teacher_rounds and server_round > cfg.teacher_rounds:
+    if "teacher" not in state:  # frozen in an earlier round: only the cache is kept
+        return True
+    if cfg.teacher_rounds and int(state.get(TRAINED_ROUNDS, 0)) >= cfg.teacher_rounds:
         return True
     patience = cfg.teacher_plateau_rounds
     return bool(patience) and Plateau.from_state(state.get("teacher_plateau")).stale >= patience
@@ -109,18 +129,21 @@ def frozen_upload(cache: dict, server_holds_logits: bool) -> tuple[bytes, dict[s
     """A frozen teacher's upload: nothing when the server holds its logits.
 
     Args:
-        cache: ``{"payload": uint8 tensor, "metrics": {...}}`` of the last trained round.
+        cache: ``{"payload": uint8 tensor, "metrics": {...}}`` of the last trained round;
+            the payload holds the teacher's logits on the whole proxy set (B rows).
         server_holds_logits: the server said it holds this client's last logits.
 
     Returns:
         (logits payload, metrics): ``b""`` and ``logits_reused = 1`` when the server
-        holds them, else the cached payload again and ``logits_reused = 0``; the
-        metrics of the round the cache was made in are repeated.
+        holds them, else the cached payload with ``logits_reused = 0`` and
+        ``logits_whole_proxy = 1``; the metrics of the round the cache was made in are
+        repeated.
     """
     metrics = {k: float(v) for k, v in cache["metrics"].items()}
     if server_holds_logits:
         return b"", {**metrics, LOGITS_REUSED: 1.0}
-    return cache["payload"].numpy().tobytes(), {**metrics, LOGITS_REUSED: 0.0}
+    payload = cache["payload"].numpy().tobytes()
+    return payload, {**metrics, LOGITS_REUSED: 0.0, LOGITS_WHOLE_PROXY: 1.0}
 
 
 class TeacherFreeze:
@@ -163,6 +186,7 @@ class TeacherFreeze:
         metrics.update(frozen_metrics)
         new_state["teacher_cache"] = self.state["teacher_cache"]  # no teacher weights kept
         new_state["teacher_plateau"] = self.state.get("teacher_plateau")
+        new_state[TRAINED_ROUNDS] = self.state.get(TRAINED_ROUNDS, 0)
         return payload
 
     def training_rows(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -200,11 +224,13 @@ class TeacherFreeze:
             x: the client's inputs, shape (n, ...) (the validation rows are among them).
             y: labels, shape (n,).
             device: where to evaluate.
-            payload: this round's logits payload.
-            new_state: the client's state being built; gets ``teacher_plateau`` and
-                ``teacher_cache``.
+            payload: the teacher's logits payload on the whole proxy set (this round's
+                upload itself unless ``logits-subset`` < 1), cached for frozen rounds.
+            new_state: the client's state being built; gets ``teacher_plateau``,
+                ``teacher_cache`` and ``teacher_trained_rounds``.
             metrics: the reply's metrics; gets ``teacher_val_accuracy`` (plateau).
         """
+        new_state[TRAINED_ROUNDS] = int(self.state.get(TRAINED_ROUNDS, 0)) + 1
         if self.val_rows is not None:
             with timed("evaluation"):
                 val = evaluate(teacher, x[self.val_rows], y[self.val_rows], device)

@@ -211,6 +211,8 @@ class FederationPolicy:
             len(splits.proxy_x), self.cfg.logits_subset, self.cfg.seed, server_round
         )
         self.strategy.proxy_size = len(self.proxy_idx)  # this round's teacher logits (b, K)
+        subset = len(self.proxy_idx) < len(splits.proxy_x)
+        self.strategy.proxy_rows = self.proxy_idx if subset else None
         with timed("server_aggregation"):  # includes "decode_server"
             outcome = self.strategy.aggregate_round(server_round, replies)
         if self.replicas is not None:

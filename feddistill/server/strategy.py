@@ -62,6 +62,9 @@ class ClientResult:
     placement: dict[str, str | int] = field(default_factory=dict)
     buffers: dict[str, Tensor] = field(default_factory=dict)  # buffer values, not deltas
     class_counts: tuple[int, ...] | None = None  # (K,) training examples per class (coverage)
+    # logits (B, K) and affinity (B,) on the whole proxy set to hold for the client's
+    # frozen rounds; None when the reply brought none (only a round's subset, or reused)
+    whole_proxy: tuple[Tensor, Tensor] | None = None
 
 
 @dataclass
@@ -112,6 +115,10 @@ class FedDistill:
             are rejected before they are decoded. None: the first accepted reply (in
             partition order) sets K and others must match it.
         proxy_size: proxy samples B; logits must be (B, K). None: not checked up front.
+            The loop sets :attr:`proxy_size` and :attr:`proxy_rows` each round with
+            ``logits-subset`` < 1 (logits then cover b of the B rows); a frozen
+            teacher's whole-proxy resend (``logits_whole_proxy``) has the B rows
+            given here.
         robust: how malicious clients are bounded (clipping, aggregator, consensus);
             None: plain FedAvg and consensus.
         robust_keys: names of the trainable deltas that are clipped and robustly
@@ -152,6 +159,8 @@ class FedDistill:
         self.buffer_template = {k: v for k, v in template.items() if k in buffers}
         self.num_classes = num_classes
         self.proxy_size = proxy_size
+        self.whole_proxy_size = proxy_size
+        self.proxy_rows: Tensor | None = None  # this round's rows of the proxy set; None: all
         # node id -> partition id (set by the loop after discovery); a reply must claim
         # the partition of the node it came from. Empty: not known, replies are taken at
         # their word (the strategy driven without a federation, as in unit tests)
@@ -248,22 +257,29 @@ class FedDistill:
             raise RejectedUpdate(f"undecodable payload: {exc}") from None
         try:
             upload = None
+            whole = bool(metrics.get(P.LOGITS_WHOLE_PROXY))  # a frozen teacher's cache
+            rows = self.whole_proxy_size if whole else self.proxy_size
             if logits_bytes:
                 upload = TeacherUpload.decode(
-                    logits_bytes, self.proxy_size, self.num_classes, self.logits_top_m
+                    logits_bytes, rows, self.num_classes, self.logits_top_m
                 )
         except CodecError as exc:
             raise RejectedUpdate(
                 f"undecodable teacher logits (student: {self.num_classes} classes, "
-                f"{self.proxy_size} proxy samples): {exc}"
+                f"{rows} proxy samples): {exc}"
             ) from None
         if self.plan.uploads_student:
             validate_update(update, self.param_template, self.max_update_norm)
             validate_buffers(buffers, self.buffer_template)
         logits, affinity = (upload.logits, upload.affinity_weights()) if upload else (None, None)
+        whole_proxy = None
+        if logits is not None and affinity is not None and (whole or self.proxy_rows is None):
+            whole_proxy = (logits, affinity)  # B rows: held for the frozen rounds
+            logits, affinity = self._round_rows(logits, affinity)
         if self.plan.uses_teachers and upload is None and metrics.get(P.LOGITS_REUSED):
-            # a frozen teacher: its last accepted logits
-            logits, affinity = self.held_logits.reused(int(metrics.get(P.PARTITION_ID, -1)))
+            # a frozen teacher: its last accepted logits, this round's rows of them
+            held = self.held_logits.reused(int(metrics.get(P.PARTITION_ID, -1)))
+            logits, affinity = self._round_rows(*held)
         if self.plan.uses_teachers and logits is None:
             raise RejectedUpdate("teacher logits (B, K) and affinity (B,) are required")
         num_examples = int(metrics.get(P.NUM_EXAMPLES, -1))
@@ -289,7 +305,14 @@ class FedDistill:
             placement=dict(msg.content[P.PLACEMENT]) if P.PLACEMENT in msg.content else {},  # type: ignore[arg-type]
             buffers=buffers,
             class_counts=class_counts,
+            whole_proxy=whole_proxy,
         )
+
+    def _round_rows(self, logits: Tensor, affinity: Tensor) -> tuple[Tensor, Tensor]:
+        """This round's rows (:attr:`proxy_rows`) of whole-proxy logits (B, K) and affinity (B,)."""
+        if self.proxy_rows is None:
+            return logits, affinity
+        return logits[self.proxy_rows], affinity[self.proxy_rows]
 
     def aggregate_round(self, server_round: int, replies: Iterable[Message]) -> RoundOutcome:
         """Decode, validate and average the replies; build the next consensus.

@@ -26,8 +26,7 @@ AFFINITY = "affinity"
 
 class _WithLogits(Protocol):
     partition_id: int
-    logits: Tensor | None
-    affinity: Tensor | None
+    whole_proxy: tuple[Tensor, Tensor] | None
     metrics: dict[str, float]
 
 
@@ -35,8 +34,9 @@ class HeldLogits:
     """The last accepted teacher logits and log affinity of every client.
 
     Attributes:
-        logits: partition id -> (logits (B, K), affinity weights (B,)), float32, as
-            accepted (:class:`~feddistill.server.strategy.ClientResult`).
+        logits: partition id -> (logits (B, K), affinity weights (B,)) on the whole
+            proxy set, float32, as accepted
+            (:attr:`~feddistill.server.strategy.ClientResult.whole_proxy`).
     """
 
     def __init__(self) -> None:
@@ -60,10 +60,11 @@ class HeldLogits:
         return self.logits[partition_id]
 
     def remember(self, accepted: Iterable[_WithLogits]) -> None:
-        """Keep the logits of every accepted reply that has them."""
+        """Keep the whole-proxy logits of every accepted reply that brought them."""
         for r in accepted:
-            if r.logits is not None and r.affinity is not None:
-                self.logits[r.partition_id] = (r.logits.clone(), r.affinity.clone())
+            if r.whole_proxy is not None:
+                logits, affinity = r.whole_proxy
+                self.logits[r.partition_id] = (logits.clone(), affinity.clone())
 
     def state_dict(self) -> dict[int, dict[str, Tensor]]:
         """For the checkpoint: partition id -> {"logits", "affinity"}."""

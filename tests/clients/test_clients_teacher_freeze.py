@@ -11,11 +11,13 @@ from feddistill.clients.round import run_client_round
 from feddistill.clients.state import load_state
 from feddistill.clients.teacher_freeze import (
     LOGITS_REUSED,
+    LOGITS_WHOLE_PROXY,
     Plateau,
     frozen_upload,
     teacher_frozen,
     validation_split,
 )
+from feddistill.compression.teacher_upload import TeacherUpload
 from feddistill.config import RunConfig
 from feddistill.data import prepare_federated_data
 from feddistill.models import build_model
@@ -86,8 +88,8 @@ def test_plateau_freezes_the_teacher_after_patience_rounds():
     # Prepare: patience 2; a cached upload exists
     cfg = RunConfig(teacher_plateau_rounds=2)
     cache = {"payload": torch.zeros(3, dtype=torch.uint8), "metrics": {}}
-    one = {"teacher_cache": cache, "teacher_plateau": Plateau(0.9, 1).as_state()}
-    two = {"teacher_cache": cache, "teacher_plateau": Plateau(0.9, 2).as_state()}
+    one = {"teacher": {}, "teacher_cache": cache, "teacher_plateau": Plateau(0.9, 1).as_state()}
+    two = {"teacher": {}, "teacher_cache": cache, "teacher_plateau": Plateau(0.9, 2).as_state()}
     # Execute / Assert
     assert not teacher_frozen(cfg, one, 5)
     assert teacher_frozen(cfg, two, 5)
@@ -102,7 +104,10 @@ def test_frozen_upload_repeats_the_cached_metrics():
     again = frozen_upload(cache, server_holds_logits=False)
     # Assert
     assert held == (b"", {"teacher_loss": 0.5, LOGITS_REUSED: 1.0})
-    assert again == (b"\x01\x02", {"teacher_loss": 0.5, LOGITS_REUSED: 0.0})
+    assert again == (
+        b"\x01\x02",
+        {"teacher_loss": 0.5, LOGITS_REUSED: 0.0, LOGITS_WHOLE_PROXY: 1.0},
+    )
 
 
 def test_validation_split_holds_out_a_tenth():
@@ -133,3 +138,43 @@ def test_plateau_round_reports_the_validation_accuracy_it_keeps(
     assert 0.0 <= reply.metrics["teacher_val_accuracy"] <= 1.0
     assert state["teacher_plateau"] == {"best": reply.metrics["teacher_val_accuracy"], "stale": 0.0}
     assert state["teacher_cache"]["payload"].numpy().tobytes() == reply.logits
+
+
+def test_with_a_logits_subset_the_cache_covers_the_whole_proxy_set(
+    tmp_path: Path, digits: tuple
+) -> None:
+    # Prepare: half the proxy rows per round; teacher-rounds=1, so round 2 is frozen
+    cfg, data = digits
+    cfg = cfg.replace(logits_subset=0.5)
+    state = _global_state(data)
+    num_proxy, num_classes = len(data.splits.proxy_x), data.splits.num_classes
+    # Execute
+    first = run_client_round(cfg, data, 0, state, None, 1, tmp_path, CPU)
+    cache = load_state(tmp_path, 0, 2)["teacher_cache"]["payload"].numpy().tobytes()
+    resent = run_client_round(cfg, data, 0, state, None, 2, tmp_path, CPU, logits_held=False)
+    # Assert: round 1 uploads its half; the cache and the frozen resend hold all B rows
+    half = round(0.5 * num_proxy)
+    assert TeacherUpload.decode(first.logits, half, num_classes).logits.shape == (half, num_classes)
+    assert TeacherUpload.decode(cache, num_proxy, num_classes).logits.shape == (
+        num_proxy,
+        num_classes,
+    )
+    assert resent.logits == cache
+    assert resent.metrics[LOGITS_WHOLE_PROXY] == 1.0
+    assert "logits_whole_proxy" not in first.metrics
+
+
+def test_teacher_rounds_count_the_clients_own_trained_rounds(tmp_path: Path, digits: tuple) -> None:
+    # Prepare: teacher-rounds=2; the client is first sampled in round 4, then in 7 and 9
+    cfg, data = digits
+    cfg = cfg.replace(teacher_rounds=2)
+    state = _global_state(data)
+    # Execute
+    replies = [
+        run_client_round(cfg, data, 0, state, None, r, tmp_path, CPU, logits_held=True)
+        for r in (4, 7, 9)
+    ]
+    # Assert: it trains in its first two rounds (4 and 7), then is frozen
+    assert [r.metrics.get(LOGITS_REUSED, 0.0) for r in replies] == [0.0, 0.0, 1.0]
+    assert load_state(tmp_path, 0, 10)["teacher_trained_rounds"] == 2
+    assert "teacher" not in load_state(tmp_path, 0, 10)  # a frozen teacher keeps no weights

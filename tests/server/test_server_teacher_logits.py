@@ -35,9 +35,11 @@ def _strategy(top_m: int = 0) -> FedDistill:
     return strategy
 
 
-def _reply(partition: int, logits: bytes, reused: bool = False) -> Message:
+def _reply(partition: int, logits: bytes, reused: bool = False, whole: bool = False) -> Message:
     request = Message(RecordDict({P.CONFIG: ConfigRecord({"x": 1})}), 5, MessageType.TRAIN)
     metrics = {P.NUM_EXAMPLES: 10, P.PARTITION_ID: partition, P.LOGITS_REUSED: float(reused)}
+    if whole:
+        metrics[P.LOGITS_WHOLE_PROXY] = 1.0
     content = RecordDict(
         {
             P.METRICS: MetricRecord(metrics),
@@ -134,10 +136,53 @@ def test_frozen_teacher_logits_are_reused_across_rounds_and_resume(tmp_path):
     assert resumed[-1]["uplink_bytes"] == 0
 
 
-def test_teacher_plateau_with_a_logits_subset_is_refused():
-    # Execute / Assert
-    with pytest.raises(ValueError, match="teacher-plateau-rounds=2 reuses logits of the whole"):
-        from_mapping({"teacher-plateau-rounds": 2, "logits-subset": 0.5})
+def test_with_a_logits_subset_only_whole_proxy_logits_are_held_and_sliced():
+    # Prepare: B=4 proxy rows, this round's rows [1, 3]; partition 0 trained (2 rows),
+    # partition 1 resends its frozen teacher's whole-proxy cache (4 rows: 0, 1, 2, 3)
+    strategy = _strategy()
+    strategy.proxy_size, strategy.proxy_rows = 2, torch.tensor([1, 3])
+    subset = TeacherUpload(torch.zeros(2, 3), torch.zeros(2)).encode(bit_width=32)
+    whole = TeacherUpload(torch.arange(4.0)[:, None].repeat(1, 3), torch.zeros(4)).encode(
+        bit_width=32
+    )
+    # Execute: round 1, then round 2 with rows [0, 2], partition 1 reusing
+    first = strategy.aggregate_round(1, [_reply(0, subset), _reply(1, whole, whole=True)])
+    strategy.proxy_rows = torch.tensor([0, 2])
+    second = strategy.aggregate_round(2, [_reply(0, subset), _reply(1, b"", reused=True)])
+    # Assert: the subset upload is not held; the whole one is, and each round reads its rows
+    assert strategy.held_logits.config_value() == "1"
+    assert first.accepted[1].logits[:, 0].tolist() == [1.0, 3.0]
+    assert second.accepted[1].logits[:, 0].tolist() == [0.0, 2.0]
+    assert strategy.held_logits.logits[1][0].shape == (4, 3)
+
+
+def test_a_whole_proxy_resend_of_the_wrong_size_is_rejected():
+    # Prepare: B=4 but the resend holds 2 rows
+    strategy = _strategy()
+    strategy.proxy_size, strategy.proxy_rows = 2, torch.tensor([1, 3])
+    short = TeacherUpload(torch.zeros(2, 3), torch.zeros(2)).encode(bit_width=32)
+    # Execute
+    outcome = strategy.aggregate_round(1, [_reply(0, short, whole=True), _reply(1, short)])
+    # Assert: the round goes on with partition 1
+    assert [r.partition_id for r in outcome.accepted] == [1]
+    assert "4 proxy samples" in outcome.failures[0]
+
+
+def test_frozen_teachers_with_a_logits_subset_reuse_whole_logits_across_resume(tmp_path):
+    # Prepare: teacher-rounds=1, half the proxy rows per round
+    job = {**JOB, "logits-subset": 0.5}
+    straight = run_rounds(from_mapping({**job, "out-dir": str(tmp_path / "a")}))
+    run_rounds(from_mapping({**job, "num-server-rounds": 2, "out-dir": str(tmp_path / "b")}))
+    # Execute
+    resumed = run_rounds(from_mapping({**job, "out-dir": str(tmp_path / "b"), "resume": True}))
+    # Assert: round 2 resends each whole cache once (B rows: more than round 1's b),
+    # round 3 sends none; the resumed round 3 equals the straight one
+    reused = [r["logits_reused"] for r in straight]
+    logits_bytes = [r["uplink_logits_bytes"] for r in straight]
+    assert reused == [0, 0, 2]
+    assert logits_bytes[1] > logits_bytes[0] > 0 and logits_bytes[2] == 0
+    assert resumed[-1]["accuracy"] == straight[-1]["accuracy"]
+    assert resumed[-1]["uplink_bytes"] == 0
 
 
 def test_negative_logits_top_m_is_refused():
