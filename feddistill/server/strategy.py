@@ -286,9 +286,9 @@ class FedDistill:
         if num_examples < 0:
             raise RejectedUpdate(f"num-examples must be >= 0, got {num_examples}")
         class_counts = None
-        if upload is not None and self.plan.consensus in COVERAGE_MODES:
-            try:  # upload.logits is (B, K)
-                class_counts = P.read_class_counts(metrics, upload.logits.shape[1], num_examples)
+        if logits is not None and self.plan.consensus in COVERAGE_MODES:
+            try:  # logits are (b, K): sent now, or a frozen teacher's held ones
+                class_counts = P.read_class_counts(metrics, logits.shape[1], num_examples)
             except ValueError as exc:
                 raise RejectedUpdate(f"bad class counts: {exc}") from None
         return ClientResult(

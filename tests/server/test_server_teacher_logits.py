@@ -189,3 +189,15 @@ def test_negative_logits_top_m_is_refused():
     # Execute / Assert
     with pytest.raises(ValueError, match=r"logits-top-m=-1 is out of range; allowed: \[0, inf\)"):
         from_mapping({"logits-top-m": -1})
+
+
+@pytest.mark.parametrize("strategy", ["feddistill", "logits-only"])
+def test_frozen_teachers_vote_in_the_coverage_consensus(tmp_path, strategy):
+    # Prepare: coverage-era weighs each teacher by its class counts; before session 27 a
+    # frozen teacher's reply (no logits sent) had none and the server crashed in round 2
+    job = {**JOB, "strategy": strategy, "consensus": "coverage-era"}
+    # Execute
+    rows = run_rounds(from_mapping({**job, "out-dir": str(tmp_path)}))
+    # Assert: every round ran, rounds 2-3 on the held logits of both clients
+    assert [r["logits_reused"] for r in rows] == [0, 2, 2]
+    assert [r["accepted"] for r in rows] == [2, 2, 2]
