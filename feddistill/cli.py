@@ -132,6 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from feddistill.preflight import (
         check_local_resources,
         check_out_dir,
+        check_resume_changes,
         check_server_threads,
         load_run_config,
         prepare_out_dir,
@@ -150,6 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         OutDirLock(out).check_free()  # a live run's folder: refused at once, naming its PID
         base = from_mapping({**load_run_config(out), "out-dir": str(out)})
         cfg = load_config(args.config, list(args.set or []), base=base)
+        check_resume_changes(base, cfg)
         cfg = dataclasses.replace(cfg, out_dir=str(out), resume=True)
         if run_is_complete(cfg):
             console.print(f"{out}: the run is already complete ({cfg.num_server_rounds} rounds)")

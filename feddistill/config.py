@@ -79,7 +79,9 @@ class RunConfig:
     local_epochs: int = 1  # local student epochs per round
     local_steps: int = 0  # fixed student SGD steps per round; 0 = local-epochs decides
     teacher_local_steps: int = 0  # fixed teacher SGD steps per round; 0 = teacher-epochs decides
-    teacher_rounds: int = 0  # train teachers in rounds 1..R, then reuse cached logits; 0 = always
+    # each client's teacher trains in the first R rounds the client is sampled in, then
+    # its cached logits are reused; 0 = every round (the default until session 27)
+    teacher_rounds: int = 5
     teacher_plateau_rounds: int = 0  # freeze a teacher after P rounds without a better val acc
     client_state_dtype: str = "float32"  # teacher weights in client-state/: float32 | float16
     batch_size: int = 32

@@ -169,6 +169,50 @@ def load_run_config(out: Path) -> dict[str, Any]:
     return dict(json.loads(folder.run_config.read_text()))
 
 
+# what the checkpoint and the clients' state were built from: a resumed run keeps them
+# (a changed logits-subset, say, made every client fail in the next round: the consensus
+# had the old row count)
+FIXED_ON_RESUME = (
+    "seed",
+    "dataset",
+    "partitioner",
+    "num_partitions",
+    "dirichlet_alpha",
+    "min_partition_size",
+    "proxy_fraction",
+    "test_fraction",
+    "target_domains",
+    "proxy_set",
+    "num_domains",
+    "strategy",
+    "teacher_models",
+    "student_model",
+    "logits_subset",
+)
+
+
+def check_resume_changes(previous: RunConfig, cfg: RunConfig) -> None:
+    """Refuse a ``--resume`` whose ``--config`` / ``--set`` change a key the run is built on.
+
+    Args:
+        previous: the interrupted run's config (its ``run-config.json``).
+        cfg: the config to resume with.
+
+    Raises:
+        ValueError: naming the first changed key of :data:`FIXED_ON_RESUME`, both values
+            and what may change instead.
+    """
+    for key in FIXED_ON_RESUME:
+        old, new = getattr(previous, key), getattr(cfg, key)
+        if old != new:
+            name = key.replace("_", "-")
+            raise ValueError(
+                f"--resume: {name}={new!r} differs from the run's {name}={old!r}; the "
+                f"checkpoint and client state were built with it. Keys that may change on "
+                f"resume: the others (e.g. num-server-rounds); start a new run to change {name}"
+            )
+
+
 def check_server_threads(cfg: RunConfig) -> None:
     """Fail before starting anything if ``server-num-cpus`` exceeds this machine's CPUs.
 

@@ -216,6 +216,40 @@ def test_resumed_run_says_from_which_round_it_continues(
     assert [cfg.num_server_rounds for cfg in data_checks_recorded] == [4]
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            "logits-subset=0.5",
+            "--resume: logits-subset=0.5 differs from the run's logits-subset=1.0",
+        ),
+        ("seed=3", "--resume: seed=3 differs from the run's seed=0"),
+        (
+            "student-model='mlp'",
+            "--resume: student-model='mlp' differs from the run's student-model='cnn-small'",
+        ),
+    ],
+)
+def test_resume_refuses_a_change_of_what_the_run_is_built_on(
+    tmp_path, capsys, monkeypatch, change, message
+):
+    # Prepare: an interrupted run (checkpoint after round 2)
+    from feddistill import cli as cli_module
+
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "latest").write_text("round-2.pt")
+    (out / "run-config.json").write_text(json.dumps({"num-server-rounds": 4}))
+    before = sorted(p.name for p in out.rglob("*"))
+    monkeypatch.setattr(cli_module, "run_job", _fake_job({"status": "completed"}))
+    # Execute
+    code = main(["run", "--resume", str(out), "--set", change])
+    # Assert: refused before anything runs; the folder is untouched
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in out.rglob("*")) == before
+
+
 def test_phases_and_rounds_are_plain_lines_when_piped(tmp_path, capsys, monkeypatch):
     # Prepare: an engine that reports two phases and one round
     from feddistill import engine

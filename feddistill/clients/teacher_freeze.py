@@ -227,10 +227,10 @@ class TeacherFreeze:
             payload: the teacher's logits payload on the whole proxy set (this round's
                 upload itself unless ``logits-subset`` < 1), cached for frozen rounds.
             new_state: the client's state being built; gets ``teacher_plateau``,
-                ``teacher_cache`` and ``teacher_trained_rounds``.
+                ``teacher_cache`` and ``teacher_trained_rounds`` (the last two when
+                teachers can freeze).
             metrics: the reply's metrics; gets ``teacher_val_accuracy`` (plateau).
         """
-        new_state[TRAINED_ROUNDS] = int(self.state.get(TRAINED_ROUNDS, 0)) + 1
         if self.val_rows is not None:
             with timed("evaluation"):
                 val = evaluate(teacher, x[self.val_rows], y[self.val_rows], device)
@@ -238,6 +238,7 @@ class TeacherFreeze:
             new_state["teacher_plateau"] = plateau.step(val["accuracy"]).as_state()
             metrics["teacher_val_accuracy"] = val["accuracy"]
         if self.plan.freezes_teachers:  # a frozen teacher's later rounds reuse this upload
+            new_state[TRAINED_ROUNDS] = int(self.state.get(TRAINED_ROUNDS, 0)) + 1
             new_state["teacher_cache"] = {
                 "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
                 "metrics": dict(metrics),

@@ -201,3 +201,27 @@ def test_frozen_teachers_vote_in_the_coverage_consensus(tmp_path, strategy):
     # Assert: every round ran, rounds 2-3 on the held logits of both clients
     assert [r["logits_reused"] for r in rows] == [0, 2, 2]
     assert [r["accepted"] for r in rows] == [2, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("values", "warns"),
+    [
+        ({}, False),  # KMeans clients: no label skew
+        ({"partitioner": "dirichlet", "dirichlet-alpha": 0.1}, True),
+        ({"partitioner": "dirichlet", "dirichlet-alpha": 0.1, "teacher-rounds": 0}, False),
+        ({"partitioner": "dirichlet", "dirichlet-alpha": 0.5}, False),
+        ({"partitioner": "dirichlet", "dirichlet-alpha": 0.1, "num-server-rounds": 5}, False),
+        ({"partitioner": "dirichlet", "dirichlet-alpha": 0.1, "strategy": "fedavg"}, False),
+    ],
+)
+def test_frozen_teachers_under_strong_label_skew_are_warned_about(values, warns):
+    from feddistill.server.loop import frozen_teachers_warning
+
+    # Prepare: the defaults (teacher-rounds=5, 10 rounds) with the given changes
+    cfg = P.effective_config(from_mapping(values))
+    # Execute
+    warning = frozen_teachers_warning(cfg, P.plan_for(cfg))
+    # Assert
+    assert (warning is not None) is warns
+    if warns:
+        assert "teacher-rounds=5" in warning and "set teacher-rounds=0" in warning
