@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from feddistill.data.domains import DomainModel, fit_domains
     from feddistill.data.federated import prepare_federated_data
     from feddistill.data.federated_data import FederatedData
-    from feddistill.data.partitioners import KMeansPartitioner, partition_train
+    from feddistill.data.kmeans_partitioner import KMeansPartitioner
+    from feddistill.data.partitioners import partition_train
     from feddistill.data.splits import DataSplits, split_dataset
 
 _LAZY = {
@@ -39,7 +40,7 @@ _LAZY = {
     "write_client_data": "client_data",
     "FederatedData": "federated_data",
     "prepare_federated_data": "federated",
-    "KMeansPartitioner": "partitioners",
+    "KMeansPartitioner": "kmeans_partitioner",
     "partition_train": "partitioners",
     "DataSplits": "splits",
     "split_dataset": "splits",

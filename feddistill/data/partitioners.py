@@ -1,11 +1,13 @@
 """Partitioners: split the training set into one partition per client.
 
-``kmeans`` gives clients different input domains (:class:`KMeansPartitioner`, this
-module); ``iid`` and ``dirichlet`` (label skew) are flwr-datasets'
-:class:`~flwr_datasets.partitioner.IidPartitioner` and
-:class:`~flwr_datasets.partitioner.DirichletPartitioner`. All three work on a Hugging
-Face :class:`datasets.Dataset`; :func:`partition_train` builds a small one holding only
+``kmeans`` gives clients different input domains (:func:`kmeans_partitions`, this
+module, plain numpy and scikit-learn; :class:`~feddistill.data.kmeans_partitioner.KMeansPartitioner`
+offers it as a flwr-datasets ``Partitioner``); ``iid`` and ``dirichlet`` (label skew) are
+flwr-datasets' :class:`~flwr_datasets.partitioner.IidPartitioner` and
+:class:`~flwr_datasets.partitioner.DirichletPartitioner`, which work on a Hugging Face
+:class:`datasets.Dataset`: :func:`partition_train` builds a small one holding only
 ``index`` and ``label`` columns and reads the ``index`` column of each partition back.
+flwr-datasets is imported only for those two.
 
 Guarantees of :func:`partition_train`: every training sample is in exactly one
 partition; every partition has at least ``min_partition_size`` samples (so none is
@@ -17,14 +19,18 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
-from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
 from torch import Tensor
 
 from feddistill.data.domains import DEFAULT_N_COMPONENTS, DomainModel, fit_domains, flatten
 from feddistill.data.names import PARTITIONER_NAMES
+
+if TYPE_CHECKING:  # flwr-datasets (and Hugging Face datasets, pyarrow, pandas) load only
+    # for iid / dirichlet: ~1.7 CPU-s per process that a kmeans run does not pay
+    import datasets
+    from flwr_datasets.partitioner import Partitioner
 
 logger = logging.getLogger(__name__)
 
@@ -69,133 +75,62 @@ def check_partition_request(num_samples: int, num_partitions: int, min_partition
         )
 
 
-class KMeansPartitioner(Partitioner):
-    """Cross-domain partitions: KMeans on the input features, one cluster per partition.
+def kmeans_partitions(
+    rows: np.ndarray,
+    num_partitions: int,
+    min_partition_size: int,
+    seed: int,
+    n_components: int = DEFAULT_N_COMPONENTS,
+) -> tuple[list[np.ndarray], DomainModel]:
+    """Cross-domain partitions: PCA + KMeans of the rows, one cluster per partition.
 
-    The features (flattened pixels, or any per-sample vectors) are projected by PCA and
-    clustered by KMeans into ``num_partitions`` clusters (:func:`fit_domains`); partition
-    ``k`` is cluster ``k``, and clusters are numbered by size, largest first, ties by
-    the smallest row index they contain. With ``num_partitions=2`` this is the seed
-    document's source / target split of MNIST. Partitioning happens once, on the first
-    :meth:`load_partition` (or :attr:`partition_indices`) call.
+    The rows (flattened pixels, or any per-sample vectors) are projected by PCA and
+    clustered by KMeans into `num_partitions` clusters (:func:`fit_domains`); partition
+    ``k`` is cluster ``k``, and clusters are numbered by size, largest first, ties by the
+    smallest row index they contain. With ``num_partitions=2`` this is the seed
+    document's source / target split of MNIST. Plain numpy and scikit-learn:
+    :class:`~feddistill.data.kmeans_partitioner.KMeansPartitioner` is the same split
+    behind flwr-datasets' ``Partitioner`` interface.
 
     Args:
+        rows: features, shape (N, D).
         num_partitions: number of partitions (= clusters), >= 1.
-        features: per-row features aligned with the dataset, shape (N, ...); if None,
-            they are read from the dataset's `feature_column`.
-        feature_column: the dataset column holding the features when `features` is None.
         min_partition_size: smallest allowed cluster, >= 1.
-        n_components: upper bound on the PCA dimension, >= 1.
         seed: random state of PCA and KMeans, >= 0.
+        n_components: upper bound on the PCA dimension, >= 1.
+
+    Returns:
+        ``(indices, model)``: sorted int64 row indices of each partition, and the fitted
+        PCA + KMeans model (its domain ``k`` is partition ``k``).
 
     Raises:
-        ValueError: if `num_partitions` or `min_partition_size` is < 1.
+        ValueError: if there are too few rows for the partitions, fewer distinct rows
+            than partitions (both checked before fitting), or a cluster has fewer than
+            `min_partition_size` rows (the message lists all sizes).
 
     References:
         Seed document (KMeans source / target split); label-skew counterpart:
         Hsu et al., arXiv:1909.06335.
     """
-
-    def __init__(
-        self,
-        num_partitions: int,
-        features: Tensor | np.ndarray | None = None,
-        feature_column: str = "features",
-        min_partition_size: int = 1,
-        n_components: int = DEFAULT_N_COMPONENTS,
-        seed: int = 42,
-    ) -> None:
-        super().__init__()
-        check_counts(num_partitions, min_partition_size)
-        self._num_partitions = num_partitions
-        self._features = None if features is None else flatten(features)
-        self._feature_column = feature_column
-        self._min_partition_size = min_partition_size
-        self._n_components = n_components
-        self._seed = seed
-        self._indices: list[np.ndarray] | None = None
-        self._domain_model: DomainModel | None = None
-
-    @property
-    def num_partitions(self) -> int:
-        """Total number of partitions."""
-        return self._num_partitions
-
-    @property
-    def partition_indices(self) -> list[np.ndarray]:
-        """Sorted int64 row indices of each partition (partitions the data if needed)."""
-        self._determine_partition_indices_if_needed()
-        assert self._indices is not None
-        return self._indices
-
-    @property
-    def domain_model(self) -> DomainModel:
-        """The fitted PCA + KMeans model; its domain ``k`` is partition ``k``."""
-        self._determine_partition_indices_if_needed()
-        assert self._domain_model is not None
-        return self._domain_model
-
-    def load_partition(self, partition_id: int) -> datasets.Dataset:
-        """Rows of one partition.
-
-        Args:
-            partition_id: in [0, num_partitions).
-
-        Returns:
-            The partition as a :class:`datasets.Dataset`, rows in dataset order.
-
-        Raises:
-            ValueError: if `partition_id` is out of range, or partitioning fails (see
-                :meth:`_determine_partition_indices_if_needed`).
-        """
-        if not 0 <= partition_id < self._num_partitions:
-            raise ValueError(
-                f"partition_id={partition_id!r} is out of range; allowed: "
-                f"[0, {self._num_partitions - 1}]"
-            )
-        return self.dataset.select(self.partition_indices[partition_id])
-
-    def _determine_partition_indices_if_needed(self) -> None:
-        """Fit the clusters once and check their sizes.
-
-        Raises:
-            ValueError: if the features do not match the dataset's length, there are too
-                few samples for the partitions (checked before fitting), fewer distinct
-                rows than partitions (checked before fitting), or a cluster has fewer
-                than ``min_partition_size`` samples (the message lists all sizes).
-        """
-        if self._indices is not None:
-            return
-        num_rows = self.dataset.num_rows
-        if self._features is None:
-            rows = flatten(self.dataset.with_format("numpy")[self._feature_column])
-        else:
-            rows = self._features
-        if rows.shape[0] != num_rows:
-            raise ValueError(
-                f"features have {rows.shape[0]} rows but the dataset has {num_rows}; pass "
-                "one feature row per dataset row"
-            )
-        check_partition_request(num_rows, self._num_partitions, self._min_partition_size)
-        model = fit_domains(rows, self._num_partitions, self._seed, self._n_components)
-        labels = model.predict(rows)
-        sizes = np.bincount(labels, minlength=self._num_partitions)
-        if sizes.min() < self._min_partition_size:
-            small = int((sizes < self._min_partition_size).sum())
-            raise ValueError(
-                f"KMeans gave clusters of sizes {sizes.tolist()} for num-partitions="
-                f"{self._num_partitions}: {small} of them below min-partition-size="
-                f"{self._min_partition_size}. Lower num-partitions or min-partition-size, "
-                "or change the seed"
-            )
-        self._indices = [
-            np.flatnonzero(labels == k).astype(np.int64) for k in range(self._num_partitions)
-        ]
-        self._domain_model = model
+    check_partition_request(rows.shape[0], num_partitions, min_partition_size)
+    model = fit_domains(rows, num_partitions, seed, n_components)
+    labels = model.predict(rows)
+    sizes = np.bincount(labels, minlength=num_partitions)
+    if sizes.min() < min_partition_size:
+        small = int((sizes < min_partition_size).sum())
+        raise ValueError(
+            f"KMeans gave clusters of sizes {sizes.tolist()} for num-partitions="
+            f"{num_partitions}: {small} of them below min-partition-size="
+            f"{min_partition_size}. Lower num-partitions or min-partition-size, "
+            "or change the seed"
+        )
+    return [np.flatnonzero(labels == k).astype(np.int64) for k in range(num_partitions)], model
 
 
 def _index_dataset(train_y: np.ndarray) -> datasets.Dataset:
     """A Hugging Face dataset with only ``index`` (0..N-1) and ``label`` columns."""
+    import datasets
+
     num_samples = int(train_y.shape[0])
     return datasets.Dataset.from_dict(
         {"index": np.arange(num_samples, dtype=np.int64), "label": train_y.astype(np.int64)}
@@ -212,6 +147,8 @@ def _read_indices(partitioner: Partitioner) -> list[np.ndarray]:
 def _dirichlet(
     train_y: np.ndarray, num_partitions: int, alpha: float, min_partition_size: int, seed: int
 ) -> list[np.ndarray]:
+    from flwr_datasets.partitioner import DirichletPartitioner
+
     partitioner = DirichletPartitioner(
         num_partitions=num_partitions,
         partition_by="label",
@@ -251,7 +188,7 @@ def partition_train(
 ) -> tuple[list[np.ndarray], DomainModel | None]:
     """Split the training set into `num_partitions` disjoint partitions.
 
-    * ``kmeans``: :class:`KMeansPartitioner` on the flattened pixels (input domains).
+    * ``kmeans``: :func:`kmeans_partitions` on the flattened pixels (input domains).
     * ``iid``: the rows shuffled by `seed`, then flwr-datasets' ``IidPartitioner``
       (contiguous shards; sizes differ by at most 1).
     * ``dirichlet``: flwr-datasets' ``DirichletPartitioner`` on the labels: each class is
@@ -302,13 +239,10 @@ def partition_train(
     check_partition_request(num_samples, num_partitions, min_partition_size)
     model = None
     if partitioner == "kmeans":
-        kmeans = KMeansPartitioner(
-            num_partitions, features=train_x, min_partition_size=min_partition_size, seed=seed
-        )
-        kmeans.dataset = _index_dataset(labels)
-        parts = [p.copy() for p in kmeans.partition_indices]
-        model = kmeans.domain_model
+        parts, model = kmeans_partitions(flatten(train_x), num_partitions, min_partition_size, seed)
     elif partitioner == "iid":
+        from flwr_datasets.partitioner import IidPartitioner
+
         iid = IidPartitioner(num_partitions)
         iid.dataset = _index_dataset(labels).shuffle(seed=seed)
         parts = _read_indices(iid)
