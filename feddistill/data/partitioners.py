@@ -27,8 +27,8 @@ from torch import Tensor
 from feddistill.data.domains import DEFAULT_N_COMPONENTS, DomainModel, fit_domains, flatten
 from feddistill.data.names import PARTITIONER_NAMES
 
-if TYPE_CHECKING:  # flwr-datasets (and Hugging Face datasets, pyarrow, pandas) load only
-    # for iid / dirichlet: ~1.7 CPU-s per process that a kmeans run does not pay
+if TYPE_CHECKING:  # flwr-datasets (and Hugging Face datasets) load only
+    # for iid / dirichlet: ~1 CPU-s and 61 MiB per process that a kmeans run does not pay
     import datasets
     from flwr_datasets.partitioner import Partitioner
 
