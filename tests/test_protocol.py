@@ -63,8 +63,10 @@ def test_effective_config_is_idempotent_and_the_plan_reads_it(strategy: str) -> 
 @pytest.mark.parametrize(
     ("settings", "freezes"),
     [
-        ({"strategy": "feddistill"}, False),
+        ({"strategy": "feddistill", "teacher_rounds": 0}, False),
+        ({"strategy": "feddistill"}, True),  # teacher-rounds=5 by default (session 27)
         ({"strategy": "feddistill", "teacher_rounds": 3}, True),
+        ({"strategy": "logits-only", "teacher_rounds": 0}, False),
         ({"strategy": "logits-only", "teacher_plateau_rounds": 2}, True),
         ({"strategy": "fedavg", "teacher_rounds": 3}, False),  # no teachers to freeze
     ],
