@@ -188,6 +188,9 @@ FIXED_ON_RESUME = (
     "teacher_models",
     "student_model",
     "logits_subset",
+    # a frozen teacher's weights are not kept: it cannot train again or be counted anew
+    "teacher_rounds",
+    "teacher_plateau_rounds",
 )
 
 
@@ -204,6 +207,8 @@ def check_resume_changes(previous: RunConfig, cfg: RunConfig) -> None:
     """
     for key in FIXED_ON_RESUME:
         old, new = getattr(previous, key), getattr(cfg, key)
+        if key == "dirichlet_alpha" and "dirichlet" not in previous.partitioner:
+            continue  # read only by the Dirichlet partitioners
         if old != new:
             name = key.replace("_", "-")
             raise ValueError(

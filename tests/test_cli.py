@@ -224,6 +224,7 @@ def test_resumed_run_says_from_which_round_it_continues(
             "--resume: logits-subset=0.5 differs from the run's logits-subset=1.0",
         ),
         ("seed=3", "--resume: seed=3 differs from the run's seed=0"),
+        ("teacher-rounds=0", "--resume: teacher-rounds=0 differs from the run's teacher-rounds=5"),
         (
             "student-model='mlp'",
             "--resume: student-model='mlp' differs from the run's student-model='cnn-small'",
@@ -248,6 +249,25 @@ def test_resume_refuses_a_change_of_what_the_run_is_built_on(
     assert code == 2
     assert message in capsys.readouterr().err
     assert sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_resume_may_change_what_the_run_does_not_read(tmp_path, monkeypatch, data_checks_recorded):
+    # Prepare: an interrupted kmeans run: dirichlet-alpha plays no part in it
+    from feddistill import cli as cli_module
+
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "latest").write_text("round-2.pt")
+    (out / "run-config.json").write_text(json.dumps({"num-server-rounds": 4}))
+    done = {"status": "completed", "final_accuracy": 0.5, "best_accuracy": 0.5}
+    monkeypatch.setattr(
+        cli_module, "run_job", _fake_job({**done, "uplink_bytes": 0, "wall_seconds": 1.0})
+    )
+    # Execute
+    code = main(["run", "--resume", str(out), "--set", "dirichlet-alpha=0.1"])
+    # Assert
+    assert code == 0
+    assert [cfg.dirichlet_alpha for cfg in data_checks_recorded] == [0.1]
 
 
 def test_phases_and_rounds_are_plain_lines_when_piped(tmp_path, capsys, monkeypatch):

@@ -61,33 +61,49 @@ def share_client_data(cfg: RunConfig, data: FederatedData) -> None:
     )
 
 
-# dirichlet-alpha at or below which teachers that freeze after teacher-rounds cost
-# accuracy in a measurement (README "Label skew": alpha 0.1, 20 rounds, seed 0)
+# dirichlet-alpha at or below which teachers that freeze cost accuracy in a measurement
+# (README "Label skew: 10 Dirichlet(0.1) clients": alpha 0.1, 20 rounds, seed 0)
 STRONG_LABEL_SKEW = 0.3
+DIRICHLET_PARTITIONERS = ("dirichlet", "domain-dirichlet")  # those reading dirichlet-alpha
 
 
 def frozen_teachers_warning(cfg: RunConfig, plan: P.StrategyPlan) -> str | None:
-    """A warning when teachers freeze under strong label skew, else None.
+    """A warning when teachers may freeze under strong label skew, else None.
 
     Args:
-        cfg: the effective config (``teacher-rounds``, ``partitioner``,
-            ``dirichlet-alpha``, ``num-server-rounds``).
+        cfg: the effective config (``teacher-rounds``, ``teacher-plateau-rounds``,
+            ``partitioner``, ``dirichlet-alpha``, ``num-server-rounds``,
+            ``fraction-train``).
         plan: what the strategy does (:attr:`~feddistill.protocol.StrategyPlan.freezes_teachers`).
 
     Returns:
-        The line to show, or None when teachers train every round, the rounds end
-        before they freeze, or the labels are not strongly skewed.
+        The line to show, or None when teachers train every round, the labels are not
+        strongly skewed, or a client is expected to be sampled in no more than
+        ``teacher-rounds`` rounds (``num-server-rounds * fraction-train``; a plateau
+        needs ``teacher-plateau-rounds`` trained rounds and one more).
     """
-    skewed = cfg.partitioner == "dirichlet" and cfg.dirichlet_alpha <= STRONG_LABEL_SKEW
-    if not (plan.freezes_teachers and cfg.teacher_rounds and skewed):
+    skewed = cfg.partitioner in DIRICHLET_PARTITIONERS and cfg.dirichlet_alpha <= STRONG_LABEL_SKEW
+    if not (plan.freezes_teachers and skewed):
         return None
-    if cfg.num_server_rounds <= cfg.teacher_rounds:
+    client_rounds = cfg.num_server_rounds * cfg.fraction_train  # a client's expected rounds
+    limits = [cfg.teacher_rounds] if cfg.teacher_rounds else []
+    if cfg.teacher_plateau_rounds:
+        limits.append(cfg.teacher_plateau_rounds + 1)
+    if client_rounds <= min(limits):
         return None
+    keys = " / ".join(
+        f"{name}={value}"
+        for name, value in (
+            ("teacher-rounds", cfg.teacher_rounds),
+            ("teacher-plateau-rounds", cfg.teacher_plateau_rounds),
+        )
+        if value
+    )
     return (
-        f"warning: teachers freeze after teacher-rounds={cfg.teacher_rounds} of their "
-        f"rounds; under strong label skew (dirichlet-alpha={cfg.dirichlet_alpha}) that cost "
-        f"2.7 points in the label-skew benchmark (alpha 0.1, 20 rounds, seed 0): set "
-        f"teacher-rounds=0 to train them every round"
+        f"warning: teachers freeze ({keys}); under strong label skew (dirichlet-alpha="
+        f"{cfg.dirichlet_alpha}) frozen teachers cost 2.7 points in the label-skew "
+        f"benchmark (alpha 0.1, 20 rounds, seed 0): set teacher-rounds=0 (and "
+        f"teacher-plateau-rounds=0) to train them every round"
     )
 
 

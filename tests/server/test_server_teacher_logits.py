@@ -212,6 +212,19 @@ def test_frozen_teachers_vote_in_the_coverage_consensus(tmp_path, strategy):
         ({"partitioner": "dirichlet", "dirichlet-alpha": 0.5}, False),
         ({"partitioner": "dirichlet", "dirichlet-alpha": 0.1, "num-server-rounds": 5}, False),
         ({"partitioner": "dirichlet", "dirichlet-alpha": 0.1, "strategy": "fedavg"}, False),
+        # a plateau freezes teachers too; domain-dirichlet reads the same alpha
+        (
+            {
+                "partitioner": "dirichlet",
+                "dirichlet-alpha": 0.1,
+                "teacher-rounds": 0,
+                "teacher-plateau-rounds": 1,
+            },
+            True,
+        ),
+        ({"partitioner": "domain-dirichlet", "dirichlet-alpha": 0.1}, True),
+        # half the clients per round: each expects 5 rounds in 10, so none freezes
+        ({"partitioner": "dirichlet", "dirichlet-alpha": 0.1, "fraction-train": 0.5}, False),
     ],
 )
 def test_frozen_teachers_under_strong_label_skew_are_warned_about(values, warns):
@@ -224,4 +237,4 @@ def test_frozen_teachers_under_strong_label_skew_are_warned_about(values, warns)
     # Assert
     assert (warning is not None) is warns
     if warns:
-        assert "teacher-rounds=5" in warning and "set teacher-rounds=0" in warning
+        assert "teachers freeze (teacher-" in warning and "set teacher-rounds=0" in warning
