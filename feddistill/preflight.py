@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from feddistill.config import RunConfig
+from feddistill.data.names import DIRICHLET_PARTITIONER_NAMES
 from feddistill.lifeline import die_with_parent
 from feddistill.outdir_lock import LOCK_FILE
 from feddistill.run_folder import RunFolder
@@ -207,7 +208,7 @@ def check_resume_changes(previous: RunConfig, cfg: RunConfig) -> None:
     """
     for key in FIXED_ON_RESUME:
         old, new = getattr(previous, key), getattr(cfg, key)
-        if key == "dirichlet_alpha" and "dirichlet" not in previous.partitioner:
+        if key == "dirichlet_alpha" and previous.partitioner not in DIRICHLET_PARTITIONER_NAMES:
             continue  # read only by the Dirichlet partitioners
         if old != new:
             name = key.replace("_", "-")

@@ -13,4 +13,6 @@ DATASET_NAMES: tuple[str, ...] = EMBEDDED_DATASETS + TORCHVISION_DATASETS
 DOMAIN_DATASET_NAMES: tuple[str, ...] = ("digits-mix", "mnist5k-rotated", "mnist-usps")
 PARTITIONER_NAMES: tuple[str, ...] = ("kmeans", "iid", "dirichlet")
 DOMAIN_PARTITIONER_NAMES: tuple[str, ...] = ("domain", "domain-dirichlet")  # one domain per client
+# the partitioners that read dirichlet-alpha
+DIRICHLET_PARTITIONER_NAMES: tuple[str, ...] = ("dirichlet", "domain-dirichlet")
 PROXY_SETS: tuple[str, ...] = ("target", "public")  # the proxy set when target domains are held out

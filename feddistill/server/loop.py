@@ -17,6 +17,7 @@ from flwr.serverapp import Grid
 from feddistill import protocol as P
 from feddistill.config import RunConfig
 from feddistill.data import FederatedData, prepare_federated_data, write_client_data
+from feddistill.data.names import DIRICHLET_PARTITIONER_NAMES
 from feddistill.data.spec import uses_domain_path
 from feddistill.distill import SharedFeatureSpace
 from feddistill.heap import release_free_heap
@@ -64,7 +65,6 @@ def share_client_data(cfg: RunConfig, data: FederatedData) -> None:
 # dirichlet-alpha at or below which teachers that freeze cost accuracy in a measurement
 # (README "Label skew: 10 Dirichlet(0.1) clients": alpha 0.1, 20 rounds, seed 0)
 STRONG_LABEL_SKEW = 0.3
-DIRICHLET_PARTITIONERS = ("dirichlet", "domain-dirichlet")  # those reading dirichlet-alpha
 
 
 def frozen_teachers_warning(cfg: RunConfig, plan: P.StrategyPlan) -> str | None:
@@ -82,7 +82,9 @@ def frozen_teachers_warning(cfg: RunConfig, plan: P.StrategyPlan) -> str | None:
         ``teacher-rounds`` rounds (``num-server-rounds * fraction-train``; a plateau
         needs ``teacher-plateau-rounds`` trained rounds and one more).
     """
-    skewed = cfg.partitioner in DIRICHLET_PARTITIONERS and cfg.dirichlet_alpha <= STRONG_LABEL_SKEW
+    skewed = (
+        cfg.partitioner in DIRICHLET_PARTITIONER_NAMES and cfg.dirichlet_alpha <= STRONG_LABEL_SKEW
+    )
     if not (plan.freezes_teachers and skewed):
         return None
     client_rounds = cfg.num_server_rounds * cfg.fraction_train  # a client's expected rounds
