@@ -197,19 +197,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         def enter_out_dir() -> None:
             """The data checks passed: lock the out-dir, replace a previous run there,
             record the command. Nothing in the out-dir is touched before."""
-            if checks is not None:
-                checks.wait()
+            shared = checks.wait() if checks is not None else None
             # held for the whole run; the kernel drops it if this process dies
             stack.enter_context(lock)
-            if args.resume:
-                return
-            replaced = describe_previous_run(Path(cfg.out_dir))
-            prepare_out_dir(cfg)
-            if replaced:
-                console.print(f"{cfg.out_dir} held {replaced}; it was replaced by this run")
-            from feddistill.server.provenance import save_command
+            if not args.resume:
+                replaced = describe_previous_run(Path(cfg.out_dir))
+                prepare_out_dir(cfg)
+                if replaced:
+                    console.print(f"{cfg.out_dir} held {replaced}; it was replaced by this run")
+                from feddistill.server.provenance import save_command
 
-            save_command(Path(cfg.out_dir), ["feddistill", *getattr(args, "argv", [])])
+                save_command(Path(cfg.out_dir), ["feddistill", *getattr(args, "argv", [])])
+            if shared is not None:
+                # the data the checks built: the ServerApp reads it instead of computing
+                # it again with scikit-learn and flwr-datasets (feddistill.server.run_data)
+                from feddistill.atomic import atomic_write_bytes
+                from feddistill.run_folder import RunFolder
+
+                Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(RunFolder(cfg.out_dir).client_data, shared)
 
         if checks is None:
             enter_out_dir()

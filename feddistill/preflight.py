@@ -272,11 +272,23 @@ def _data_checks(cfg: RunConfig, check_cuda: bool) -> tuple[str, str] | None:
     return None
 
 
+def _shared_data(cfg: RunConfig) -> bytes | None:
+    """``client-data.npz`` for the run (domains included), from the data the checks
+    built: the ServerApp then reads it instead of computing it again (issue 13)."""
+    from feddistill.data import prepare_federated_data
+    from feddistill.server.run_data import encode_run_data
+
+    spec = cfg.data_spec()
+    return encode_run_data(spec, prepare_federated_data(spec))
+
+
 def _data_checks_child(cfg: RunConfig, check_cuda: bool, parent_pid: int, conn: Connection) -> None:
-    """The child's body: die with the parent, run the checks, send back the outcome."""
+    """The child's body: die with the parent, run the checks, send back the outcome:
+    (failure or None, the run's ``client-data.npz`` bytes or None)."""
     die_with_parent(parent_pid)
     try:
-        conn.send(("done", _data_checks(cfg, check_cuda)))
+        failure = _data_checks(cfg, check_cuda)
+        conn.send(("done", (failure, None if failure is not None else _shared_data(cfg))))
     except BaseException as exc:  # a bug, not a failed check: the parent re-raises it
         try:
             conn.send(("raised", (exc, traceback.format_exc())))
@@ -321,8 +333,13 @@ class DataChecks:
         child_conn.close()
         self._outcome: tuple[str, Any] | None = None
 
-    def wait(self) -> None:
+    def wait(self) -> bytes | None:
         """Block until the checks end; return if they passed.
+
+        Returns:
+            The run's ``client-data.npz`` (partitions, feature space and domains, as the
+            ServerApp would compute them) for the caller to write into the out-dir once
+            it may, or None (named or target domains: the ServerApp computes them).
 
         Raises:
             ValueError: as :func:`check_device` and :func:`check_data_splits`, same message.
@@ -343,9 +360,11 @@ class DataChecks:
         if kind == "raised":
             exc, trace = value
             raise exc from ChildTraceback(trace)
-        if value is not None:
-            name, message = value
+        failure, shared = value
+        if failure is not None:
+            name, message = failure
             raise _CHECK_ERRORS[name](message)
+        return shared
 
     def close(self) -> None:
         """Kill the child if it still runs; idempotent."""

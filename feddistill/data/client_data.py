@@ -12,10 +12,20 @@ splits (torch / numpy). Without the file (a SuperNode on another machine, a data
 with named domains) the client computes everything itself, as before; both ways give
 the same arrays, so the same metrics.
 
+The server needs more of the data: the input domains (a KMeans fit in a PCA space,
+:class:`~feddistill.data.DomainModel`) and the domain of each test sample and
+partition. When the file also holds those (written from a whole
+:class:`~feddistill.data.FederatedData`, as ``feddistill run``'s data-check child does
+while the runtime starts), :func:`read_federated_data` gives the server its data
+without scikit-learn or flwr-datasets too.
+
 One module owns the file in both directions. Its arrays: ``spec`` (the data spec as
 JSON), ``indices`` and ``offsets`` (partition ``k`` is
-``indices[offsets[k]:offsets[k + 1]]``), and ``feature_mean`` (F,) /
-``feature_components`` (d, F) of the shared feature space.
+``indices[offsets[k]:offsets[k + 1]]``), ``feature_mean`` (F,) /
+``feature_components`` (d, F) of the shared feature space, and optionally the domains:
+``test_domains`` (N_test,), ``partition_domains`` (num_partitions,), and the domain
+model's ``domain_mean`` (D,), ``domain_components`` (P, D), ``domain_centroids`` (K, P)
+and ``domain_fit_sizes`` (K,).
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import numpy as np
 
 from feddistill.atomic import atomic_write_bytes
 from feddistill.data.datasets import load_dataset
+from feddistill.data.domains import DomainModel
 from feddistill.data.federated_data import FederatedData
 from feddistill.data.spec import DataSpec, uses_domain_path
 from feddistill.data.splits import DataSplits, split_dataset
@@ -64,35 +75,73 @@ def _spec_key(spec: DataSpec) -> str:
     return json.dumps(dataclasses.asdict(spec), sort_keys=True)
 
 
+def encode_client_data(
+    spec: DataSpec,
+    partitions: list[np.ndarray],
+    feature_space: tuple[np.ndarray, np.ndarray],
+    domains: FederatedData | None = None,
+) -> bytes:
+    """The file's bytes (an ``.npz``) for `spec`'s partitions and feature space.
+
+    Args:
+        spec: the data spec the partitions were computed from.
+        partitions: per client, int indices into the training split.
+        feature_space: (mean (F,), components (d, F)) of the fitted shared space.
+        domains: the whole data, whose domain fields (test and partition domains, the
+            domain model) are stored too, for :func:`read_federated_data`; None stores
+            only what clients read. Its partitions must be `partitions`.
+
+    Raises:
+        ValueError: if `domains` has no domain model (named domains) or other partitions.
+    """
+    offsets = np.cumsum([0, *(len(p) for p in partitions)]).astype(np.int64)
+    indices = np.concatenate([np.asarray(p, dtype=np.int64) for p in partitions])
+    arrays: dict[str, np.ndarray] = {
+        "spec": np.array(_spec_key(spec)),
+        "indices": indices,
+        "offsets": offsets,
+        "feature_mean": np.asarray(feature_space[0], dtype=np.float64),
+        "feature_components": np.asarray(feature_space[1], dtype=np.float64),
+    }
+    if domains is not None:
+        model = domains.domain_model
+        if model is None:
+            raise ValueError("domains must have a domain_model (KMeans domains), got None")
+        if len(domains.partitions) != len(partitions) or not all(
+            np.array_equal(a, b) for a, b in zip(domains.partitions, partitions, strict=True)
+        ):
+            raise ValueError("domains.partitions differ from the partitions given")
+        arrays.update(
+            test_domains=np.asarray(domains.test_domains, dtype=np.int64),
+            partition_domains=np.asarray(domains.partition_domains, dtype=np.int64),
+            domain_mean=model.mean,
+            domain_components=model.components,
+            domain_centroids=model.centroids,
+            domain_fit_sizes=model.fit_sizes,
+        )
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
 def write_client_data(
     path: str | Path,
     spec: DataSpec,
     partitions: list[np.ndarray],
     feature_space: tuple[np.ndarray, np.ndarray],
+    domains: FederatedData | None = None,
 ) -> None:
     """Write the run's partitions and feature space for its clients (atomically).
 
     Args:
         path: the file, normally ``<out-dir>/client-data.npz``; its folder must exist.
-        spec: the data spec the partitions were computed from.
-        partitions: per client, int indices into the training split.
-        feature_space: (mean (F,), components (d, F)) of the fitted shared space.
+        spec, partitions, feature_space, domains: as :func:`encode_client_data`.
 
     Raises:
         OSError: if the file cannot be written.
+        ValueError: as :func:`encode_client_data`.
     """
-    offsets = np.cumsum([0, *(len(p) for p in partitions)]).astype(np.int64)
-    indices = np.concatenate([np.asarray(p, dtype=np.int64) for p in partitions])
-    buf = io.BytesIO()
-    np.savez(
-        buf,
-        spec=np.array(_spec_key(spec)),
-        indices=indices,
-        offsets=offsets,
-        feature_mean=np.asarray(feature_space[0], dtype=np.float64),
-        feature_components=np.asarray(feature_space[1], dtype=np.float64),
-    )
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, encode_client_data(spec, partitions, feature_space, domains))
 
 
 def read_client_data(
@@ -113,6 +162,74 @@ def read_client_data(
         return None
     partitions = [indices[offsets[k] : offsets[k + 1]] for k in range(len(offsets) - 1)]
     return partitions, space
+
+
+_DOMAIN_KEYS = (
+    "test_domains",
+    "partition_domains",
+    "domain_mean",
+    "domain_components",
+    "domain_centroids",
+    "domain_fit_sizes",
+)
+
+
+def read_federated_data(path: str | Path, spec: DataSpec) -> FederatedData | None:
+    """The whole data of `spec` from `path`, if the file holds its domains too, else None.
+
+    Only the dataset and its splits are loaded (torch / numpy, as
+    :func:`load_client_data` does); partitions, domains and the domain model come from
+    the file, so neither scikit-learn nor flwr-datasets is imported. A missing file,
+    one for another spec, one without the domain arrays or with arrays that do not fit
+    the splits gives None (the caller then computes the data). Specs with named or
+    target domains always give None.
+
+    Args:
+        path: ``<out-dir>/client-data.npz``.
+        spec: the run's data settings.
+
+    Returns:
+        The same :class:`FederatedData` as
+        :func:`~feddistill.data.prepare_federated_data` for `spec`, or None.
+
+    Raises:
+        ValueError, FileNotFoundError, RuntimeError: as :func:`load_dataset`.
+    """
+    if uses_domain_path(spec):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if str(npz["spec"]) != _spec_key(spec) or not all(k in npz for k in _DOMAIN_KEYS):
+                return None
+            indices, offsets = npz["indices"], npz["offsets"]
+            stored = {k: npz[k] for k in _DOMAIN_KEYS}
+    except (OSError, KeyError, ValueError):
+        return None
+    partitions = [indices[offsets[k] : offsets[k + 1]] for k in range(len(offsets) - 1)]
+    model = DomainModel(
+        stored["domain_mean"],
+        stored["domain_components"],
+        stored["domain_centroids"],
+        stored["domain_fit_sizes"],
+    )
+    ds = load_dataset(spec.dataset, data_root=spec.data_root, download=spec.download)
+    splits = split_dataset(ds, spec.proxy_fraction, spec.test_fraction, spec.seed)
+    test_domains = stored["test_domains"]
+    if (
+        len(partitions) != spec.num_partitions
+        or len(stored["partition_domains"]) != len(partitions)
+        or len(test_domains) != len(splits.test_y)
+        or (len(indices) and (indices.min() < 0 or indices.max() >= len(splits.train_y)))
+    ):
+        return None
+    return FederatedData(
+        splits=splits,
+        partitions=partitions,
+        test_domains=test_domains,
+        partition_domains=[int(d) for d in stored["partition_domains"]],
+        num_domains=model.n_domains,
+        domain_model=model,
+    )
 
 
 @functools.lru_cache(maxsize=4)

@@ -55,16 +55,12 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def _import_round_loop() -> None:
-    """scikit-learn first, whole, then the round loop (torch, the models, the data).
+    """The round loop (torch, the models, the data code), while the clients start.
 
-    scikit-learn's submodules import each other, and a first import of it racing
-    another thread's (Flower's simulation runs the ServerApp in a thread) handed one
-    of them a partially initialized module ('sklearn.base', seen). The ServerApp fits
-    the proxy set's PCA with sklearn.decomposition; the ClientApp module imports
-    neither scikit-learn nor torch (feddistill.clients.app).
+    scikit-learn and flwr-datasets are not imported here: the ServerApp reads its data
+    from ``client-data.npz`` when ``feddistill run``'s data checks wrote it, and imports
+    them only to compute the data itself (:func:`feddistill.server.run_data.load_run_data`).
     """
-    import sklearn.decomposition  # noqa: F401
-
     # torch.optim imports torch._dynamo on the first optimizer: ~0.85 s of the server's
     # first distillation, while the clients wait; taken here, during start-up
     import torch._dynamo  # noqa: F401

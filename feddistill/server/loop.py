@@ -16,18 +16,16 @@ from flwr.serverapp import Grid
 
 from feddistill import protocol as P
 from feddistill.config import RunConfig
-from feddistill.data import FederatedData, prepare_federated_data, write_client_data
+from feddistill.data import FederatedData
 from feddistill.data.names import DIRICHLET_PARTITIONER_NAMES
-from feddistill.data.spec import uses_domain_path
-from feddistill.distill import SharedFeatureSpace
 from feddistill.heap import release_free_heap
 from feddistill.learn import evaluate, few_steps_warning, resolve_device
-from feddistill.run_folder import RunFolder
 from feddistill.server.discovery import Discovery
 from feddistill.server.policy import FederationPolicy
 from feddistill.server.recorder import RunRecorder
 from feddistill.server.robust import robustness_columns
 from feddistill.server.round_metrics import RoundMetrics, federated_round_metrics
+from feddistill.server.run_data import load_run_data
 from feddistill.server.teacher_logits import reused_count
 from feddistill.threads import torch_threads
 from feddistill.timing import reset, timed
@@ -41,25 +39,6 @@ class OutDirInUse(ValueError):
 
 class CheckpointMismatch(OutDirInUse):
     """out-dir's checkpoint does not fit the configured student-model."""
-
-
-def share_client_data(cfg: RunConfig, data: FederatedData) -> None:
-    """Write ``<out-dir>/client-data.npz``: partitions and feature space for the clients.
-
-    Clients that read it (:func:`feddistill.data.load_client_data`) import neither
-    flwr-datasets nor scikit-learn (~200 MiB of RSS in each client actor). Nothing is
-    written for a dataset with named or target domains (its clients compute their data).
-
-    Raises:
-        OSError: if out-dir cannot be written.
-    """
-    spec = cfg.data_spec()
-    if uses_domain_path(spec):
-        return
-    space = SharedFeatureSpace(data.splits.proxy_x, seed=cfg.seed)  # as the clients fit it
-    write_client_data(
-        RunFolder(cfg.out_dir).client_data, spec, data.partitions, (space.mean, space.components)
-    )
 
 
 # dirichlet-alpha at or below which teachers that freeze cost accuracy in a measurement
@@ -132,8 +111,8 @@ class FederationRun:
         self.recorder.phase(f"loading data ({cfg.dataset}, {cfg.num_partitions} partitions)")
         reset()  # phase seconds of this run only (feddistill.timing)
         with timed("data_loading"):
-            self.data: FederatedData = prepare_federated_data(cfg.data_spec())
-            share_client_data(cfg, self.data)
+            # from client-data.npz when `feddistill run`'s checks wrote it, else computed
+            self.data: FederatedData = load_run_data(cfg)
         self.device = resolve_device(cfg.device, cfg.deterministic)
         plan = P.plan_for(cfg)  # which local models the clients train
         few = few_steps_warning(

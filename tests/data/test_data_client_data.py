@@ -6,13 +6,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from feddistill.data import DataSpec, prepare_federated_data
 from feddistill.data.client_data import (
     ClientData,
+    encode_client_data,
     load_client_data,
     read_client_data,
+    read_federated_data,
     write_client_data,
 )
 
@@ -102,3 +105,62 @@ def test_client_round_with_server_file_imports_no_partitioner_libraries(tmp_path
 
     # Assert
     assert out.stdout.strip() == "[]"
+
+
+def _assert_same_federated_data(got, want) -> None:
+    assert [p.tolist() for p in got.partitions] == [p.tolist() for p in want.partitions]
+    np.testing.assert_array_equal(got.test_domains, want.test_domains)
+    assert got.partition_domains == want.partition_domains
+    assert got.num_domains == want.num_domains
+    for name in ("mean", "components", "centroids", "fit_sizes"):
+        np.testing.assert_array_equal(
+            getattr(got.domain_model, name), getattr(want.domain_model, name)
+        )
+    torch.testing.assert_close(got.splits.test_x, want.splits.test_x)
+    assert got.target_domains == want.target_domains == ()
+
+
+def test_read_federated_data_equals_the_computed_data(tmp_path: Path) -> None:
+    # Prepare: a file written with the domains, as `feddistill run`'s check child does
+    data = prepare_federated_data(SPEC)
+    write_client_data(tmp_path / "c.npz", SPEC, data.partitions, SPACE, domains=data)
+
+    # Execute
+    got = read_federated_data(tmp_path / "c.npz", SPEC)
+
+    # Assert: the same data, and the domain model predicts as the fitted one
+    assert got is not None
+    _assert_same_federated_data(got, data)
+    np.testing.assert_array_equal(
+        got.domain_model.predict(got.splits.proxy_x), data.domain_model.predict(data.splits.proxy_x)
+    )
+
+
+def test_read_federated_data_needs_the_domains_and_the_same_spec(tmp_path: Path) -> None:
+    # Prepare: a clients-only file, and a whole one read for another seed
+    data = prepare_federated_data(SPEC)
+    write_client_data(tmp_path / "clients.npz", SPEC, data.partitions, SPACE)
+    write_client_data(tmp_path / "whole.npz", SPEC, data.partitions, SPACE, domains=data)
+
+    # Execute / Assert: both are refused (the server then computes its data)
+    assert read_federated_data(tmp_path / "clients.npz", SPEC) is None
+    assert read_federated_data(tmp_path / "whole.npz", dataclasses.replace(SPEC, seed=1)) is None
+    assert read_federated_data(tmp_path / "missing.npz", SPEC) is None
+
+
+def test_read_federated_data_refuses_indices_outside_the_training_split(tmp_path: Path) -> None:
+    # Prepare: a whole file whose partition points past the training split
+    data = prepare_federated_data(SPEC)
+    bad = [*data.partitions[:-1], np.array([len(data.splits.train_y)])]
+    write_client_data(
+        tmp_path / "c.npz", SPEC, bad, SPACE, domains=dataclasses.replace(data, partitions=bad)
+    )
+
+    # Execute / Assert
+    assert read_federated_data(tmp_path / "c.npz", SPEC) is None
+
+
+def test_encode_client_data_refuses_domains_of_other_partitions() -> None:
+    data = prepare_federated_data(SPEC)
+    with pytest.raises(ValueError, match="partitions differ"):
+        encode_client_data(SPEC, data.partitions[::-1], SPACE, domains=data)
