@@ -120,7 +120,7 @@ def encode_client_data(
             domain_fit_sizes=model.fit_sizes,
         )
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # keys are array names, not allow_pickle
     return buf.getvalue()
 
 
@@ -214,19 +214,25 @@ def read_federated_data(path: str | Path, spec: DataSpec) -> FederatedData | Non
     )
     ds = load_dataset(spec.dataset, data_root=spec.data_root, download=spec.download)
     splits = split_dataset(ds, spec.proxy_fraction, spec.test_fraction, spec.seed)
-    test_domains = stored["test_domains"]
+    test_domains, partition_domains = stored["test_domains"], stored["partition_domains"]
+    if test_domains.ndim != 1 or partition_domains.ndim != 1 or model.components.ndim != 2:
+        return None
+    ids = np.concatenate([test_domains, partition_domains])
     if (
         len(partitions) != spec.num_partitions
-        or len(stored["partition_domains"]) != len(partitions)
+        or len(partition_domains) != len(partitions)
         or len(test_domains) != len(splits.test_y)
         or (len(indices) and (indices.min() < 0 or indices.max() >= len(splits.train_y)))
+        or (len(ids) and (ids.min() < 0 or ids.max() >= model.n_domains))
+        or model.components.shape[1:] != model.mean.shape
+        or model.centroids.shape[1:] != model.components.shape[:1]
     ):
         return None
     return FederatedData(
         splits=splits,
         partitions=partitions,
         test_domains=test_domains,
-        partition_domains=[int(d) for d in stored["partition_domains"]],
+        partition_domains=[int(d) for d in partition_domains],
         num_domains=model.n_domains,
         domain_model=model,
     )

@@ -164,3 +164,15 @@ def test_encode_client_data_refuses_domains_of_other_partitions() -> None:
     data = prepare_federated_data(SPEC)
     with pytest.raises(ValueError, match="partitions differ"):
         encode_client_data(SPEC, data.partitions[::-1], SPACE, domains=data)
+
+
+def test_read_federated_data_refuses_domain_ids_outside_the_domains(tmp_path: Path) -> None:
+    # Prepare: a partition said to be in domain K (there are K domains: 0..K-1)
+    data = prepare_federated_data(SPEC)
+    bad = dataclasses.replace(
+        data, partition_domains=[*data.partition_domains[:-1], data.num_domains]
+    )
+    write_client_data(tmp_path / "c.npz", SPEC, data.partitions, SPACE, domains=bad)
+
+    # Execute / Assert
+    assert read_federated_data(tmp_path / "c.npz", SPEC) is None
