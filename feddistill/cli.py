@@ -157,9 +157,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.print(f"{out}: the run is already complete ({cfg.num_server_rounds} rounds)")
             return 0
         done = checkpoint_round(out)
+        if done > cfg.num_server_rounds:
+            raise ValueError(
+                f"--resume: num-server-rounds={cfg.num_server_rounds} is below the "
+                f"{done} rounds the checkpoint in {out} holds; allowed: {done} or more"
+            )
         console.print(
             f"resuming {out}: continuing from round {done + 1} of {cfg.num_server_rounds} "
             f"(checkpoint after round {done})"
+            if done < cfg.num_server_rounds
+            else f"resuming {out}: all {done} rounds are done; finishing the run"
         )
     else:
         overrides = list(args.set or [])

@@ -251,6 +251,26 @@ def test_resume_refuses_a_change_of_what_the_run_is_built_on(
     assert sorted(p.name for p in out.rglob("*")) == before
 
 
+def test_resume_refuses_fewer_rounds_than_the_checkpoint_holds(tmp_path, capsys, monkeypatch):
+    # Prepare: an interrupted 4-round run with a checkpoint after round 3
+    from feddistill import cli as cli_module
+
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "latest").write_text("round-3.pt")
+    (out / "run-config.json").write_text(json.dumps({"num-server-rounds": 4}))
+    before = sorted(p.name for p in out.rglob("*"))
+    monkeypatch.setattr(cli_module, "run_job", _fake_job({"status": "completed"}))
+    # Execute
+    code = main(["run", "--resume", str(out), "--set", "num-server-rounds=2"])
+    # Assert: refused, naming both counts and what is allowed; nothing touched
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "num-server-rounds=2 is below the 3 rounds the checkpoint" in err
+    assert "allowed: 3 or more" in err
+    assert sorted(p.name for p in out.rglob("*")) == before
+
+
 def test_resume_may_change_what_the_run_does_not_read(tmp_path, monkeypatch, data_checks_recorded):
     # Prepare: an interrupted kmeans run: dirichlet-alpha plays no part in it
     from feddistill import cli as cli_module
