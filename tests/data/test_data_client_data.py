@@ -176,3 +176,22 @@ def test_read_federated_data_refuses_domain_ids_outside_the_domains(tmp_path: Pa
 
     # Execute / Assert
     assert read_federated_data(tmp_path / "c.npz", SPEC) is None
+
+
+def test_encode_client_data_refuses_domains_without_a_domain_model() -> None:
+    # named domains have no fitted domain model: nothing to store for the server
+    data = dataclasses.replace(prepare_federated_data(SPEC), domain_model=None)
+    with pytest.raises(ValueError, match="domains must have a domain_model"):
+        encode_client_data(SPEC, data.partitions, SPACE, domains=data)
+
+
+def test_read_federated_data_refuses_mis_shaped_domain_arrays(tmp_path: Path) -> None:
+    # Prepare: centroids whose width is not the feature space's P
+    data = prepare_federated_data(SPEC)
+    model = data.domain_model
+    bad_model = type(model)(model.mean, model.components, model.centroids[:, :1], model.fit_sizes)
+    bad = dataclasses.replace(data, domain_model=bad_model)
+    write_client_data(tmp_path / "c.npz", SPEC, data.partitions, SPACE, domains=bad)
+
+    # Execute / Assert
+    assert read_federated_data(tmp_path / "c.npz", SPEC) is None
