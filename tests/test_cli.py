@@ -16,36 +16,21 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_partition_json_through_the_main_command_is_deterministic(tmp_path):
-    # Execute
-    first = cli(
-        "partition",
-        "--dataset",
-        "digits",
-        "--num-partitions",
-        "3",
-        "--json",
-        "--out",
-        str(tmp_path / "a"),
-    )
-    second = cli(
-        "partition",
-        "--dataset",
-        "digits",
-        "--num-partitions",
-        "3",
-        "--json",
-        "--out",
-        str(tmp_path / "b"),
-    )
+def test_partition_json_through_the_main_command_is_deterministic(tmp_path, capsys):
+    # Execute: `python -m feddistill.cli` in a child, and main() in this process
+    args = ["partition", "--dataset", "digits", "--num-partitions", "3", "--json", "--out"]
+    first = cli(*args, str(tmp_path / "a"))
+    code = main([*args, str(tmp_path / "b")])
+    second = capsys.readouterr().out
     # Assert
     assert first.returncode == 0, first.stderr
+    assert code == 0
     data = json.loads(first.stdout)
     assert [p["id"] for p in data["partitions"]] == [0, 1, 2]
     assert (
         sum(p["size"] for p in data["partitions"]) + data["proxy_size"] + data["test_size"] == 1797
     )
-    assert first.stdout == second.stdout
+    assert first.stdout == second
 
 
 def test_bench_dispatches_to_the_benchmark_script():

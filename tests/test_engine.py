@@ -209,11 +209,19 @@ def test_resuming_a_complete_run_does_nothing(tmp_path, monkeypatch, capsys):
     assert f"{out}: the run is already complete (2 rounds)\n" in capsys.readouterr().out
 
 
+# The data checks are the same on both engines; these run them in process (no runtime
+# start-up each). The simulation engine's overlap of the checks with its start-up:
+# test_too_many_partitions_fail_before_the_out_dir_is_touched below, and
+# tests/test_admission.py.
+
+
 def test_missing_torchvision_data_fails_before_the_out_dir_is_touched(tmp_path):
     out = tmp_path / "out"
     code = cli.main(
         [
             "run",
+            "--engine",
+            "inprocess",
             "--out",
             str(out),
             "--set",
@@ -269,13 +277,13 @@ def test_cuda_device_without_cuda_fails_before_the_out_dir_is_touched(tmp_path, 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "out"
     # Execute
-    code = cli.main(["run", "--out", str(out), "--set", "device=cuda"])
+    code = cli.main(["run", "--engine", "inprocess", "--out", str(out), "--set", "device=cuda"])
     # Assert
     assert code == 2 and not out.exists()
 
 
 def test_too_many_partitions_fail_before_the_out_dir_is_touched(tmp_path, capsys):
-    # Prepare
+    # Prepare: on the simulation engine, whose runtime starts while the checks run
     out = tmp_path / "out"
     # Execute
     code = cli.main(
@@ -291,7 +299,8 @@ def test_missing_target_domain_fails_before_the_out_dir_is_touched(tmp_path, cap
     out = tmp_path / "out"
     args = ["dataset=digits-mix", "partitioner=domain", "num-partitions=2", "target-domains=7"]
     # Execute
-    code = cli.main(["run", "--out", str(out), *[a for kv in args for a in ("--set", kv)]])
+    sets = [a for kv in args for a in ("--set", kv)]
+    code = cli.main(["run", "--engine", "inprocess", "--out", str(out), *sets])
     # Assert
     assert code == 2 and not out.exists()
     assert "target-domains [7] do not exist" in capsys.readouterr().err

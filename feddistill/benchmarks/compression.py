@@ -34,6 +34,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,6 +67,22 @@ SETTINGS: dict[str, CompressionSpec] = {
 }
 EF_SETTINGS = ("int4", "top10%+int8", "top10%+int4", "top1%+int8", "top1%+int4")
 TARGET_RATIO, TARGET_SQNR_DB, TARGET_MB_S = 150.0, 35.0, 200.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much one run measures: samples, tensor lengths (floats), rounds, repeats."""
+
+    n_train: int  # MNIST images the two models train on (one epoch)
+    n_random: int  # floats in the random N(0, 1) tensor of the codec rows
+    n_ef: int  # floats in each random update of the error-feedback rows
+    ef_rounds: int  # successive updates summed in the error-feedback rows
+    n_cal: int  # calibration images of the int8 student export
+    repeats: int  # timed calls per codec row (median)
+
+
+FULL = Sizes(n_train=4000, n_random=10_000_000, n_ef=1_000_000, ef_rounds=20, n_cal=1000, repeats=3)
+QUICK = Sizes(n_train=800, n_random=1_000_000, n_ef=100_000, ef_rounds=20, n_cal=500, repeats=1)
 
 
 def load_mnist(n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -204,13 +221,12 @@ def error_feedback_rows(name: str, updates: list[dict[str, Tensor]]) -> list[dic
     return rows
 
 
-def model_section(small: nn.Module, x: Tensor, y: Tensor, quick: bool) -> dict:
+def model_section(small: nn.Module, x: Tensor, y: Tensor, n_cal: int) -> dict:
     """Pruning reports and the int8 export of the trained `cnn-small`."""
     example = x[:2]
     dense = compression_report(small, example)
     unstructured = compression_report(prune_unstructured(copy.deepcopy(small), 0.5), example)
     channels = prune_channels(copy.deepcopy(small), example, pruning_ratio=0.5)
-    n_cal = 500 if quick else 1000
     with tempfile.TemporaryDirectory() as out:
         student = export_student(small, x[:n_cal], x[-1000:], y[-1000:], out, sparsity=0.5)
     return {
@@ -222,30 +238,30 @@ def model_section(small: nn.Module, x: Tensor, y: Tensor, quick: bool) -> dict:
 
 
 def run(quick: bool, seed: int = 0) -> dict:
-    """Train, measure, and return every table as plain data (`seed`: data order, init, noise)."""
+    """Train, measure, and return every table as plain data (`seed`: data order, init, noise).
+
+    Sizes come from :data:`QUICK` (``quick``) or :data:`FULL`.
+    """
+    sizes = QUICK if quick else FULL
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     x, y = load_mnist(5000, seed)
-    x_train, y_train = x[:4000], y[:4000]
-    if quick:
-        x_train, y_train = x_train[:800], y_train[:800]
+    x_train, y_train = x[: sizes.n_train], y[: sizes.n_train]
     models = {name: build_model(name, (1, 28, 28), 10) for name in ("cnn", "cnn-small")}
     for model in models.values():
         train(model, x_train, y_train)
-    repeats = 1 if quick else 3
-    n_random = 1_000_000 if quick else 10_000_000
     rows, ef_rows = [], []
     for name, model in models.items():
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        rows += codec_rows(name, state, repeats)
-        ef_rows += error_feedback_rows(name, weight_deltas(model, x_train, y_train, 20))
+        rows += codec_rows(name, state, sizes.repeats)
+        deltas = weight_deltas(model, x_train, y_train, sizes.ef_rounds)
+        ef_rows += error_feedback_rows(name, deltas)
     gen = torch.Generator().manual_seed(seed)
-    rand_name = f"random {n_random // 1_000_000}M"
-    rows += codec_rows(rand_name, {"x": torch.randn(n_random, generator=gen)}, repeats)
-    n_ef = 100_000 if quick else 1_000_000
-    ef_updates = [{"x": torch.randn(n_ef, generator=gen)} for _ in range(20)]
-    ef_rows += error_feedback_rows(f"random {n_ef:,} iid", ef_updates)
-    section = model_section(models["cnn-small"], x, y, quick)
+    rand_name = f"random {sizes.n_random / 1_000_000:g}M"
+    rows += codec_rows(rand_name, {"x": torch.randn(sizes.n_random, generator=gen)}, sizes.repeats)
+    ef_updates = [{"x": torch.randn(sizes.n_ef, generator=gen)} for _ in range(sizes.ef_rounds)]
+    ef_rows += error_feedback_rows(f"random {sizes.n_ef:,} iid", ef_updates)
+    section = model_section(models["cnn-small"], x, y, sizes.n_cal)
     return {
         "rows": rows,
         "error_feedback": ef_rows,

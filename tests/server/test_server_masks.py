@@ -72,6 +72,9 @@ CASE = {
     "sparsity-start-round": 1,
     "sparsity-end-round": 1,
     "fraction-train": 0.5,
+    # a few SGD steps per client and round: the mask's path is under test, not accuracy
+    "local-steps": 4,
+    "teacher-local-steps": 4,
 }
 # cnn-small's conv / linear weights: 8*1*3*3 + 16*8*3*3 + 64*784 + 10*64 = 52040 bits
 BITMAP_BYTES = 12 + 52040 // 8
