@@ -446,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         err_console.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
+    except PermissionError as exc:  # e.g. a read-only out-dir given to --resume
+        err_console.print(f"[red]error:[/] cannot write there: {escape(str(exc))}")
+        return 2
     except RuntimeError as exc:
         err_console.print(f"[red]run failed:[/] {escape(str(exc))}")
         return 1

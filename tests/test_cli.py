@@ -256,6 +256,28 @@ def test_resume_refuses_fewer_rounds_than_the_checkpoint_holds(tmp_path, capsys,
     assert sorted(p.name for p in out.rglob("*")) == before
 
 
+def test_unwritable_out_dir_is_one_line_naming_the_path(
+    tmp_path, capsys, monkeypatch, data_checks_recorded
+):
+    # Prepare: the run cannot write into its folder (a read-only out-dir on --resume;
+    # found by the fresh-user pass: it ended in a traceback)
+    from feddistill import cli as cli_module
+
+    denied = tmp_path / "run" / ".client-data.npz.tmp"
+
+    def run_job(cfg, **kw):
+        raise PermissionError(1, "Operation not permitted", str(denied))
+
+    monkeypatch.setattr(cli_module, "run_job", run_job)
+    # Execute
+    code = main(["run", "--engine", "inprocess", "--out", str(tmp_path / "run")])
+    # Assert
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "error: cannot write there:" in err and str(denied) in err.replace("\n", "")
+    assert "Traceback" not in err
+
+
 def test_resume_may_change_what_the_run_does_not_read(tmp_path, monkeypatch, data_checks_recorded):
     # Prepare: an interrupted kmeans run: dirichlet-alpha plays no part in it
     from feddistill import cli as cli_module

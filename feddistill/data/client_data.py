@@ -34,6 +34,7 @@ import dataclasses
 import functools
 import io
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -144,13 +145,36 @@ def write_client_data(
     atomic_write_bytes(path, encode_client_data(spec, partitions, feature_space, domains))
 
 
+# what np.load and reading its arrays raise for a file that is not a whole, intact npz
+# (missing, truncated or empty: OSError / EOFError / BadZipFile; a damaged member: a
+# BadZipFile "Bad CRC-32" when the array is read; an array that is not one: ValueError)
+_UNREADABLE = (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile)
+
+
+def _partitions(indices: np.ndarray, offsets: np.ndarray) -> list[np.ndarray] | None:
+    """Partition ``k`` = ``indices[offsets[k]:offsets[k + 1]]``; None if they do not fit."""
+    if (
+        indices.ndim != 1
+        or offsets.ndim != 1
+        or len(offsets) < 1
+        or not np.issubdtype(indices.dtype, np.integer)
+        or not np.issubdtype(offsets.dtype, np.integer)
+        or offsets[0] != 0
+        or offsets[-1] != len(indices)
+        or bool(np.any(np.diff(offsets) < 0))
+    ):
+        return None
+    return [indices[offsets[k] : offsets[k + 1]] for k in range(len(offsets) - 1)]
+
+
 def read_client_data(
     path: str | Path, spec: DataSpec
 ) -> tuple[list[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
     """(partitions, feature space) from `path` if it was written for `spec`, else None.
 
-    A missing file, one written for another data spec, or one that cannot be read
-    gives None (the caller then computes the data itself).
+    A missing file, one written for another data spec, one that cannot be read (cut
+    short, empty, a damaged array) or whose arrays do not fit together gives None (the
+    caller then computes the data itself).
     """
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -158,9 +182,14 @@ def read_client_data(
                 return None
             indices, offsets = npz["indices"], npz["offsets"]
             space = (npz["feature_mean"], npz["feature_components"])
-    except (OSError, KeyError, ValueError):
+    except _UNREADABLE:
         return None
-    partitions = [indices[offsets[k] : offsets[k + 1]] for k in range(len(offsets) - 1)]
+    partitions = _partitions(indices, offsets)
+    mean, components = space
+    if partitions is None or mean.ndim != 1 or components.ndim != 2:
+        return None
+    if components.shape[1] != mean.shape[0]:
+        return None
     return partitions, space
 
 
@@ -203,9 +232,11 @@ def read_federated_data(path: str | Path, spec: DataSpec) -> FederatedData | Non
                 return None
             indices, offsets = npz["indices"], npz["offsets"]
             stored = {k: npz[k] for k in _DOMAIN_KEYS}
-    except (OSError, KeyError, ValueError):
+    except _UNREADABLE:
         return None
-    partitions = [indices[offsets[k] : offsets[k + 1]] for k in range(len(offsets) - 1)]
+    partitions = _partitions(indices, offsets)
+    if partitions is None:
+        return None
     model = DomainModel(
         stored["domain_mean"],
         stored["domain_components"],
@@ -242,8 +273,9 @@ def read_federated_data(path: str | Path, spec: DataSpec) -> FederatedData | Non
 def load_client_data(spec: DataSpec, path: str) -> ClientData:
     """The client's data for `spec`: from `path` when it holds it, else computed.
 
-    Cached per process on (spec, path). With the file, only the dataset and its splits
-    are loaded (:func:`load_dataset`, :func:`split_dataset`, as
+    Cached per process on (spec, path). A file that :func:`read_client_data` refuses, or
+    whose partitions are not `spec`'s count or point outside the training split, is
+    not used. With the file, only the dataset and its splits are loaded (:func:`load_dataset`, :func:`split_dataset`, as
     :func:`~feddistill.data.prepare_federated_data` does); without it, or for a spec
     with named or target domains, :func:`~feddistill.data.prepare_federated_data`
     computes everything.
@@ -267,4 +299,11 @@ def load_client_data(spec: DataSpec, path: str) -> ClientData:
     partitions, space = stored
     ds = load_dataset(spec.dataset, data_root=spec.data_root, download=spec.download)
     splits = split_dataset(ds, spec.proxy_fraction, spec.test_fraction, spec.seed)
+    size = len(splits.train_y)
+    if len(partitions) != spec.num_partitions or any(
+        len(p) and (p.min() < 0 or p.max() >= size) for p in partitions
+    ):  # not this run's partitions of this training split: compute them
+        from feddistill.data.federated import prepare_federated_data
+
+        return ClientData.of(prepare_federated_data(spec))
     return ClientData(splits, partitions, space)

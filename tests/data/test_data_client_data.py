@@ -195,3 +195,60 @@ def test_read_federated_data_refuses_mis_shaped_domain_arrays(tmp_path: Path) ->
 
     # Execute / Assert
     assert read_federated_data(tmp_path / "c.npz", SPEC) is None
+
+
+def _damaged(path: Path, how: str) -> None:
+    """`path` cut in half, emptied, or with bytes flipped inside its last array."""
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:  # one member's bytes changed: the zip's CRC check fails when it is read
+        name = b"feature_components.npy"
+        at = data.index(name) + len(name) + 200  # inside that member's data
+        path.write_bytes(data[:at] + bytes(b ^ 0xFF for b in data[at : at + 16]) + data[at + 16 :])
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "crc"])
+def test_damaged_file_is_not_used_by_either_reader(tmp_path: Path, how: str) -> None:
+    # Prepare: a whole file (as `feddistill run` writes it), then damaged; the readers'
+    # rule is "unreadable gives None, the caller computes" (a user's resume after a
+    # disk-full or a copy cut short: issue 13's fresh-user pass)
+    data = prepare_federated_data(SPEC)
+    space = (np.zeros(64), np.ones((40, 64)))  # big enough that the damage lands inside
+    write_client_data(tmp_path / "c.npz", SPEC, data.partitions, space, domains=data)
+    assert read_client_data(tmp_path / "c.npz", SPEC) is not None
+    _damaged(tmp_path / "c.npz", how)
+
+    # Execute / Assert
+    assert read_client_data(tmp_path / "c.npz", SPEC) is None
+    if how != "crc":  # the server reads no feature-space array
+        assert read_federated_data(tmp_path / "c.npz", SPEC) is None
+
+
+def test_partitions_that_do_not_fit_the_offsets_are_refused(tmp_path: Path) -> None:
+    # Prepare: offsets going backwards (partition 1 would be empty, 2 overlap 0)
+    path = tmp_path / "c.npz"
+    write_client_data(path, SPEC, [np.array([4, 7]), np.array([1])], SPACE)
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["offsets"] = np.array([0, 2, 1, 3])
+    np.savez(path, **arrays)
+
+    # Execute / Assert
+    assert read_client_data(path, SPEC) is None
+
+
+def test_client_data_of_another_partition_count_is_computed_instead(tmp_path: Path) -> None:
+    # Prepare: a readable file for this spec holding 3 partitions where the spec has 4
+    data = prepare_federated_data(SPEC)
+    write_client_data(tmp_path / "c.npz", SPEC, data.partitions[:3], SPACE)
+    load_client_data.cache_clear()
+
+    # Execute
+    got = load_client_data(SPEC, str(tmp_path / "c.npz"))
+
+    # Assert: the computed partitions and feature space, not the file's
+    assert [p.tolist() for p in got.partitions] == [p.tolist() for p in data.partitions]
+    assert got.feature_space is None  # the client fits it, as without a file
