@@ -167,6 +167,14 @@ def _partitions(indices: np.ndarray, offsets: np.ndarray) -> list[np.ndarray] | 
     return [indices[offsets[k] : offsets[k + 1]] for k in range(len(offsets) - 1)]
 
 
+def _fit_the_split(partitions: list[np.ndarray], num_partitions: int, n_train: int) -> bool:
+    """True if there are `num_partitions` partitions, every index in ``[0, n_train)``."""
+    flat = np.concatenate(partitions) if partitions else np.empty(0, dtype=np.int64)
+    return len(partitions) == num_partitions and (
+        not len(flat) or (flat.min() >= 0 and flat.max() < n_train)
+    )
+
+
 def read_client_data(
     path: str | Path, spec: DataSpec
 ) -> tuple[list[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
@@ -186,9 +194,7 @@ def read_client_data(
         return None
     partitions = _partitions(indices, offsets)
     mean, components = space
-    if partitions is None or mean.ndim != 1 or components.ndim != 2:
-        return None
-    if components.shape[1] != mean.shape[0]:
+    if partitions is None or mean.ndim != 1 or components.shape[1:] != mean.shape:
         return None
     return partitions, space
 
@@ -250,10 +256,9 @@ def read_federated_data(path: str | Path, spec: DataSpec) -> FederatedData | Non
         return None
     ids = np.concatenate([test_domains, partition_domains])
     if (
-        len(partitions) != spec.num_partitions
+        not _fit_the_split(partitions, spec.num_partitions, len(splits.train_y))
         or len(partition_domains) != len(partitions)
         or len(test_domains) != len(splits.test_y)
-        or (len(indices) and (indices.min() < 0 or indices.max() >= len(splits.train_y)))
         or (len(ids) and (ids.min() < 0 or ids.max() >= model.n_domains))
         or model.components.shape[1:] != model.mean.shape
         or model.centroids.shape[1:] != model.components.shape[:1]
@@ -275,7 +280,8 @@ def load_client_data(spec: DataSpec, path: str) -> ClientData:
 
     Cached per process on (spec, path). A file that :func:`read_client_data` refuses, or
     whose partitions are not `spec`'s count or point outside the training split, is
-    not used. With the file, only the dataset and its splits are loaded (:func:`load_dataset`, :func:`split_dataset`, as
+    not used. With the file, only the dataset and its splits are loaded
+    (:func:`load_dataset`, :func:`split_dataset`, as
     :func:`~feddistill.data.prepare_federated_data` does); without it, or for a spec
     with named or target domains, :func:`~feddistill.data.prepare_federated_data`
     computes everything.
@@ -292,18 +298,12 @@ def load_client_data(spec: DataSpec, path: str) -> ClientData:
             :func:`~feddistill.data.prepare_federated_data`.
     """
     stored = None if uses_domain_path(spec) else read_client_data(path, spec)
-    if stored is None:
-        from feddistill.data.federated import prepare_federated_data
+    if stored is not None:
+        partitions, space = stored
+        ds = load_dataset(spec.dataset, data_root=spec.data_root, download=spec.download)
+        splits = split_dataset(ds, spec.proxy_fraction, spec.test_fraction, spec.seed)
+        if _fit_the_split(partitions, spec.num_partitions, len(splits.train_y)):
+            return ClientData(splits, partitions, space)
+    from feddistill.data.federated import prepare_federated_data
 
-        return ClientData.of(prepare_federated_data(spec))
-    partitions, space = stored
-    ds = load_dataset(spec.dataset, data_root=spec.data_root, download=spec.download)
-    splits = split_dataset(ds, spec.proxy_fraction, spec.test_fraction, spec.seed)
-    size = len(splits.train_y)
-    if len(partitions) != spec.num_partitions or any(
-        len(p) and (p.min() < 0 or p.max() >= size) for p in partitions
-    ):  # not this run's partitions of this training split: compute them
-        from feddistill.data.federated import prepare_federated_data
-
-        return ClientData.of(prepare_federated_data(spec))
-    return ClientData(splits, partitions, space)
+    return ClientData.of(prepare_federated_data(spec))

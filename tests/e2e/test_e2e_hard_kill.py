@@ -84,8 +84,8 @@ def test_sigterm_then_sigkill_mid_run_leave_no_process_and_resume_matches_an_uni
     SIGTERM once round 1 is checkpointed (exit 143), ``--resume``; then SIGKILL of the
     resumed run mid-round (nothing left 10 s later, the lock refused a second writer
     while it lived), ``--resume`` again (in process): the metrics are the uninterrupted
-    run's. (Two
-    tests before, with a start-up each: the SIGTERM one was in test_e2e_run.py.)
+    run's. (Two tests before, with a start-up each: the SIGTERM one was in
+    test_e2e_run.py.)
     """
     # Prepare: the uninterrupted reference run, in process (both engines give the same
     # metrics: tests/e2e/test_e2e_run.py)
