@@ -252,3 +252,20 @@ def test_client_data_of_another_partition_count_is_computed_instead(tmp_path: Pa
     # Assert: the computed partitions and feature space, not the file's
     assert [p.tolist() for p in got.partitions] == [p.tolist() for p in data.partitions]
     assert got.feature_space is None  # the client fits it, as without a file
+
+
+def test_client_data_pointing_outside_the_training_split_is_computed_instead(
+    tmp_path: Path,
+) -> None:
+    # Prepare: this spec's 4 partitions, the last one pointing one past the training split
+    data = prepare_federated_data(SPEC)
+    bad = [*data.partitions[:-1], np.array([len(data.splits.train_y)])]
+    write_client_data(tmp_path / "c.npz", SPEC, bad, SPACE)
+    load_client_data.cache_clear()
+
+    # Execute
+    got = load_client_data(SPEC, str(tmp_path / "c.npz"))
+
+    # Assert: the computed partitions, not the file's
+    assert [p.tolist() for p in got.partitions] == [p.tolist() for p in data.partitions]
+    assert got.feature_space is None
